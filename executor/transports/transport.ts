@@ -1,0 +1,33 @@
+/**
+ * How the `run` hook executes one stage script on a leased instance. The local transport runs it
+ * in a child process group on this machine; the SSH transport streams it to `bash` on the
+ * instance. Both relay stdout/stderr to the hook's own stdout/stderr (the job log) live, in order
+ * and with back-pressure, and turn cancellation into the end of the remote process tree.
+ */
+
+export interface StageRequest {
+  /** Absolute path of the script gitlab-runner wrote (in the job's TMPDIR). */
+  readonly scriptPath: string;
+  /** gitlab-runner's stage name; any name must be accepted. */
+  readonly stage: string;
+  /** Extra environment for the script, e.g. RUNNER_FLEET_INSTANCE_ID. Never job secrets. */
+  readonly env: Readonly<Record<string, string>>;
+  /** Per-job directory owned by the hook (TMPDIR): a place for sockets or pid files. */
+  readonly jobTmpDir: string;
+  /** After a cancel, how long to wait between SIGTERM and SIGKILL of the remote tree. */
+  readonly killGraceMs: number;
+}
+
+export type StageOutcome =
+  /** The script ran to the end (or was killed by a signal: code is 128 + signal). */
+  | { readonly kind: 'exited'; readonly code: number }
+  /** The infrastructure failed: connection lost, auth refused, host key mismatch, instance gone. */
+  | { readonly kind: 'system-failure'; readonly message: string }
+  /** The stage was canceled through the abort signal and its process tree has ended. */
+  | { readonly kind: 'canceled' };
+
+export interface Transport {
+  runStage(request: StageRequest, signal: AbortSignal): Promise<StageOutcome>;
+  /** Release per-job resources (e.g. a multiplexed SSH master). Idempotent. */
+  close?(jobTmpDir: string): Promise<void>;
+}
