@@ -97,6 +97,19 @@ export interface Provider {
   /** How the executor reaches the instance. */
   connectInfo(id: string): Promise<ConnectInfo>;
 
-  /** Attach an instance profile before the job's first stage (AWS); others may ignore it. */
-  attachInstanceProfile?(id: string, profile: string): Promise<void>;
+  /**
+   * Called when a job leases the instance, before `prepare` answers: attach the job's instance
+   * profile (AWS), give the job its paths (local). Throwing fails the acquire with that message.
+   */
+  prepareLease?(id: string, lease: LeaseContext): Promise<void>;
+
+  /** Called when the job releases the instance (whether or not it is then terminated). */
+  endLease?(id: string, jobId: string): Promise<void>;
+}
+
+export interface LeaseContext {
+  readonly jobId: string;
+  /** Instance profile chosen by the credential rules; undefined means the default (maybe none). */
+  readonly instanceProfile?: string;
+  readonly hopLimit?: number;
 }

@@ -1,0 +1,97 @@
+import { hostname } from 'node:os';
+import { z } from 'zod';
+import { parseDuration } from './duration.js';
+
+/** A duration string ("30s", "5m", "1h30m") parsed to milliseconds. */
+export const duration = (fallback: string) =>
+  z
+    .string()
+    .default(fallback)
+    .transform((text, ctx) => {
+      const ms = parseDuration(text);
+      if (ms === undefined) {
+        ctx.addIssue({ code: 'custom', message: `expected a duration like "30s", "5m" or "1h30m", got "${text}"` });
+        return z.NEVER;
+      }
+      return ms;
+    });
+
+const positiveInt = (fallback: number) => z.number().int().positive().default(fallback);
+const nonNegativeInt = (fallback: number) => z.number().int().nonnegative().default(fallback);
+
+export const executorSchema = z
+  .strictObject({
+    /** builds_dir on the instance (gitlab-runner puts CI_PROJECT_DIR below it). */
+    builds_dir: z.string().startsWith('/').default('/builds'),
+    /** cache_dir on the instance. */
+    cache_dir: z.string().startsWith('/').default('/cache'),
+    /** After a cancel, how long the job's processes get between SIGTERM and SIGKILL. */
+    kill_grace: duration('10s'),
+    /** How long cleanup keeps retrying to reach a restarting daemon. */
+    daemon_wait: duration('30s'),
+  })
+  .prefault({});
+
+export const poolSchema = z
+  .strictObject({
+    max_instances: positiveInt(10),
+    idle_count: nonNegativeInt(0),
+    idle_time: duration('10m'),
+    max_use_count: positiveInt(1),
+    capacity_per_instance: z.literal(1).default(1),
+    instance_acquire_timeout: duration('15m'),
+    instance_ready_timeout: duration('10m'),
+    max_instance_lifetime: duration('6h'),
+    reconcile_interval: duration('30s'),
+    reconcile_interval_fast: duration('2s'),
+  })
+  .prefault({});
+
+export const localSchema = z
+  .strictObject({
+    /** Where local instances live; default: <state_dir>/local. */
+    root: z.string().optional(),
+    /** Simulated boot time of a local instance, to exercise the waiting path. */
+    boot_time: duration('0s'),
+  })
+  .prefault({});
+
+export const configSchema = z.strictObject({
+  log_level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal']).default('info'),
+  state_dir: z.string().startsWith('/').optional(),
+  socket: z.string().startsWith('/').optional(),
+  fleet_name: z
+    .string()
+    .regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/, 'letters, digits, ".", "_" and "-", at most 63')
+    .default('default'),
+  manager_id: z
+    .string()
+    .regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/, 'letters, digits, ".", "_" and "-", at most 63')
+    .optional(),
+  provider: z.enum(['local', 'aws']).default('local'),
+  executor: executorSchema,
+  pool: poolSchema,
+  local: localSchema,
+});
+
+export type RawConfig = z.input<typeof configSchema>;
+type Parsed = z.output<typeof configSchema>;
+
+/** The typed configuration every module receives; paths are resolved and absolute. */
+export interface Config extends Omit<Parsed, 'state_dir' | 'socket' | 'manager_id' | 'local'> {
+  state_dir: string;
+  socket: string;
+  manager_id: string;
+  local: Parsed['local'] & { root: string };
+  /** Where this config came from: a file path, or "embedded default". */
+  source: string;
+}
+
+export function defaultManagerId(): string {
+  return (
+    hostname()
+      .replace(/[^A-Za-z0-9._-]/g, '-')
+      .replace(/^[^A-Za-z0-9]+/, '')
+      .slice(0, 63) || 'manager'
+  );
+}

@@ -1,0 +1,82 @@
+/**
+ * The control socket speaks newline-delimited JSON: one request line from the client, then any
+ * number of `progress` lines and exactly one final `ok` or `error` line from the daemon. Types
+ * only: the hooks import this file, so it must stay free of runtime dependencies.
+ */
+import type { ConnectInfo } from '../providers/provider.js';
+
+/** What prepare knows about the job. Never job variables: only ids and the ID token to verify. */
+export interface JobInfo {
+  readonly id: string;
+  readonly projectPath?: string;
+  readonly pipelineId?: string;
+  /** GitLab ID token (id_tokens:) for credential rules; verified by the daemon, never logged. */
+  readonly idToken?: string;
+  /** CI_JOB_TOKEN, used only to ask GitLab whether the job is still running; never logged. */
+  readonly jobToken?: string;
+  /** CI_SERVER_URL, where the job token is checked. */
+  readonly serverUrl?: string;
+}
+
+export type ControlRequest =
+  | { readonly op: 'ping' }
+  | { readonly op: 'config'; readonly jobId: string }
+  | { readonly op: 'acquire'; readonly job: JobInfo }
+  | { readonly op: 'release'; readonly jobId: string; readonly reason?: string }
+  | { readonly op: 'lease'; readonly jobId: string }
+  | { readonly op: 'status' }
+  | { readonly op: 'drain'; readonly wait?: boolean };
+
+/** What config_exec prints, as the daemon computes it for the configured provider. */
+export interface ExecutorConfig {
+  readonly builds_dir: string;
+  readonly cache_dir: string;
+  readonly builds_dir_is_shared: boolean;
+  readonly hostname: string;
+  readonly driver: { readonly name: string; readonly version: string };
+  readonly shell: 'bash';
+}
+
+/** Everything the run and cleanup hooks need, persisted by prepare in the job's TMPDIR. */
+export interface Lease {
+  readonly jobId: string;
+  readonly instanceId: string;
+  readonly provider: string;
+  readonly connect: ConnectInfo;
+  readonly leasedAt: string;
+  readonly killGraceMs: number;
+  /** Lines for the job log, e.g. which credential rule matched. */
+  readonly notes: readonly string[];
+}
+
+export interface InstanceStatus {
+  readonly id: string;
+  readonly state: string;
+  readonly jobId: string | null;
+  readonly provider: string;
+  readonly createdAt: string;
+  readonly readyAt: string | null;
+  readonly leasedAt: string | null;
+  readonly useCount: number;
+  readonly detail: Readonly<Record<string, string>>;
+}
+
+export interface StatusReport {
+  readonly manager: {
+    readonly id: string;
+    readonly fleet: string;
+    readonly provider: string;
+    readonly pid: number;
+    readonly startedAt: string;
+    readonly version: string;
+    readonly draining: boolean;
+  };
+  readonly instances: readonly InstanceStatus[];
+  readonly leases: readonly { readonly jobId: string; readonly instanceId: string; readonly leasedAt: string }[];
+  readonly waiting: number;
+}
+
+export type ControlResponse =
+  | { readonly type: 'progress'; readonly message: string }
+  | { readonly type: 'ok'; readonly data?: unknown }
+  | { readonly type: 'error'; readonly message: string; readonly code?: string };

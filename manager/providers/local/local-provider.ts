@@ -1,0 +1,222 @@
+/**
+ * The embedded default provider: an "instance" is a private directory tree on this machine
+ * (home, builds, cache, tmp) with its own id, and its tags live in a meta.json beside it. It has
+ * the same shape as EC2 (launch with an idempotency token, list by tags, terminate by name) so
+ * the fleet logic and the contract tests treat both alike, and a newcomer needs no AWS account.
+ */
+import { randomBytes } from 'node:crypto';
+import { mkdir, readdir, readFile, rename, rm, symlink, unlink, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import type {
+  ConnectInfo,
+  LaunchRequest,
+  LeaseContext,
+  LaunchResult,
+  Provider,
+  ProviderInstance,
+  ReadyCheck,
+  Tags,
+} from '../provider.js';
+import { TAG } from '../tags.js';
+
+interface Meta {
+  id: string;
+  tags: Record<string, string>;
+  launchedAt: string;
+  bootTimeMs: number;
+}
+
+export interface LocalProviderOptions {
+  root: string;
+  fleetName: string;
+  managerId: string;
+  bootTimeMs: number;
+}
+
+/** Sub-directories every local instance has; `pgids` records the run hooks' process groups. */
+const INSTANCE_DIRS = ['home', 'builds', 'cache', 'tmp', 'pgids'] as const;
+
+export class LocalProvider implements Provider {
+  readonly name = 'local';
+  private readonly instancesDir: string;
+  /** Per-job links (<root>/jobs/<jobId>) that point at the leased instance's tree. */
+  readonly jobsDir: string;
+
+  constructor(private readonly options: LocalProviderOptions) {
+    this.instancesDir = join(options.root, 'instances');
+    this.jobsDir = join(options.root, 'jobs');
+  }
+
+  async start(): Promise<void> {
+    await mkdir(this.instancesDir, { recursive: true, mode: 0o700 });
+    await mkdir(this.jobsDir, { recursive: true, mode: 0o700 });
+  }
+
+  async list(): Promise<ProviderInstance[]> {
+    const result: ProviderInstance[] = [];
+    for (const meta of await this.readAll()) {
+      if (meta.tags[TAG.fleet] !== this.options.fleetName || meta.tags[TAG.manager] !== this.options.managerId)
+        continue;
+      result.push(this.toInstance(meta));
+    }
+    return result;
+  }
+
+  /** Every instance under the root, whoever owns it: for tests that check managers keep apart. */
+  async listAll(): Promise<ProviderInstance[]> {
+    return (await this.readAll()).map((meta) => this.toInstance(meta));
+  }
+
+  async launch(request: LaunchRequest): Promise<LaunchResult> {
+    // Idempotency: a retried launch with the same token returns what the first one created.
+    const existing = (await this.readAll()).filter((m) => m.tags[TAG.launchToken] === request.token);
+    if (existing.length > 0) return { launched: existing.map((m) => this.toInstance(m)), failures: [] };
+    const launched: ProviderInstance[] = [];
+    for (let i = 0; i < request.count; i++) {
+      const id = `local-${randomBytes(6).toString('hex')}`;
+      const dir = this.dirOf(id);
+      await mkdir(dir, { recursive: true, mode: 0o700 });
+      // Meta (the tags) first: from then on a crash leaves an instance the reconciler can see.
+      const meta: Meta = {
+        id,
+        tags: { ...request.tags, [TAG.launchToken]: request.token },
+        launchedAt: new Date().toISOString(),
+        bootTimeMs: this.options.bootTimeMs,
+      };
+      await this.writeMeta(meta);
+      for (const sub of INSTANCE_DIRS) await mkdir(join(dir, sub), { recursive: true, mode: 0o700 });
+      launched.push(this.toInstance(meta));
+    }
+    return { launched, failures: [] };
+  }
+
+  async terminate(ids: readonly string[]): Promise<void> {
+    for (const id of ids) {
+      const dir = this.dirOf(id);
+      // Like EC2 terminating a machine: whatever the jobs left running there dies with it.
+      await this.killRecordedProcessGroups(dir);
+      const grave = join(this.instancesDir, `.terminated-${id}-${randomBytes(3).toString('hex')}`);
+      try {
+        await rename(dir, grave);
+      } catch (error) {
+        if ((error as NodeJS.ErrnoException).code === 'ENOENT') continue;
+        throw error;
+      }
+      await rm(grave, { recursive: true, force: true });
+    }
+  }
+
+  async setTags(id: string, tags: Tags): Promise<void> {
+    const meta = await this.readMeta(id);
+    if (!meta) throw new Error(`local instance ${id} does not exist`);
+    for (const [key, value] of Object.entries(tags)) {
+      if (value === '') delete meta.tags[key];
+      else meta.tags[key] = value;
+    }
+    await this.writeMeta(meta);
+  }
+
+  async checkReady(id: string): Promise<ReadyCheck> {
+    const meta = await this.readMeta(id);
+    if (!meta) return { ready: false, reason: 'instance is gone' };
+    if (this.statusOf(meta) !== 'running') return { ready: false, reason: 'still booting' };
+    for (const sub of INSTANCE_DIRS) await mkdir(join(this.dirOf(id), sub), { recursive: true, mode: 0o700 });
+    return { ready: true };
+  }
+
+  async connectInfo(id: string): Promise<ConnectInfo> {
+    return { kind: 'local', root: this.dirOf(id) };
+  }
+
+  /** Give the job its stable path (<root>/jobs/<jobId>) into the instance's tree. */
+  async prepareLease(id: string, lease: LeaseContext): Promise<void> {
+    const link = this.jobLinkPath(lease.jobId);
+    await unlink(link).catch(() => undefined);
+    await symlink(this.dirOf(id), link);
+  }
+
+  async endLease(_id: string, jobId: string): Promise<void> {
+    await unlink(this.jobLinkPath(jobId)).catch(() => undefined);
+  }
+
+  jobLinkPath(jobId: string): string {
+    return join(this.jobsDir, safeName(jobId));
+  }
+
+  private async killRecordedProcessGroups(dir: string): Promise<void> {
+    let entries: string[] = [];
+    try {
+      entries = await readdir(join(dir, 'pgids'));
+    } catch {
+      return;
+    }
+    for (const entry of entries) {
+      const pgid = Number(entry);
+      if (!Number.isInteger(pgid) || pgid <= 1) continue;
+      try {
+        process.kill(-pgid, 'SIGKILL');
+      } catch {
+        // Already gone: the usual case.
+      }
+    }
+  }
+
+  private dirOf(id: string): string {
+    return join(this.instancesDir, safeName(id));
+  }
+
+  private statusOf(meta: Meta): ProviderInstance['status'] {
+    return Date.now() - Date.parse(meta.launchedAt) >= meta.bootTimeMs ? 'running' : 'pending';
+  }
+
+  private toInstance(meta: Meta): ProviderInstance {
+    return {
+      id: meta.id,
+      status: this.statusOf(meta),
+      tags: { ...meta.tags },
+      launchedAt: new Date(meta.launchedAt),
+      detail: { root: this.dirOf(meta.id) },
+    };
+  }
+
+  private async readAll(): Promise<Meta[]> {
+    let names: string[];
+    try {
+      names = await readdir(this.instancesDir);
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return [];
+      throw error;
+    }
+    const metas: Meta[] = [];
+    for (const name of names) {
+      if (name.startsWith('.')) continue;
+      const meta = await this.readMeta(name);
+      if (meta) metas.push(meta);
+    }
+    return metas;
+  }
+
+  private async readMeta(id: string): Promise<Meta | undefined> {
+    try {
+      const parsed = JSON.parse(await readFile(join(this.dirOf(id), 'meta.json'), 'utf8')) as Meta;
+      return parsed && typeof parsed.id === 'string' && parsed.tags ? parsed : undefined;
+    } catch {
+      // Missing or half-written meta: a launch that died before its first write. The reconcile
+      // loop never sees it as ours, so it cannot be leased; the directory is inert.
+      return undefined;
+    }
+  }
+
+  private async writeMeta(meta: Meta): Promise<void> {
+    const path = join(this.dirOf(meta.id), 'meta.json');
+    const tmp = `${path}.${process.pid}.${randomBytes(3).toString('hex')}.tmp`;
+    await writeFile(tmp, JSON.stringify(meta), { mode: 0o600 });
+    await rename(tmp, path);
+  }
+}
+
+/** Ids come from GitLab or from us; never let one escape its directory. */
+function safeName(id: string): string {
+  if (!/^[A-Za-z0-9._-]+$/.test(id) || id === '.' || id === '..') throw new Error(`invalid id: ${JSON.stringify(id)}`);
+  return id;
+}
