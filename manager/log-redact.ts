@@ -163,9 +163,17 @@ export const loggerRedaction = {
   },
   hooks: {
     logMethod(args, method) {
+      let input: unknown[] = args;
+      // `log.error(err)` makes pino use err.message as the message, past every other layer: turn
+      // it into the `{ err }, message` form so the message is scrubbed like any other.
+      const [first, ...rest] = args as unknown[];
+      if (first instanceof Error) {
+        input =
+          typeof rest[0] === 'string' ? [{ err: first }, ...rest] : [{ err: first }, first.message, ...rest];
+      }
       method.apply(
         this,
-        args.map((arg) => (typeof arg === 'string' ? scrubSecrets(arg) : arg)) as Parameters<typeof method>,
+        input.map((arg) => (typeof arg === 'string' ? scrubSecrets(arg) : arg)) as Parameters<typeof method>,
       );
     },
   },
