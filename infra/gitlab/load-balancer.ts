@@ -1,0 +1,121 @@
+/**
+ * The public entry: a Network Load Balancer with TLS 443 (ACM certificate), TCP 80 (answered by
+ * a redirect to HTTPS on the instance) and TCP 22 (git over SSH). It has its own security group;
+ * the instance's group admits traffic only from it.
+ */
+import * as acm from 'aws-cdk-lib/aws-certificatemanager';
+import * as ec2 from 'aws-cdk-lib/aws-ec2';
+import * as elbv2 from 'aws-cdk-lib/aws-elasticloadbalancingv2';
+import * as route53 from 'aws-cdk-lib/aws-route53';
+import * as targets from 'aws-cdk-lib/aws-route53-targets';
+import type * as s3 from 'aws-cdk-lib/aws-s3';
+import { Construct } from 'constructs';
+import { acknowledge } from '../shared/nag.js';
+import { REDIRECT_PORT } from './gitlab-rb.js';
+
+/** Instance ports behind the listeners. 8080 only answers with a redirect to HTTPS. */
+export const INSTANCE_PORTS = { http: 80, httpRedirect: REDIRECT_PORT, ssh: 22 } as const;
+
+export interface LoadBalancerProps {
+  vpc: ec2.IVpc;
+  domainName: string;
+  certificateArn?: string;
+  hostedZone?: { id: string; name: string };
+  allowedCidr: string;
+  accessLogs: s3.IBucket;
+}
+
+export class GitlabLoadBalancer extends Construct {
+  readonly nlb: elbv2.NetworkLoadBalancer;
+  readonly securityGroup: ec2.SecurityGroup;
+  readonly targetGroups: elbv2.NetworkTargetGroup[];
+  readonly certificate: acm.ICertificate;
+
+  constructor(scope: Construct, id: string, props: LoadBalancerProps) {
+    super(scope, id);
+    const zone = props.hostedZone
+      ? route53.HostedZone.fromHostedZoneAttributes(this, 'Zone', {
+          hostedZoneId: props.hostedZone.id,
+          zoneName: props.hostedZone.name,
+        })
+      : undefined;
+    this.certificate = props.certificateArn
+      ? acm.Certificate.fromCertificateArn(this, 'Certificate', props.certificateArn)
+      : new acm.Certificate(this, 'Certificate', {
+          domainName: props.domainName,
+          // Without a zone the deployment waits until someone creates the validation CNAME shown
+          // in the ACM console; with a zone CloudFormation creates it.
+          validation: acm.CertificateValidation.fromDns(zone),
+        });
+
+    this.securityGroup = new ec2.SecurityGroup(this, 'SecurityGroup', {
+      vpc: props.vpc,
+      description: 'GitLab load balancer: HTTPS, HTTP and git over SSH from the allowed range',
+      allowAllOutbound: false,
+    });
+    const clients = ec2.Peer.ipv4(props.allowedCidr);
+    this.securityGroup.addIngressRule(clients, ec2.Port.tcp(443), 'HTTPS');
+    this.securityGroup.addIngressRule(clients, ec2.Port.tcp(80), 'HTTP, redirected to HTTPS');
+    this.securityGroup.addIngressRule(clients, ec2.Port.tcp(22), 'git over SSH');
+    const publicEntry =
+      'The public entry of the GitLab POC: HTTPS, HTTP (redirect) and git over SSH, which reaches ' +
+      'gitlab-shell, not a login shell. Narrow it with the allowedCidr context value.';
+    acknowledge(this.securityGroup, [
+      { id: 'AwsSolutions-EC23', reason: publicEntry },
+      { id: 'CloudFormation-Validate::W2508', reason: publicEntry },
+    ]);
+
+    this.nlb = new elbv2.NetworkLoadBalancer(this, 'Nlb', {
+      vpc: props.vpc,
+      internetFacing: true,
+      vpcSubnets: { subnetType: ec2.SubnetType.PUBLIC },
+      securityGroups: [this.securityGroup],
+      crossZoneEnabled: true,
+    });
+    this.nlb.logAccessLogs(props.accessLogs, 'nlb');
+
+    const web = new elbv2.NetworkTargetGroup(this, 'Web', {
+      vpc: props.vpc,
+      port: INSTANCE_PORTS.http,
+      protocol: elbv2.Protocol.TCP,
+      targetType: elbv2.TargetType.INSTANCE,
+      healthCheck: {
+        protocol: elbv2.Protocol.HTTP,
+        path: '/-/readiness',
+        port: String(INSTANCE_PORTS.http),
+        healthyHttpCodes: '200',
+      },
+    });
+    const redirect = new elbv2.NetworkTargetGroup(this, 'HttpRedirect', {
+      vpc: props.vpc,
+      port: INSTANCE_PORTS.httpRedirect,
+      protocol: elbv2.Protocol.TCP,
+      targetType: elbv2.TargetType.INSTANCE,
+    });
+    const ssh = new elbv2.NetworkTargetGroup(this, 'GitSsh', {
+      vpc: props.vpc,
+      port: INSTANCE_PORTS.ssh,
+      protocol: elbv2.Protocol.TCP,
+      targetType: elbv2.TargetType.INSTANCE,
+    });
+    this.targetGroups = [web, redirect, ssh];
+
+    this.nlb.addListener('Https', {
+      port: 443,
+      protocol: elbv2.Protocol.TLS,
+      certificates: [elbv2.ListenerCertificate.fromCertificateManager(this.certificate)],
+      sslPolicy: elbv2.SslPolicy.RECOMMENDED_TLS,
+      defaultTargetGroups: [web],
+    });
+    this.nlb.addListener('Http', { port: 80, protocol: elbv2.Protocol.TCP, defaultTargetGroups: [redirect] });
+    this.nlb.addListener('Ssh', { port: 22, protocol: elbv2.Protocol.TCP, defaultTargetGroups: [ssh] });
+
+    if (zone) {
+      new route53.ARecord(this, 'Alias', {
+        zone,
+        recordName: props.domainName,
+        target: route53.RecordTarget.fromAlias(new targets.LoadBalancerTarget(this.nlb)),
+      });
+    }
+  }
+}
