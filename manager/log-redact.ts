@@ -178,3 +178,36 @@ export const loggerRedaction = {
     },
   },
 } satisfies LoggerOptions;
+
+/**
+ * Merge the redaction into existing root-logger options (keeps their formatters, serializers and
+ * redact paths, adds ours): `pino(withRedaction({ level, formatters: { level: … } }), dest)`.
+ */
+export function withRedaction<T extends LoggerOptions>(options: T): T & typeof loggerRedaction {
+  const existing = options.redact;
+  const paths = Array.isArray(existing) ? existing : (existing?.paths ?? []);
+  const ownLog = options.formatters?.log;
+  const ownLogMethod = options.hooks?.logMethod;
+  return {
+    ...options,
+    redact: { paths: [...new Set([...paths, ...REDACT_PATHS])], censor: CENSOR },
+    serializers: { ...options.serializers, ...loggerRedaction.serializers },
+    formatters: {
+      ...options.formatters,
+      // Theirs first, ours last: whatever their formatter adds is redacted too.
+      log: (object: Record<string, unknown>) =>
+        loggerRedaction.formatters.log(ownLog ? ownLog(object) : object),
+    },
+    hooks: {
+      ...options.hooks,
+      logMethod(args, method, level) {
+        const next = ownLogMethod
+          ? (function (this: unknown, ...inner: Parameters<typeof method>) {
+              ownLogMethod.call(this as never, inner, method, level);
+            } as typeof method)
+          : method;
+        loggerRedaction.hooks.logMethod.call(this, args, next);
+      },
+    },
+  } as T & typeof loggerRedaction;
+}

@@ -5,20 +5,11 @@
  * role to a job; the output carries compiled matchers so selection is a pure, cheap function.
  */
 import { z } from 'zod';
+import { parseDuration } from '../config/duration.js';
 import { compileGlob, GlobError } from './glob.js';
 
 // ---------------------------------------------------------------------------------------------
-// Durations
-
-const DURATION = /^(\d+(?:\.\d+)?)(ms|s|m|h)$/;
-const UNIT_MS: Readonly<Record<string, number>> = { ms: 1, s: 1_000, m: 60_000, h: 3_600_000 };
-
-/** Parse `"500ms"`, `"30s"`, `"5m"`, `"1h"` to milliseconds; undefined when malformed. */
-export function parseDuration(text: string): number | undefined {
-  const match = DURATION.exec(text.trim());
-  if (!match) return undefined;
-  return Math.round(Number(match[1]) * (UNIT_MS[match[2] ?? ''] ?? Number.NaN));
-}
+// Durations: the same syntax as the rest of the config ("30s", "5m", "1h30m", "250ms").
 
 function duration(fallback: string, minMs: number, maxMs: number) {
   return z
@@ -29,7 +20,7 @@ function duration(fallback: string, minMs: number, maxMs: number) {
       if (ms === undefined) {
         ctx.addIssue({
           code: 'custom',
-          message: `invalid duration "${text}" (use e.g. "500ms", "30s", "5m", "1h")`,
+          message: `invalid duration "${text}" (use e.g. "500ms", "30s", "5m", "1h30m")`,
         });
         return z.NEVER;
       }

@@ -1,6 +1,13 @@
 import { pino } from 'pino';
 import { describe, expect, it } from 'vitest';
-import { CENSOR, isSecretKey, loggerRedaction, redactValue, scrubSecrets } from '../../manager/log-redact.js';
+import {
+  CENSOR,
+  isSecretKey,
+  loggerRedaction,
+  redactValue,
+  scrubSecrets,
+  withRedaction,
+} from '../../manager/log-redact.js';
 
 /** A pino logger with the root redaction, writing into memory. */
 function memoryLogger() {
@@ -85,6 +92,33 @@ describe('root logger redaction', () => {
     expect(text).toContain('RUNNER_FLEET_ID_TOKEN');
     expect(text).toContain('"jobId":"456"');
     expect(text).toContain('prepare failed for token');
+  });
+
+  it('withRedaction keeps existing options (level formatter, own paths, own hook) and adds ours', () => {
+    const lines: string[] = [];
+    const seen: string[] = [];
+    const log = pino(
+      withRedaction({
+        level: 'info',
+        timestamp: pino.stdTimeFunctions.isoTime,
+        formatters: { level: (label: string) => ({ level: label }) },
+        redact: { paths: ['custom.field'], censor: 'x' },
+        hooks: {
+          logMethod(args, method) {
+            seen.push(String(args.at(-1)));
+            method.apply(this, args);
+          },
+        },
+      }),
+      { write: (chunk: string) => lines.push(chunk) },
+    );
+    const secret = sentinel('merged');
+    log.info({ custom: { field: secret }, deep: { a: { b: { idToken: secret } } } }, `jwt ${JWT}`);
+    const text = lines.join('');
+    expect(text).not.toContain(secret);
+    expect(text).not.toContain(JWT);
+    expect(text).toContain('"level":"info"');
+    expect(seen).toHaveLength(1);
   });
 
   it('does not mutate the logged object', () => {

@@ -153,12 +153,15 @@ describe('credentials config', () => {
     expect(errors({ ...base, default_hop_limit: 0 })).toContain('default_hop_limit');
   });
 
-  it('parses durations', () => {
-    expect(parseDuration('500ms')).toBe(500);
-    expect(parseDuration('30s')).toBe(30_000);
-    expect(parseDuration('1.5m')).toBe(90_000);
-    expect(parseDuration('2h')).toBe(7_200_000);
-    expect(parseDuration('5')).toBeUndefined();
-    expect(parseDuration('-5s')).toBeUndefined();
+  it('uses the config-wide duration syntax', () => {
+    const config = credentialsSchema.parse({
+      ...base,
+      clock_skew: '1m30s',
+      jwks_timeout: '2500ms',
+      jwks_cache_ttl: '1h',
+    });
+    expect([config.clockSkewMs, config.jwksTimeoutMs, config.jwksCacheTtlMs]).toEqual([
+      90_000, 2_500, 3_600_000,
+    ]);
   });
 });
