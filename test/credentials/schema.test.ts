@@ -1,11 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { parse } from 'smol-toml';
 import { describe, expect, it } from 'vitest';
-import {
-  credentialsSchema,
-  credentialsSectionSchema,
-  parseDuration,
-} from '../../manager/credentials/schema.js';
+import { credentialsSchema, credentialsSectionSchema } from '../../manager/credentials/schema.js';
 
 const exampleToml = readFileSync(new URL('../../docs/credentials.example.toml', import.meta.url), 'utf8');
 
