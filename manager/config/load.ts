@@ -58,7 +58,9 @@ export function parseConfigText(text: string, path: string, env: NodeJS.ProcessE
   if (!result.success) {
     const lines = result.error.issues.map((issue) => describeIssue(issue, text, path));
     throw new ConfigError(
-      lines.length === 1 ? (lines[0] as string) : `${path}: ${lines.length} problems:\n  ${lines.join('\n  ')}`,
+      lines.length === 1
+        ? (lines[0] as string)
+        : `${path}: ${lines.length} problems:\n  ${lines.join('\n  ')}`,
     );
   }
   return resolveConfig(result.data, path, env);
@@ -103,7 +105,11 @@ function receivedType(value: unknown): string | undefined {
   return `${typeof value} ${String(value)}`;
 }
 
-function resolveConfig(parsed: z.output<typeof configSchema>, source: string, env: NodeJS.ProcessEnv): Config {
+function resolveConfig(
+  parsed: z.output<typeof configSchema>,
+  source: string,
+  env: NodeJS.ProcessEnv,
+): Config {
   const isEmbedded = source === 'embedded default';
   const stateDir = parsed.state_dir ?? (isEmbedded ? userStateDir(env) : SYSTEM_STATE_DIR);
   return {

@@ -15,7 +15,8 @@ export const SYSTEM_STATE_DIR = '/var/lib/runner-fleet';
  * so a newcomer can run `npm start` without root.
  */
 export function userStateDir(env: NodeJS.ProcessEnv = process.env): string {
-  const base = env.XDG_STATE_HOME && env.XDG_STATE_HOME !== '' ? env.XDG_STATE_HOME : join(homedir(), '.local', 'state');
+  const base =
+    env.XDG_STATE_HOME && env.XDG_STATE_HOME !== '' ? env.XDG_STATE_HOME : join(homedir(), '.local', 'state');
   return join(base, 'runner-fleet');
 }
 

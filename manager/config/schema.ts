@@ -10,7 +10,10 @@ export const duration = (fallback: string) =>
     .transform((text, ctx) => {
       const ms = parseDuration(text);
       if (ms === undefined) {
-        ctx.addIssue({ code: 'custom', message: `expected a duration like "30s", "5m" or "1h30m", got "${text}"` });
+        ctx.addIssue({
+          code: 'custom',
+          message: `expected a duration like "30s", "5m" or "1h30m", got "${text}"`,
+        });
         return z.NEVER;
       }
       return ms;

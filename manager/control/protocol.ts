@@ -72,7 +72,11 @@ export interface StatusReport {
     readonly draining: boolean;
   };
   readonly instances: readonly InstanceStatus[];
-  readonly leases: readonly { readonly jobId: string; readonly instanceId: string; readonly leasedAt: string }[];
+  readonly leases: readonly {
+    readonly jobId: string;
+    readonly instanceId: string;
+    readonly leasedAt: string;
+  }[];
   readonly waiting: number;
 }
 

@@ -25,7 +25,11 @@ export class ControlError extends Error {
   }
 }
 
-export async function listenControl(socketPath: string, handler: RequestHandler, log: Logger): Promise<Server> {
+export async function listenControl(
+  socketPath: string,
+  handler: RequestHandler,
+  log: Logger,
+): Promise<Server> {
   mkdirSync(dirname(socketPath), { recursive: true, mode: 0o700 });
   if (existsSync(socketPath)) {
     if (await isAlive(socketPath)) {
@@ -81,7 +85,10 @@ function serve(socket: Socket, handler: RequestHandler, log: Logger): void {
       socket.end();
       return;
     }
-    handler(request, { progress: (message) => send({ type: 'progress', message }), signal: controller.signal })
+    handler(request, {
+      progress: (message) => send({ type: 'progress', message }),
+      signal: controller.signal,
+    })
       .then((data) => send({ type: 'ok', ...(data === undefined ? {} : { data }) }))
       .catch((error: Error & { code?: string }) => {
         send({ type: 'error', message: error.message, ...(error.code ? { code: error.code } : {}) });

@@ -59,18 +59,23 @@ export class FleetError extends Error {
   }
 }
 
-export interface FleetOptions {
-  readonly provider: Provider;
-  readonly journal: LeaseJournal;
-  readonly log: Logger;
-  readonly fleetName: string;
-  readonly managerId: string;
+/** The knobs a SIGHUP reload may change; everything else needs a restart. */
+export interface FleetTuning {
   readonly policy: PoolPolicy;
   readonly maxUseCount: number;
   readonly acquireTimeoutMs: number;
   readonly readyTimeoutMs: number;
   readonly reconcileIntervalMs: number;
   readonly reconcileFastIntervalMs: number;
+}
+
+export interface FleetOptions {
+  readonly provider: Provider;
+  readonly journal: LeaseJournal;
+  readonly log: Logger;
+  readonly fleetName: string;
+  readonly managerId: string;
+  readonly tuning: FleetTuning;
   readonly clock?: Clock;
 }
 
@@ -104,18 +109,29 @@ export class Fleet {
   private readonly tagWrites = new Map<string, Promise<void>>();
   private readonly stopController = new AbortController();
 
+  private tuning: FleetTuning;
+
   constructor(private readonly options: FleetOptions) {
     this.clock = options.clock ?? systemClock;
     this.log = options.log.child({ module: 'fleet' });
+    this.tuning = options.tuning;
   }
 
   get policy(): PoolPolicy {
-    return this.options.policy;
+    return this.tuning.policy;
+  }
+
+  /** Apply reloaded knobs. Leases and instances are untouched; the next decision uses them. */
+  updateTuning(tuning: FleetTuning): void {
+    this.tuning = tuning;
+    this.log.info({ ...tuning.policy, maxUseCount: tuning.maxUseCount }, 'pool policy updated');
+    this.scaleNow('policy reloaded');
   }
 
   /** Rebuild the view from the provider (tags) and the lease journal, then start the loop. */
   async start(): Promise<void> {
-    if (this.options.journal.loadProblem) this.log.warn({ problem: this.options.journal.loadProblem }, 'lease journal');
+    if (this.options.journal.loadProblem)
+      this.log.warn({ problem: this.options.journal.loadProblem }, 'lease journal');
     await this.options.provider.start?.();
     await this.reconcile();
     this.scheduleReconcile();
@@ -127,7 +143,9 @@ export class Fleet {
     this.stopController.abort();
     this.clock.clearTimeout(this.reconcileTimer);
     for (const waiter of this.waiters.splice(0)) {
-      waiter.reject(new FleetError('the runner-fleet daemon is stopping; the job will be retried', 'stopping'));
+      waiter.reject(
+        new FleetError('the runner-fleet daemon is stopping; the job will be retried', 'stopping'),
+      );
     }
     await this.reconciling;
     await this.flushTerminations();
@@ -188,14 +206,16 @@ export class Fleet {
       timer = this.clock.setTimeout(() => {
         waiter.reject(
           new FleetError(
-            `no instance became available within instance_acquire_timeout (${Math.round(this.options.acquireTimeoutMs / 1000)} s); ` +
+            `no instance became available within instance_acquire_timeout (${Math.round(this.tuning.acquireTimeoutMs / 1000)} s); ` +
               `${this.describeCapacity()}`,
             'timeout',
           ),
         );
-      }, this.options.acquireTimeoutMs);
+      }, this.tuning.acquireTimeoutMs);
       this.waiters.push(waiter);
-      onProgress(`No idle instance; waiting for one (${this.waiters.length} job(s) waiting, ${this.describeCapacity()})`);
+      onProgress(
+        `No idle instance; waiting for one (${this.waiters.length} job(s) waiting, ${this.describeCapacity()})`,
+      );
       this.scaleNow('job waiting');
     });
   }
@@ -217,17 +237,26 @@ export class Fleet {
       return { released: true, ...(instanceId ? { instanceId } : {}) };
     }
     await this.options.provider.endLease?.(instance.id, jobId).catch((error: Error) => {
-      this.log.warn({ jobId, instanceId: instance.id, error: error.message }, 'provider could not end the lease');
+      this.log.warn(
+        { jobId, instanceId: instance.id, error: error.message },
+        'provider could not end the lease',
+      );
     });
     instance.useCount += 1;
     instance.jobId = undefined;
     instance.leasedAt = undefined;
     const log = this.log.child({ jobId, instanceId: instance.id });
-    const wornOut = instance.useCount >= this.options.maxUseCount;
-    const tooOld = this.clock.now() - instance.createdAt >= this.options.policy.maxInstanceLifetimeMs;
+    const wornOut = instance.useCount >= this.tuning.maxUseCount;
+    const tooOld = this.clock.now() - instance.createdAt >= this.tuning.policy.maxInstanceLifetimeMs;
     if (wornOut || tooOld || this.draining) {
-      log.info({ reason, useCount: instance.useCount, wornOut, tooOld }, 'lease released; terminating instance');
-      this.retire(instance, wornOut ? 'max_use_count reached' : tooOld ? 'max_instance_lifetime reached' : 'draining');
+      log.info(
+        { reason, useCount: instance.useCount, wornOut, tooOld },
+        'lease released; terminating instance',
+      );
+      this.retire(
+        instance,
+        wornOut ? 'max_use_count reached' : tooOld ? 'max_instance_lifetime reached' : 'draining',
+      );
     } else {
       this.transition(instance, 'idle');
       instance.idleSince = this.clock.now();
@@ -251,7 +280,9 @@ export class Fleet {
     if (!this.draining) this.log.info({ leased: this.leasedCount() }, 'draining: no new leases');
     this.draining = true;
     for (const waiter of this.waiters.splice(0)) {
-      waiter.reject(new FleetError('this runner-fleet manager is draining and takes no new jobs', 'draining'));
+      waiter.reject(
+        new FleetError('this runner-fleet manager is draining and takes no new jobs', 'draining'),
+      );
     }
     this.scaleNow('drain');
   }
@@ -289,7 +320,11 @@ export class Fleet {
         (instance.credentialClass === credentialClass && instance.projectPath === projectPath);
       if (!reusable) continue;
       // Prefer a used instance of the same class (warm caches), then the oldest ready one.
-      if (!best || (instance.useCount > 0 && best.useCount === 0) || (instance.readyAt ?? 0) < (best.readyAt ?? 0))
+      if (
+        !best ||
+        (instance.useCount > 0 && best.useCount === 0) ||
+        (instance.readyAt ?? 0) < (best.readyAt ?? 0)
+      )
         best = instance;
     }
     return best;
@@ -321,7 +356,12 @@ export class Fleet {
     this.options.journal.put(entry);
     this.syncTags(instance);
     this.log.info(
-      { jobId: job.id, instanceId: instance.id, credentialClass: credentials.credentialClass, waitedMs: now - started },
+      {
+        jobId: job.id,
+        instanceId: instance.id,
+        credentialClass: credentials.credentialClass,
+        waitedMs: now - started,
+      },
       'lease acquired',
     );
     try {
@@ -335,7 +375,10 @@ export class Fleet {
       this.options.journal.delete(job.id);
       instance.jobId = undefined;
       this.retire(instance, 'lease preparation failed');
-      throw new FleetError(`could not prepare instance ${instance.id}: ${(error as Error).message}`, 'provider');
+      throw new FleetError(
+        `could not prepare instance ${instance.id}: ${(error as Error).message}`,
+        'provider',
+      );
     }
     return this.grantFor(instance, entry, started);
   }
@@ -364,11 +407,14 @@ export class Fleet {
 
   private scaleNow(why: string): void {
     if (this.stopped) return;
-    const plan = planScale(this.policySnapshot(), this.options.policy);
+    const plan = planScale(this.policySnapshot(), this.tuning.policy);
     const key = JSON.stringify(plan.inputs) + plan.launch + plan.scaleIn.join();
     if (plan.launch > 0 || plan.scaleIn.length > 0 || key !== this.lastPlanKey) {
       if (plan.launch > 0 || plan.scaleIn.length > 0)
-        this.log.info({ why, ...plan.inputs, launch: plan.launch, scale_in: plan.scaleIn.length }, 'scaling decision');
+        this.log.info(
+          { why, ...plan.inputs, launch: plan.launch, scale_in: plan.scaleIn.length },
+          'scaling decision',
+        );
       this.lastPlanKey = key;
     }
     for (const id of plan.scaleIn) {
@@ -430,7 +476,10 @@ export class Fleet {
         this.notifyWaiters(`Launch of ${failure.count} instance(s) failed (${failure.code}); will retry`);
       }
     } catch (error) {
-      log.error({ count, error: (error as Error).message }, 'launch call failed; will retry on the next reconcile');
+      log.error(
+        { count, error: (error as Error).message },
+        'launch call failed; will retry on the next reconcile',
+      );
       this.notifyWaiters(`Launching an instance failed: ${(error as Error).message}; will retry`);
     } finally {
       this.launching -= count;
@@ -439,7 +488,7 @@ export class Fleet {
   }
 
   private async awaitReady(instance: InstanceRecord): Promise<void> {
-    const deadline = instance.createdAt + this.options.readyTimeoutMs;
+    const deadline = instance.createdAt + this.tuning.readyTimeoutMs;
     let delay = 100;
     let lastReason = 'not checked yet';
     while (!this.stopped && instance.state === 'booting' && this.clock.now() < deadline) {
@@ -455,9 +504,12 @@ export class Fleet {
     }
     if (this.stopped || instance.state !== 'booting') return;
     if (this.clock.now() >= deadline) {
-      this.log.warn({ instanceId: instance.id, reason: lastReason }, 'terminating instance that failed readiness');
+      this.log.warn(
+        { instanceId: instance.id, reason: lastReason },
+        'terminating instance that failed readiness',
+      );
       this.notifyWaiters(
-        `Instance ${instance.id} did not become ready within ${Math.round(this.options.readyTimeoutMs / 1000)} s (${lastReason}); replacing it`,
+        `Instance ${instance.id} did not become ready within ${Math.round(this.tuning.readyTimeoutMs / 1000)} s (${lastReason}); replacing it`,
       );
       this.transition(instance, 'failed');
       this.retire(instance, 'readiness timeout');
@@ -467,7 +519,10 @@ export class Fleet {
     instance.readyAt = this.clock.now();
     instance.idleSince = instance.readyAt;
     this.transition(instance, 'idle');
-    this.log.info({ instanceId: instance.id, readyMs: instance.readyAt - instance.createdAt }, 'instance ready');
+    this.log.info(
+      { instanceId: instance.id, readyMs: instance.readyAt - instance.createdAt },
+      'instance ready',
+    );
     this.dispatch();
     this.scaleNow('instance ready');
   }
@@ -519,7 +574,10 @@ export class Fleet {
     try {
       listing = await this.options.provider.list();
     } catch (error) {
-      this.log.warn({ error: (error as Error).message }, 'listing instances failed; keeping the last known view');
+      this.log.warn(
+        { error: (error as Error).message },
+        'listing instances failed; keeping the last known view',
+      );
       return;
     }
     const now = this.clock.now();
@@ -544,7 +602,8 @@ export class Fleet {
         this.instances.delete(known.id);
         continue;
       }
-      if (now - known.lastSeen > LISTING_GRACE_MS) this.forgetVanished(known, 'it is missing from the listing');
+      if (now - known.lastSeen > LISTING_GRACE_MS)
+        this.forgetVanished(known, 'it is missing from the listing');
     }
     // Terminations that failed earlier are retried here.
     for (const instance of this.instances.values()) {
@@ -577,7 +636,10 @@ export class Fleet {
       record.leasedAt = Date.parse(listed.tags[TAG.leasedAt] ?? '') || this.clock.now();
     }
     this.instances.set(record.id, record);
-    this.log.info({ instanceId: record.id, state: record.state, jobId: record.jobId }, 'adopted instance from tags');
+    this.log.info(
+      { instanceId: record.id, state: record.state, jobId: record.jobId },
+      'adopted instance from tags',
+    );
     if (record.state === 'booting') void this.awaitReady(record);
     else if (record.state === 'idle') record.idleSince = this.clock.now();
     else if (['draining', 'failed', 'terminating'].includes(record.state)) {
@@ -590,7 +652,10 @@ export class Fleet {
     if (instance.state === 'terminating') {
       this.pendingTerminations.delete(instance.id);
     } else {
-      this.log.warn({ instanceId: instance.id, state: instance.state, jobId: instance.jobId, why }, 'instance vanished');
+      this.log.warn(
+        { instanceId: instance.id, state: instance.state, jobId: instance.jobId, why },
+        'instance vanished',
+      );
     }
     this.instances.delete(instance.id);
   }
@@ -604,7 +669,7 @@ export class Fleet {
   private scheduleReconcile(): void {
     if (this.stopped) return;
     const busy = this.waiters.length > 0 || this.launching > 0 || this.countIn('booting', 'terminating') > 0;
-    const interval = busy ? this.options.reconcileFastIntervalMs : this.options.reconcileIntervalMs;
+    const interval = busy ? this.tuning.reconcileFastIntervalMs : this.tuning.reconcileIntervalMs;
     this.clock.clearTimeout(this.reconcileTimer);
     this.reconcileTimer = this.clock.setTimeout(() => {
       void this.reconcile().finally(() => this.scheduleReconcile());
@@ -640,7 +705,10 @@ export class Fleet {
       try {
         await this.options.provider.setTags(instance.id, this.tagsOf(instance));
       } catch (error) {
-        this.log.warn({ instanceId: instance.id, error: (error as Error).message }, 'tag write failed; will repair');
+        this.log.warn(
+          { instanceId: instance.id, error: (error as Error).message },
+          'tag write failed; will repair',
+        );
       }
     });
     this.tagWrites.set(instance.id, next);
@@ -673,6 +741,6 @@ export class Fleet {
 
   private describeCapacity(): string {
     const active = this.countIn('creating', 'booting', 'idle', 'leased');
-    return `${active}/${this.options.policy.maxInstances} instances, ${this.countIn('booting') + this.launching} booting`;
+    return `${active}/${this.tuning.policy.maxInstances} instances, ${this.countIn('booting') + this.launching} booting`;
   }
 }

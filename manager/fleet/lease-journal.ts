@@ -70,7 +70,8 @@ export class LeaseJournal {
       const parsed = JSON.parse(text) as JournalFile;
       if (parsed?.version !== 1 || !Array.isArray(parsed.leases)) throw new Error('unexpected shape');
       for (const lease of parsed.leases) {
-        if (typeof lease?.jobId === 'string' && typeof lease.instanceId === 'string') this.leases.set(lease.jobId, lease);
+        if (typeof lease?.jobId === 'string' && typeof lease.instanceId === 'string')
+          this.leases.set(lease.jobId, lease);
       }
       return undefined;
     } catch (error) {

@@ -103,6 +103,12 @@ export interface Provider {
    */
   prepareLease?(id: string, lease: LeaseContext): Promise<void>;
 
+  /**
+   * builds_dir and cache_dir for a job, when they depend on the provider (local instances live
+   * under the state directory); providers without it use the [executor] settings.
+   */
+  jobPaths?(jobId: string): { buildsDir: string; cacheDir: string };
+
   /** Called when the job releases the instance (whether or not it is then terminated). */
   endLease?(id: string, jobId: string): Promise<void>;
 }

@@ -10,8 +10,8 @@ import { join } from 'node:path';
 import type {
   ConnectInfo,
   LaunchRequest,
-  LeaseContext,
   LaunchResult,
+  LeaseContext,
   Provider,
   ProviderInstance,
   ReadyCheck,
@@ -55,7 +55,10 @@ export class LocalProvider implements Provider {
   async list(): Promise<ProviderInstance[]> {
     const result: ProviderInstance[] = [];
     for (const meta of await this.readAll()) {
-      if (meta.tags[TAG.fleet] !== this.options.fleetName || meta.tags[TAG.manager] !== this.options.managerId)
+      if (
+        meta.tags[TAG.fleet] !== this.options.fleetName ||
+        meta.tags[TAG.manager] !== this.options.managerId
+      )
         continue;
       result.push(this.toInstance(meta));
     }
@@ -139,6 +142,11 @@ export class LocalProvider implements Provider {
     await unlink(this.jobLinkPath(jobId)).catch(() => undefined);
   }
 
+  jobPaths(jobId: string): { buildsDir: string; cacheDir: string } {
+    const link = this.jobLinkPath(jobId);
+    return { buildsDir: join(link, 'builds'), cacheDir: join(link, 'cache') };
+  }
+
   jobLinkPath(jobId: string): string {
     return join(this.jobsDir, safeName(jobId));
   }
@@ -217,6 +225,7 @@ export class LocalProvider implements Provider {
 
 /** Ids come from GitLab or from us; never let one escape its directory. */
 function safeName(id: string): string {
-  if (!/^[A-Za-z0-9._-]+$/.test(id) || id === '.' || id === '..') throw new Error(`invalid id: ${JSON.stringify(id)}`);
+  if (!/^[A-Za-z0-9._-]+$/.test(id) || id === '.' || id === '..')
+    throw new Error(`invalid id: ${JSON.stringify(id)}`);
   return id;
 }

@@ -1,0 +1,43 @@
+import { request } from '../../manager/control/client.js';
+import type { JobInfo, Lease } from '../../manager/control/protocol.js';
+import { readHookEnv } from '../job-env.js';
+import { writeLeaseFile } from '../lease-file.js';
+import { hookSocketPath } from '../socket.js';
+import { runHook, SystemFailure } from './common.js';
+
+/** ID-token variable the job declares under `id_tokens:`; verified by the daemon. */
+const ID_TOKEN_VARIABLE = 'CUSTOM_ENV_RUNNER_FLEET_ID_TOKEN';
+
+/** prepare_exec: acquire a lease on an instance and remember it for the later stages. */
+export function prepareHook(options: { socket?: string }): Promise<number> {
+  return runHook('prepare', async () => {
+    const env = readHookEnv();
+    const started = Date.now();
+    const say = (line: string) => process.stdout.write(`${line}\n`);
+    say(`runner-fleet: acquiring an instance for job ${env.jobId}`);
+    const job: JobInfo = {
+      id: env.jobId,
+      ...(env.projectPath ? { projectPath: env.projectPath } : {}),
+      ...(env.pipelineId ? { pipelineId: env.pipelineId } : {}),
+      ...(process.env[ID_TOKEN_VARIABLE] ? { idToken: process.env[ID_TOKEN_VARIABLE] } : {}),
+      ...(env.jobToken ? { jobToken: env.jobToken } : {}),
+      ...(env.serverUrl ? { serverUrl: env.serverUrl } : {}),
+    };
+    let lease: Lease;
+    try {
+      // connectWaitMs: a daemon restarting right now is not a reason to fail the job.
+      lease = await request<Lease>(
+        hookSocketPath(options.socket),
+        { op: 'acquire', job },
+        { onProgress: (message) => say(`runner-fleet: ${message}`), connectWaitMs: 30_000 },
+      );
+    } catch (error) {
+      throw new SystemFailure(`could not acquire an instance: ${(error as Error).message}`);
+    }
+    writeLeaseFile(env.tmpDir, lease);
+    for (const note of lease.notes) say(`runner-fleet: ${note}`);
+    const seconds = ((Date.now() - started) / 1000).toFixed(1);
+    say(`runner-fleet: running on instance ${lease.instanceId} (${lease.provider}), ready in ${seconds} s`);
+    return 0;
+  });
+}

@@ -1,0 +1,31 @@
+import { request } from '../control/client.js';
+import { loadConfigOrReport } from './load-config.js';
+
+export async function drainCommand(options: {
+  wait: boolean;
+  config: string | undefined;
+  socket: string | undefined;
+}): Promise<number> {
+  let socket = options.socket;
+  if (!socket) {
+    const config = loadConfigOrReport(options.config);
+    if (typeof config === 'number') return config;
+    socket = config.socket;
+  }
+  try {
+    const result = await request<{ leased: number }>(
+      socket,
+      { op: 'drain', wait: options.wait },
+      { onProgress: (m) => process.stdout.write(`${m}\n`) },
+    );
+    process.stdout.write(
+      options.wait || result.leased === 0
+        ? 'drained: no job is running; the daemon can be stopped or upgraded\n'
+        : `draining: ${result.leased} job(s) still running; run with --wait to wait for them\n`,
+    );
+    return 0;
+  } catch (error) {
+    process.stderr.write(`runner-fleet drain: ${(error as Error).message}\n`);
+    return 1;
+  }
+}

@@ -1,0 +1,69 @@
+import { request } from '../control/client.js';
+import type { StatusReport } from '../control/protocol.js';
+import { loadConfigOrReport } from './load-config.js';
+
+export async function statusCommand(options: {
+  json: boolean;
+  config: string | undefined;
+  socket: string | undefined;
+}): Promise<number> {
+  let socket = options.socket;
+  if (!socket) {
+    const config = loadConfigOrReport(options.config);
+    if (typeof config === 'number') return config;
+    socket = config.socket;
+  }
+  let report: StatusReport;
+  try {
+    report = await request<StatusReport>(socket, { op: 'status' });
+  } catch (error) {
+    process.stderr.write(`runner-fleet status: ${(error as Error).message}\n`);
+    return 1;
+  }
+  process.stdout.write(
+    options.json ? `${JSON.stringify(report, null, 2)}\n` : renderStatus(report, Date.now()),
+  );
+  return 0;
+}
+
+export function renderStatus(report: StatusReport, now: number): string {
+  const m = report.manager;
+  const out: string[] = [
+    `manager ${m.id}  fleet ${m.fleet}  provider ${m.provider}  version ${m.version}  pid ${m.pid}  up ${age(m.startedAt, now)}${m.draining ? '  DRAINING' : ''}`,
+  ];
+  const counts = new Map<string, number>();
+  for (const i of report.instances) counts.set(i.state, (counts.get(i.state) ?? 0) + 1);
+  out.push(
+    `instances ${report.instances.length} (${[...counts].map(([s, n]) => `${n} ${s}`).join(', ') || 'none'}), jobs waiting ${report.waiting}`,
+    '',
+  );
+  if (report.instances.length > 0) {
+    const rows = [
+      ['INSTANCE', 'STATE', 'JOB', 'AGE', 'LEASED FOR', 'USES'],
+      ...report.instances.map((i) => [
+        i.id,
+        i.state,
+        i.jobId ?? '-',
+        age(i.createdAt, now),
+        i.leasedAt ? age(i.leasedAt, now) : '-',
+        String(i.useCount),
+      ]),
+    ];
+    const widths = rows[0]!.map((_, c) => Math.max(...rows.map((r) => r[c]!.length)));
+    for (const row of rows)
+      out.push(
+        row
+          .map((cell, c) => cell.padEnd(widths[c]!))
+          .join('  ')
+          .trimEnd(),
+      );
+  }
+  return `${out.join('\n')}\n`;
+}
+
+function age(iso: string, now: number): string {
+  const s = Math.max(0, Math.round((now - Date.parse(iso)) / 1000));
+  if (s < 60) return `${s}s`;
+  if (s < 3600) return `${Math.floor(s / 60)}m${String(s % 60).padStart(2, '0')}s`;
+  return `${Math.floor(s / 3600)}h${String(Math.floor((s % 3600) / 60)).padStart(2, '0')}m`;
+}

@@ -1,0 +1,199 @@
+/**
+ * The daemon: wires config, provider, fleet and control socket together, and owns the process
+ * life cycle (signals, clean stop). The logic lives in the modules it wires.
+ */
+import { mkdirSync } from 'node:fs';
+import type { Server } from 'node:net';
+import type { Logger } from 'pino';
+import type { Config } from './config/schema.js';
+import type { ControlRequest, ExecutorConfig, Lease, StatusReport } from './control/protocol.js';
+import { ControlError, listenControl } from './control/server.js';
+import { type CredentialChoice, Fleet, FleetError, type FleetTuning } from './fleet/fleet.js';
+import { LeaseJournal } from './fleet/lease-journal.js';
+import { createProvider } from './providers/create.js';
+import type { Provider } from './providers/provider.js';
+import { version } from './version.js';
+
+export interface RunningDaemon {
+  readonly fleet: Fleet;
+  readonly provider: Provider;
+  stop(reason: string): Promise<void>;
+}
+
+export async function startDaemon(config: Config, log: Logger): Promise<RunningDaemon> {
+  mkdirSync(config.state_dir, { recursive: true, mode: 0o700 });
+  const startedAt = new Date();
+  const provider = await createProvider(config, log);
+  const journal = new LeaseJournal(config.state_dir);
+  const fleet = new Fleet({
+    provider,
+    journal,
+    log,
+    fleetName: config.fleet_name,
+    managerId: config.manager_id,
+    tuning: fleetTuning(config),
+  });
+
+  const handle = async (
+    request: ControlRequest,
+    reply: { progress(message: string): void; signal: AbortSignal },
+  ): Promise<unknown> => {
+    switch (request.op) {
+      case 'ping':
+        return { pid: process.pid, version: version() };
+      case 'config':
+        return executorConfig(config, provider, request.jobId);
+      case 'acquire': {
+        const credentials = chooseCredentials();
+        const jobLog = log.child({ jobId: request.job.id });
+        jobLog.info({ projectPath: request.job.projectPath }, 'acquire requested');
+        try {
+          const grant = await fleet.acquire(request.job, credentials, reply.progress, reply.signal);
+          const lease: Lease = {
+            jobId: grant.jobId,
+            instanceId: grant.instanceId,
+            provider: provider.name,
+            connect: grant.connect,
+            leasedAt: new Date(grant.leasedAt).toISOString(),
+            killGraceMs: config.executor.kill_grace,
+            notes: [...credentials.notes, `Waited ${(grant.waitedMs / 1000).toFixed(1)} s for the instance`],
+          };
+          return lease;
+        } catch (error) {
+          if (error instanceof FleetError) throw new ControlError(error.message, error.code);
+          throw error;
+        }
+      }
+      case 'release':
+        return fleet.release(request.jobId, request.reason ?? 'cleanup');
+      case 'lease': {
+        const entry = fleet.leaseOf(request.jobId);
+        if (!entry) throw new ControlError(`job ${request.jobId} holds no lease`, 'no-lease');
+        const lease: Lease = {
+          jobId: entry.jobId,
+          instanceId: entry.instanceId,
+          provider: provider.name,
+          connect: await fleet.connectInfo(entry.instanceId),
+          leasedAt: entry.leasedAt,
+          killGraceMs: config.executor.kill_grace,
+          notes: [],
+        };
+        return lease;
+      }
+      case 'status':
+        return statusReport(config, fleet, provider, startedAt);
+      case 'drain':
+        fleet.drain();
+        if (request.wait) {
+          while (fleet.leasedCount() > 0 && !reply.signal.aborted) {
+            reply.progress(`waiting for ${fleet.leasedCount()} running job(s)`);
+            await new Promise((r) => setTimeout(r, 1000));
+          }
+        }
+        return { draining: true, leased: fleet.leasedCount() };
+    }
+  };
+
+  await fleet.start();
+  let server: Server;
+  try {
+    server = await listenControl(config.socket, handle, log.child({ module: 'control' }));
+  } catch (error) {
+    await fleet.stop();
+    throw error;
+  }
+  log.info(
+    {
+      version: version(),
+      provider: provider.name,
+      fleet: config.fleet_name,
+      managerId: config.manager_id,
+      socket: config.socket,
+      stateDir: config.state_dir,
+      config: config.source,
+    },
+    'runner-fleet daemon started',
+  );
+
+  let stopping: Promise<void> | undefined;
+  const stop = (reason: string) => {
+    stopping ??= (async () => {
+      log.info(
+        { reason, leased: fleet.leasedCount() },
+        'daemon stopping; instances and leases stay for the next start',
+      );
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+      await fleet.stop();
+      log.info('daemon stopped');
+    })();
+    return stopping;
+  };
+  return { fleet, provider, stop };
+}
+
+export function fleetTuning(config: Config): FleetTuning {
+  return {
+    policy: {
+      idleCount: config.pool.idle_count,
+      idleTimeMs: config.pool.idle_time,
+      maxInstances: config.pool.max_instances,
+      maxInstanceLifetimeMs: config.pool.max_instance_lifetime,
+    },
+    maxUseCount: config.pool.max_use_count,
+    acquireTimeoutMs: config.pool.instance_acquire_timeout,
+    readyTimeoutMs: config.pool.instance_ready_timeout,
+    reconcileIntervalMs: config.pool.reconcile_interval,
+    reconcileFastIntervalMs: config.pool.reconcile_interval_fast,
+  };
+}
+
+/** Until credential rules are configured, every job gets the default class. */
+function chooseCredentials(): CredentialChoice {
+  return { credentialClass: 'default', notes: [] };
+}
+
+function executorConfig(config: Config, provider: Provider, jobId: string): ExecutorConfig {
+  const paths = provider.jobPaths?.(jobId) ?? {
+    buildsDir: config.executor.builds_dir,
+    cacheDir: config.executor.cache_dir,
+  };
+  return {
+    builds_dir: paths.buildsDir,
+    cache_dir: paths.cacheDir,
+    builds_dir_is_shared: false,
+    hostname: `runner-fleet-${config.fleet_name}`,
+    driver: { name: `runner-fleet (${provider.name})`, version: version() },
+    shell: 'bash',
+  };
+}
+
+function statusReport(config: Config, fleet: Fleet, provider: Provider, startedAt: Date): StatusReport {
+  const snapshot = fleet.snapshot();
+  const iso = (ms: number | undefined) => (ms === undefined ? null : new Date(ms).toISOString());
+  return {
+    manager: {
+      id: config.manager_id,
+      fleet: config.fleet_name,
+      provider: provider.name,
+      pid: process.pid,
+      startedAt: startedAt.toISOString(),
+      version: version(),
+      draining: fleet.isDraining,
+    },
+    instances: snapshot.instances.map((i) => ({
+      id: i.id,
+      state: i.state,
+      jobId: i.jobId ?? null,
+      provider: provider.name,
+      createdAt: new Date(i.createdAt).toISOString(),
+      readyAt: iso(i.readyAt),
+      leasedAt: iso(i.leasedAt),
+      useCount: i.useCount,
+      detail: i.detail,
+    })),
+    leases: snapshot.instances
+      .filter((i) => i.state === 'leased' && i.jobId)
+      .map((i) => ({ jobId: i.jobId as string, instanceId: i.id, leasedAt: iso(i.leasedAt) as string })),
+    waiting: snapshot.waiting,
+  };
+}

@@ -1,0 +1,119 @@
+/**
+ * Starts the real daemon (`node dist/cli.js daemon`) as a child process with its own state
+ * directory, for tests that drive the hooks end to end. Keeps every line the daemon printed so
+ * tests can scan the logs (e.g. for secrets).
+ */
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { request } from '../../manager/control/client.js';
+import type { StatusReport } from '../../manager/control/protocol.js';
+import { parseRunnerEntry, type RunnerEntry } from './gitlab-runner.js';
+
+export const REPO_ROOT = resolve(import.meta.dirname, '..', '..');
+export const CLI = join(REPO_ROOT, 'dist', 'cli.js');
+
+export interface TestDaemon {
+  readonly dir: string;
+  readonly stateDir: string;
+  readonly socket: string;
+  readonly configPath: string;
+  /** Everything the daemon processes printed so far (all restarts). */
+  output(): string;
+  entry(): RunnerEntry;
+  status(): Promise<StatusReport>;
+  /** SIGKILL the daemon (no clean stop) and wait for it to die. */
+  kill(): Promise<void>;
+  /** SIGTERM and wait for a clean exit; resolves with the exit code. */
+  stop(): Promise<number | null>;
+  start(): Promise<void>;
+  cleanup(): Promise<void>;
+}
+
+export async function startTestDaemon(
+  configBody = '',
+  options: { env?: NodeJS.ProcessEnv } = {},
+): Promise<TestDaemon> {
+  if (!existsSync(CLI)) throw new Error(`${CLI} is missing: run "npm run build" first (npm test does)`);
+  const dir = mkdtempSync(join(tmpdir(), 'rf-daemon-'));
+  const stateDir = join(dir, 'state');
+  const socket = join(stateDir, 'control.sock');
+  const configPath = join(dir, 'config.toml');
+  writeFileSync(
+    configPath,
+    `state_dir = ${JSON.stringify(stateDir)}\nlog_level = "debug"\n${configBody.includes('[pool]') ? '' : '[pool]\nreconcile_interval = "1s"\n'}${configBody}\n`,
+  );
+  let out = '';
+  let child: ChildProcess | undefined;
+  let exited: Promise<number | null> = Promise.resolve(null);
+
+  const daemon: TestDaemon = {
+    dir,
+    stateDir,
+    socket,
+    configPath,
+    output: () => out,
+    entry: () =>
+      parseRunnerEntry(
+        execFileSync(process.execPath, [CLI, 'runner-config', '--config', configPath], { encoding: 'utf8' }),
+      ),
+    status: () => request<StatusReport>(socket, { op: 'status' }),
+    async kill() {
+      if (!child || child.exitCode !== null || child.signalCode !== null) return;
+      child.kill('SIGKILL');
+      await exited;
+    },
+    async stop() {
+      if (!child || child.exitCode !== null || child.signalCode !== null) return child?.exitCode ?? null;
+      child.kill('SIGTERM');
+      return exited;
+    },
+    async start() {
+      const proc = spawn(process.execPath, [CLI, 'daemon', '--config', configPath], {
+        env: { ...process.env, ...options.env },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+      child = proc;
+      proc.stdout?.on('data', (c: Buffer) => {
+        out += c.toString('utf8');
+      });
+      proc.stderr?.on('data', (c: Buffer) => {
+        out += c.toString('utf8');
+      });
+      exited = new Promise((resolve) => proc.once('exit', (code) => resolve(code)));
+      const deadline = Date.now() + 15_000;
+      for (;;) {
+        try {
+          await request(socket, { op: 'ping' });
+          return;
+        } catch {
+          if (proc.exitCode !== null) throw new Error(`daemon exited with ${proc.exitCode}:\n${out}`);
+          if (Date.now() > deadline) throw new Error(`daemon did not answer within 15 s:\n${out}`);
+          await new Promise((r) => setTimeout(r, 50));
+        }
+      }
+    },
+    async cleanup() {
+      await daemon.stop();
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+  await daemon.start();
+  return daemon;
+}
+
+/** Wait until `check` passes or the time is up; returns the last value. */
+export async function eventually<T>(
+  probe: () => Promise<T>,
+  check: (value: T) => boolean,
+  ms = 10_000,
+): Promise<T> {
+  const deadline = Date.now() + ms;
+  let last = await probe();
+  while (!check(last) && Date.now() < deadline) {
+    await new Promise((r) => setTimeout(r, 100));
+    last = await probe();
+  }
+  return last;
+}

@@ -1,0 +1,333 @@
+/**
+ * Drives the custom-executor hooks the way gitlab-runner does (executors/custom): the same
+ * environment (TMPDIR, BUILD_FAILURE_EXIT_CODE, SYSTEM_FAILURE_EXIT_CODE, BUILD_EXIT_CODE_FILE,
+ * JOB_RESPONSE_FILE, job_env, CUSTOM_ENV_*), the same stage order, the same exit-code rules, each
+ * hook in its own process group, SIGTERM to the group on cancel then SIGKILL after
+ * graceful_kill_timeout, and cleanup always.
+ */
+import { type ChildProcess, spawn } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parse } from 'smol-toml';
+
+export interface RunnerEntry {
+  builds_dir: string;
+  cache_dir: string;
+  custom: {
+    config_exec: string;
+    config_args: string[];
+    prepare_exec: string;
+    prepare_args: string[];
+    run_exec: string;
+    run_args: string[];
+    cleanup_exec: string;
+    cleanup_args: string[];
+    graceful_kill_timeout: number;
+    force_kill_timeout: number;
+  };
+}
+
+/** Parse the text `runner-fleet runner-config` prints, exactly as an operator would paste it. */
+export function parseRunnerEntry(text: string): RunnerEntry {
+  const doc = parse(text) as { runners: Array<Record<string, unknown>> };
+  const runner = doc.runners[0] as Record<string, unknown>;
+  return {
+    builds_dir: runner.builds_dir as string,
+    cache_dir: runner.cache_dir as string,
+    custom: runner.custom as RunnerEntry['custom'],
+  };
+}
+
+export interface JobSpec {
+  id: string;
+  projectPath?: string;
+  /** Job variables (CUSTOM_ENV_*); some may be secrets. */
+  variables?: Record<string, string>;
+  /** build_script commands. */
+  script: string;
+  afterScript?: string;
+  /** Cancel (SIGTERM to the running hook's group) this long after the build_script started. */
+  cancelAfterMs?: number;
+  /** Called once the prepare hook has succeeded, e.g. to kill the daemon mid-job. */
+  onPrepared?: () => Promise<void> | void;
+  /** Called when build_script starts running, with the running hook process. */
+  onBuildStarted?: () => Promise<void> | void;
+  /** Override the graceful kill timeout, in seconds. */
+  gracefulKillTimeout?: number;
+}
+
+export interface HookCall {
+  hook: string;
+  stage?: string;
+  exitCode: number | null;
+  signal: NodeJS.Signals | null;
+  stdout: string;
+  stderr: string;
+  durationMs: number;
+}
+
+export type Outcome = 'success' | 'build-failure' | 'system-failure' | 'unknown-failure' | 'canceled';
+
+export interface JobResult {
+  outcome: Outcome;
+  /** The script's exit code from BUILD_EXIT_CODE_FILE on a build failure. */
+  buildExitCode?: number;
+  /** What the job log shows: hook stdout/stderr of config, prepare and run, in order. */
+  log: string;
+  calls: HookCall[];
+  cleanup: HookCall;
+  projectDir: string;
+  canceledAtMs?: number;
+}
+
+const STAGES_AFTER_BUILD = ['after_script', 'upload_artifacts_on_failure', 'cleanup_file_variables'];
+
+export async function runJob(
+  entry: RunnerEntry,
+  job: JobSpec,
+  extraEnv: NodeJS.ProcessEnv = {},
+): Promise<JobResult> {
+  const tmpDir = mkdtempSync(join(tmpdir(), 'custom-executor'));
+  const calls: HookCall[] = [];
+  const custom = entry.custom;
+  const jobResponseFile = join(tmpDir, 'response.json');
+  const variables: Record<string, string> = {
+    CI_JOB_ID: job.id,
+    CI_PROJECT_PATH: job.projectPath ?? 'group/project',
+    CI_PIPELINE_ID: '1000',
+    CI_SERVER_URL: 'http://127.0.0.1:9',
+    CI_JOB_TOKEN: `glcbt-64_job-token-${job.id}`,
+    ...job.variables,
+  };
+  writeFileSync(jobResponseFile, JSON.stringify({ id: Number(job.id) || 0, token: variables.CI_JOB_TOKEN }), {
+    mode: 0o600,
+  });
+  let jobEnv: Record<string, string> = {};
+  const baseEnv = (): NodeJS.ProcessEnv => {
+    const env: NodeJS.ProcessEnv = {
+      ...process.env,
+      ...extraEnv,
+      TMPDIR: tmpDir,
+      BUILD_FAILURE_EXIT_CODE: '1',
+      SYSTEM_FAILURE_EXIT_CODE: '2',
+      JOB_RESPONSE_FILE: jobResponseFile,
+      ...jobEnv,
+    };
+    for (const [key, value] of Object.entries(variables)) env[`CUSTOM_ENV_${key}`] = value;
+    return env;
+  };
+  const graceMs = (job.gracefulKillTimeout ?? custom.graceful_kill_timeout) * 1000;
+  const log: string[] = [];
+  let result: Omit<JobResult, 'cleanup' | 'calls'> | undefined;
+  let canceledAtMs: number | undefined;
+
+  try {
+    // config_exec: stdout is JSON, stderr goes to the job log.
+    const config = await runHook(custom.config_exec, [...custom.config_args], baseEnv(), tmpDir, 'config');
+    calls.push(config);
+    log.push(config.stderr);
+    if (config.exitCode !== 0) {
+      result = { outcome: classify(config.exitCode), log: log.join(''), projectDir: '' };
+      return finish();
+    }
+    const executorConfig = JSON.parse(config.stdout) as {
+      builds_dir: string;
+      job_env?: Record<string, string>;
+    };
+    jobEnv = executorConfig.job_env ?? {};
+    const projectDir = join(executorConfig.builds_dir, 't0k3n', '0', variables.CI_PROJECT_PATH as string);
+    variables.CI_BUILDS_DIR = executorConfig.builds_dir;
+    variables.CI_PROJECT_DIR = projectDir;
+
+    const prepare = await runHook(
+      custom.prepare_exec,
+      [...custom.prepare_args],
+      baseEnv(),
+      tmpDir,
+      'prepare',
+    );
+    calls.push(prepare);
+    log.push(prepare.stdout, prepare.stderr);
+    if (prepare.exitCode !== 0) {
+      result = { outcome: classify(prepare.exitCode), log: log.join(''), projectDir };
+      return finish();
+    }
+    await job.onPrepared?.();
+
+    const stages: Array<[string, string]> = [
+      ['prepare_script', 'echo "Running on $(hostname) via runner-fleet"'],
+      ['get_sources', 'mkdir -p "$CI_PROJECT_DIR" && cd "$CI_PROJECT_DIR" && echo "Fetched sources"'],
+      ['build_script', job.script],
+    ];
+    let outcome: Outcome = 'success';
+    let buildExitCode: number | undefined;
+    for (const [stage, body] of stages) {
+      const run = await runStage(stage, body, stage === 'build_script');
+      if (run.outcome !== 'success') {
+        outcome = run.outcome;
+        buildExitCode = run.buildExitCode;
+        break;
+      }
+    }
+    // After a build failure or a cancel, gitlab-runner still runs these on the same instance.
+    if (outcome === 'success' || outcome === 'build-failure' || outcome === 'canceled') {
+      const after = outcome === 'success' ? ['after_script', 'cleanup_file_variables'] : STAGES_AFTER_BUILD;
+      for (const stage of after) {
+        const body =
+          stage === 'after_script'
+            ? (job.afterScript ?? '')
+            : stage === 'cleanup_file_variables'
+              ? 'echo cleaned file variables'
+              : 'echo uploading artifacts';
+        if (!body) continue; // Empty stages are skipped.
+        const run = await runStage(stage, body, false);
+        if (run.outcome === 'system-failure' && outcome === 'success') outcome = 'system-failure';
+      }
+    }
+    result = {
+      outcome,
+      ...(buildExitCode !== undefined ? { buildExitCode } : {}),
+      log: log.join(''),
+      projectDir,
+      ...(canceledAtMs !== undefined ? { canceledAtMs } : {}),
+    };
+    return finish();
+  } catch (error) {
+    result = {
+      outcome: 'unknown-failure',
+      log: `${log.join('')}\nharness error: ${(error as Error).message}`,
+      projectDir: '',
+    };
+    return finish();
+  }
+
+  async function runStage(stage: string, body: string, isBuild: boolean) {
+    const scriptPath = join(tmpDir, `script-${stage}`);
+    writeFileSync(scriptPath, renderScript(variables, body, stage), { mode: 0o700 });
+    const exitFile = join(tmpDir, `exit-code-${stage}`);
+    rmSync(exitFile, { force: true });
+    const env = { ...baseEnv(), BUILD_EXIT_CODE_FILE: exitFile };
+    const cancelAt = isBuild && job.cancelAfterMs !== undefined ? job.cancelAfterMs : undefined;
+    const call = await runHook(custom.run_exec, [...custom.run_args, scriptPath, stage], env, tmpDir, 'run', {
+      stage,
+      ...(cancelAt !== undefined ? { cancelAfterMs: cancelAt, graceMs } : {}),
+      ...(isBuild && job.onBuildStarted ? { onStarted: job.onBuildStarted } : {}),
+      onCanceled: (at) => {
+        canceledAtMs = at;
+      },
+    });
+    calls.push(call);
+    log.push(call.stdout, call.stderr);
+    if (cancelAt !== undefined && canceledAtMs !== undefined) return { outcome: 'canceled' as Outcome };
+    if (call.exitCode === 0) return { outcome: 'success' as Outcome };
+    if (call.exitCode === 1) {
+      let code: number | undefined;
+      try {
+        const text = readFileSync(exitFile, 'utf8').trim();
+        if (/^-?\d+$/.test(text)) code = Number(text);
+      } catch {
+        // No exit code file: a plain build failure.
+      }
+      return { outcome: 'build-failure' as Outcome, buildExitCode: code };
+    }
+    return { outcome: classify(call.exitCode) };
+  }
+
+  async function finish(): Promise<JobResult> {
+    // cleanup_exec always runs; its output goes to the runner's log, not the job's.
+    const cleanup = await runHook(
+      custom.cleanup_exec,
+      [...custom.cleanup_args],
+      baseEnv(),
+      tmpDir,
+      'cleanup',
+    );
+    rmSync(tmpDir, { recursive: true, force: true });
+    return { ...(result as Omit<JobResult, 'cleanup' | 'calls'>), calls, cleanup };
+  }
+}
+
+function classify(code: number | null): Outcome {
+  if (code === 0) return 'success';
+  if (code === 1) return 'build-failure';
+  if (code === 2) return 'system-failure';
+  return 'unknown-failure';
+}
+
+/** A stage script shaped like the ones gitlab-runner's bash shell writes. */
+export function renderScript(variables: Record<string, string>, body: string, stage: string): string {
+  const exports = Object.entries(variables)
+    .map(([k, v]) => `export ${k}=${shellQuote(v)}`)
+    .join('\n');
+  const cd = stage === 'prepare_script' || stage === 'get_sources' ? '' : 'cd "$CI_PROJECT_DIR"\n';
+  return `#!/usr/bin/env bash\nset -eo pipefail\nset +o noclobber\n${exports}\n${cd}${body}\nexit 0\n`;
+}
+
+function shellQuote(value: string): string {
+  return `'${value.replace(/'/g, `'\\''`)}'`;
+}
+
+interface HookOptions {
+  stage?: string;
+  cancelAfterMs?: number;
+  graceMs?: number;
+  onStarted?: () => Promise<void> | void;
+  onCanceled?: (atMs: number) => void;
+}
+
+/** Start one hook in its own process group, collect its output, honour cancel semantics. */
+export function runHook(
+  exec: string,
+  args: string[],
+  env: NodeJS.ProcessEnv,
+  cwd: string,
+  hook: string,
+  options: HookOptions = {},
+): Promise<HookCall> {
+  const started = Date.now();
+  return new Promise((resolve, reject) => {
+    const child: ChildProcess = spawn(exec, args, {
+      env,
+      cwd,
+      detached: true,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    const stdout: Buffer[] = [];
+    const stderr: Buffer[] = [];
+    child.stdout?.on('data', (c: Buffer) => stdout.push(c));
+    child.stderr?.on('data', (c: Buffer) => stderr.push(c));
+    const timers: NodeJS.Timeout[] = [];
+    if (options.cancelAfterMs !== undefined) {
+      timers.push(
+        setTimeout(() => {
+          options.onCanceled?.(Date.now() - started);
+          killGroup(child, 'SIGTERM');
+          timers.push(setTimeout(() => killGroup(child, 'SIGKILL'), options.graceMs ?? 10_000));
+        }, options.cancelAfterMs),
+      );
+    }
+    void Promise.resolve(options.onStarted?.()).catch(reject);
+    child.once('error', reject);
+    child.once('close', (exitCode, signal) => {
+      for (const t of timers) clearTimeout(t);
+      resolve({
+        hook,
+        ...(options.stage ? { stage: options.stage } : {}),
+        exitCode,
+        signal,
+        stdout: Buffer.concat(stdout).toString('utf8'),
+        stderr: Buffer.concat(stderr).toString('utf8'),
+        durationMs: Date.now() - started,
+      });
+    });
+  });
+}
+
+function killGroup(child: ChildProcess, signal: NodeJS.Signals): void {
+  try {
+    if (child.pid) process.kill(-child.pid, signal);
+  } catch {
+    // Already gone.
+  }
+}
