@@ -17,6 +17,12 @@ export interface CredentialSelection {
   /** IMDSv2 PUT response hop limit for the instance (1 keeps containers away from the role). */
   readonly hopLimit: number;
   readonly ruleName?: string;
+  /**
+   * The project the job runs in according to the verified token, for reuse isolation
+   * (`canReuse`). Undefined without a verified token: then use JOB_RESPONSE_FILE's
+   * `job_info.project_id`, never CUSTOM_ENV_CI_PROJECT_PATH, which the job can override.
+   */
+  readonly verifiedProject?: string;
   readonly overrides: LaunchOverrides;
   /** The one line for the job log. Never contains token contents. */
   readonly logLine: string;
@@ -96,11 +102,12 @@ function oneLine(text: string): string {
   return flat.length > 300 ? `${flat.slice(0, 297)}...` : flat;
 }
 
-function fromDefault(config: CredentialsConfig, why: string): CredentialSelection {
+function fromDefault(config: CredentialsConfig, why: string, claims?: VerifiedClaims): CredentialSelection {
   return {
     credentialClass: DEFAULT_CLASS,
     instanceProfile: config.defaultProfile,
     hopLimit: config.defaultHopLimit,
+    ...(claims ? { verifiedProject: claims.jobProjectPath ?? claims.projectPath } : {}),
     overrides: {},
     logLine: oneLine(
       `Credentials: ${why}; using the default profile (${describeProfile(config.defaultProfile)})`,
@@ -108,12 +115,13 @@ function fromDefault(config: CredentialsConfig, why: string): CredentialSelectio
   };
 }
 
-function fromRule(rule: CredentialRule): CredentialSelection {
+function fromRule(rule: CredentialRule, claims: VerifiedClaims): CredentialSelection {
   return {
     credentialClass: rule.name,
     instanceProfile: rule.instanceProfile,
     hopLimit: rule.hopLimit,
     ruleName: rule.name,
+    verifiedProject: claims.jobProjectPath ?? claims.projectPath,
     overrides: rule.overrides,
     logLine: oneLine(
       `Credentials: rule "${rule.name}" matched (verified ID token); instance profile ${describeProfile(rule.instanceProfile)}`,
@@ -142,15 +150,16 @@ export function selectCredentials(
       refusedForFork ??= rule.name;
       continue;
     }
-    return fromRule(rule);
+    return fromRule(rule, claims);
   }
   if (refusedForFork !== undefined) {
     return fromDefault(
       config,
       `rule "${refusedForFork}" refused for a merge request pipeline from a fork (or one GitLab cannot tell apart), no other rule matched`,
+      claims,
     );
   }
-  return fromDefault(config, 'verified ID token matched no rule');
+  return fromDefault(config, 'verified ID token matched no rule', claims);
 }
 
 /**

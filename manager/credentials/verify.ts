@@ -34,7 +34,10 @@ const MAX_TOKEN_LENGTH = 16_384;
 export interface VerifiedClaims {
   readonly jobId: string;
   readonly projectPath: string;
+  readonly projectId?: string;
   readonly namespacePath?: string;
+  /** Id of the project the job runs in (GitLab 18.4+). */
+  readonly jobProjectId?: string;
   /** Project the job runs in (GitLab 18.4+); differs from projectPath in fork MR pipelines run in the parent. */
   readonly jobProjectPath?: string;
   readonly jobNamespacePath?: string;
@@ -67,6 +70,12 @@ export interface ExpectedJob {
   readonly jobId: string;
   /** CI_PROJECT_PATH of the job being prepared: the project the job runs in. */
   readonly projectPath: string;
+  /**
+   * JOB_RESPONSE_FILE's `job_info.project_id`, when known. Unlike CUSTOM_ENV_CI_PROJECT_PATH
+   * (which a job can override with a variable of the same name) GitLab wrote it, so it makes the
+   * project check meaningful on its own.
+   */
+  readonly projectId?: string;
 }
 
 export interface IdTokenVerifierOptions {
@@ -164,6 +173,8 @@ export function createIdTokenVerifier(options: IdTokenVerifierOptions): IdTokenV
     const claims: VerifiedClaims = {
       jobId: stringClaim(payload, 'job_id') ?? '',
       projectPath: stringClaim(payload, 'project_path') ?? '',
+      projectId: stringClaim(payload, 'project_id'),
+      jobProjectId: stringClaim(payload, 'job_project_id'),
       namespacePath: stringClaim(payload, 'namespace_path'),
       jobProjectPath: stringClaim(payload, 'job_project_path'),
       jobNamespacePath: stringClaim(payload, 'job_namespace_path'),
@@ -193,6 +204,12 @@ export function createIdTokenVerifier(options: IdTokenVerifierOptions): IdTokenV
     const runningProject = claims.jobProjectPath ?? claims.projectPath;
     if (runningProject !== expected.projectPath) {
       return fail(`token belongs to project ${runningProject}, not ${expected.projectPath}`);
+    }
+    const runningProjectId = claims.jobProjectId ?? claims.projectId;
+    if (expected.projectId !== undefined && runningProjectId !== expected.projectId) {
+      return fail(
+        `token belongs to project id ${printable(runningProjectId, 24) ?? '?'}, not ${printable(expected.projectId, 24) ?? '?'}`,
+      );
     }
     return { ok: true, claims };
   }

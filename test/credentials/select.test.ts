@@ -84,6 +84,7 @@ describe('selectCredentials with verified tokens (example Dev/Prod rule set)', (
       instanceProfile: PROD,
       hopLimit: 1,
       ruleName: 'deploy-prod',
+      verifiedProject: 'platform/api',
       overrides: { instanceType: undefined, launchTemplate: undefined, subnets: undefined },
       logLine:
         'Credentials: rule "deploy-prod" matched (verified ID token); instance profile runner-fleet-prod-deploy',

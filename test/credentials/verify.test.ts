@@ -3,6 +3,7 @@ import type { AddressInfo } from 'node:net';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import {
   createIdTokenVerifier,
+  type ExpectedJob,
   type IdTokenVerifier,
   idTokenFromEnv,
 } from '../../manager/credentials/verify.js';
@@ -49,7 +50,7 @@ function verifier(overrides: Partial<Parameters<typeof createIdTokenVerifier>[0]
   });
 }
 
-async function expectRefused(token: string, reason: string | RegExp, v = verifier(), job = JOB) {
+async function expectRefused(token: string, reason: string | RegExp, v = verifier(), job: ExpectedJob = JOB) {
   const result = await v.verify(token, job);
   expect(result.ok).toBe(false);
   if (result.ok) return;
@@ -128,6 +129,15 @@ describe('ID token verification against a JWKS on 127.0.0.1', () => {
       gitlabClaims(server.url, { project_path: 'attacker/api', job_project_path: 'attacker/api' }),
     );
     await expectRefused(foreign, 'token belongs to project attacker/api, not platform/api');
+  });
+
+  it('checks the project id when the caller knows it (JOB_RESPONSE_FILE job_info.project_id)', async () => {
+    const token = await signToken(key1, gitlabClaims(server.url));
+    expect((await verifier().verify(token, { ...JOB, projectId: '20' })).ok).toBe(true);
+    await expectRefused(token, 'token belongs to project id 20, not 21', verifier(), {
+      ...JOB,
+      projectId: '21',
+    });
   });
 
   it('uses project_path when the GitLab is too old for job_project_path', async () => {
