@@ -11,7 +11,12 @@ import { request } from '../../manager/control/client.js';
 import type { StatusReport } from '../../manager/control/protocol.js';
 import { parseRunnerEntry, type RunnerEntry } from './gitlab-runner.js';
 
-export const REPO_ROOT = resolve(import.meta.dirname, '..', '..');
+/** The repository root, whether this file runs from test/ (vitest) or dist/test/ (bench, soak). */
+export const REPO_ROOT = ((): string => {
+  let dir = resolve(import.meta.dirname, '..', '..');
+  if (!existsSync(join(dir, 'package.json'))) dir = resolve(dir, '..');
+  return dir;
+})();
 export const CLI = join(REPO_ROOT, 'dist', 'cli.js');
 
 export interface TestDaemon {

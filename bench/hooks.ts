@@ -1,0 +1,89 @@
+/**
+ * Hook cost benchmark: the executor's own cost for one trivial job (every hook call summed) as a
+ * ratio to the same number of bare `node -e 0` starts measured in the same run, interleaved so
+ * that machine noise hits both sides alike. Also the prepare latency with an idle instance, seen
+ * from the hook (process start included) and inside the daemon (the acquire round trip alone).
+ */
+import { spawn } from 'node:child_process';
+import { request } from '../manager/control/client.js';
+import type { Lease } from '../manager/control/protocol.js';
+import { eventually, startTestDaemon } from '../test/support/daemon.js';
+import { runHook, runJob } from '../test/support/gitlab-runner.js';
+
+const median = (values: number[]) => {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.floor(sorted.length / 2)] as number;
+};
+
+function timeBareNode(): Promise<number> {
+  const started = process.hrtime.bigint();
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, ['-e', '0'], { stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+    child.once('error', reject);
+    child.once('close', () => resolve(Number(process.hrtime.bigint() - started) / 1e6));
+  });
+}
+
+export async function benchHooks(options: { jobs?: number } = {}): Promise<Record<string, number | string>> {
+  const jobs = options.jobs ?? 15;
+  const daemon = await startTestDaemon('[pool]\nidle_count = 1\nreconcile_interval = "1s"\n');
+  try {
+    const entry = daemon.entry();
+    const waitIdle = () =>
+      eventually(
+        () => daemon.status(),
+        (s) => s.instances.some((i) => i.state === 'idle'),
+      );
+    const hookTotals: number[] = [];
+    const nodeTotals: number[] = [];
+    let callsPerJob = 0;
+    for (let j = 0; j < jobs + 2; j++) {
+      await waitIdle();
+      const result = await runJob(entry, { id: String(90_000 + j), script: 'true' });
+      if (result.outcome !== 'success') throw new Error(`bench job failed: ${result.log}`);
+      const calls = [...result.calls, result.cleanup];
+      callsPerJob = calls.length;
+      let bare = 0;
+      for (let k = 0; k < calls.length; k++) bare += await timeBareNode();
+      if (j < 2) continue; // warm-up (page cache, JIT of the harness)
+      hookTotals.push(calls.reduce((sum, c) => sum + c.durationMs, 0));
+      nodeTotals.push(bare);
+    }
+
+    // prepare with an idle instance: the whole hook process, and the acquire round trip alone.
+    const prepareMs: number[] = [];
+    const acquireMs: number[] = [];
+    for (let j = 0; j < 10; j++) {
+      await waitIdle();
+      const id = String(95_000 + j);
+      const env = { ...process.env, CUSTOM_ENV_CI_JOB_ID: id, TMPDIR: daemon.dir };
+      const call = await runHook(entry.custom.prepare_exec, entry.custom.prepare_args, env, daemon.dir, 'prepare');
+      if (call.exitCode !== 0) throw new Error(`prepare failed: ${call.stderr}`);
+      prepareMs.push(call.durationMs);
+      await request(daemon.socket, { op: 'release', jobId: id });
+      await waitIdle();
+      const inner = `${id}-inner`;
+      const started = process.hrtime.bigint();
+      await request<Lease>(daemon.socket, { op: 'acquire', job: { id: inner } });
+      acquireMs.push(Number(process.hrtime.bigint() - started) / 1e6);
+      await request(daemon.socket, { op: 'release', jobId: inner });
+    }
+    const hook = median(hookTotals);
+    const bare = median(nodeTotals);
+    return {
+      'hook calls per trivial job': callsPerJob,
+      'hooks total per job, median (ms)': round(hook),
+      'bare node -e 0 × same count, median (ms)': round(bare),
+      'hook cost ratio (target ≤ 1.5)': round(hook / bare, 2),
+      'prepare hook with idle instance, median (ms)': round(median(prepareMs)),
+      'acquire inside the daemon with idle instance, median (ms)': round(median(acquireMs), 2),
+    };
+  } finally {
+    await daemon.cleanup();
+  }
+}
+
+function round(n: number, digits = 1): number {
+  const f = 10 ** digits;
+  return Math.round(n * f) / f;
+}

@@ -1,0 +1,42 @@
+/**
+ * `npm run bench`: every benchmark, each reporting ratios measured in the same run (absolute
+ * numbers on a shared machine mean little). Prints a table and writes .bench/results.json.
+ */
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { benchHooks } from './hooks.js';
+
+type Bench = () => Promise<Record<string, number | string>>;
+
+async function optional(path: string, name: string): Promise<Bench | undefined> {
+  try {
+    const mod = (await import(path)) as Record<string, Bench>;
+    return mod[name];
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ERR_MODULE_NOT_FOUND') return undefined;
+    throw error;
+  }
+}
+
+async function main(): Promise<void> {
+  const benches: Array<[string, Bench | undefined]> = [
+    ['hooks (local provider)', benchHooks],
+    ['ssh transport', await optional('./ssh.js', 'benchSsh')],
+    ['fleet scale', await optional('./fleet.js', 'benchFleet')],
+  ];
+  const results: Record<string, Record<string, number | string>> = {};
+  for (const [name, bench] of benches) {
+    if (!bench) continue;
+    process.stdout.write(`\n== ${name}\n`);
+    const figures = await bench();
+    results[name] = figures;
+    const width = Math.max(...Object.keys(figures).map((k) => k.length));
+    for (const [key, value] of Object.entries(figures)) process.stdout.write(`  ${key.padEnd(width)}  ${value}\n`);
+  }
+  mkdirSync('.bench', { recursive: true });
+  writeFileSync('.bench/results.json', `${JSON.stringify({ at: new Date().toISOString(), node: process.version, results }, null, 2)}\n`);
+}
+
+main().catch((error: unknown) => {
+  process.stderr.write(`bench failed: ${error instanceof Error ? error.stack : String(error)}\n`);
+  process.exitCode = 1;
+});
