@@ -263,7 +263,11 @@ export function createIdTokenVerifier(options: IdTokenVerifierOptions): IdTokenV
 
   return {
     async verify(token, expected) {
-      if (token === undefined || token.trim() === '') return fail('no ID token');
+      // The socket request is JSON from a hook: be strict about shapes rather than trusting types.
+      if (typeof token !== 'string' || token.trim() === '') return fail('no ID token');
+      if (typeof expected?.jobId !== 'string' || typeof expected.projectPath !== 'string') {
+        return fail('job id or project unknown; cannot bind the token to this job');
+      }
       if (token.length > MAX_TOKEN_LENGTH) return fail('token too large');
       let timer: NodeJS.Timeout | undefined;
       const deadline = new Promise<Verification>((resolve) => {

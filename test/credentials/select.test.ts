@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { parse } from 'smol-toml';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { verifierFor } from '../../manager/credentials/index.js';
 import { type CredentialsConfig, credentialsSchema } from '../../manager/credentials/schema.js';
 import { canReuse, isForkMergeRequest, selectCredentials } from '../../manager/credentials/select.js';
 import {
@@ -44,13 +45,7 @@ beforeAll(async () => {
   key = await makeKey('kid-1');
   server = await startJwksServer([key]);
   config = exampleConfig(server.url);
-  verifier = createIdTokenVerifier({
-    gitlabUrl: config.gitlabUrl!,
-    audience: config.audience,
-    clockSkewSeconds: config.clockSkewMs / 1000,
-    jwksTimeoutMs: 500,
-    cacheTtlMs: config.jwksCacheTtlMs,
-  });
+  verifier = verifierFor(config)!;
 });
 afterAll(async () => {
   await server.close();

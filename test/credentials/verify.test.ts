@@ -163,6 +163,10 @@ describe('ID token verification against a JWKS on 127.0.0.1', () => {
     expect(await v.verify('', JOB)).toEqual({ ok: false, reason: 'no ID token' });
     expect(await v.verify(undefined, JOB)).toEqual({ ok: false, reason: 'no ID token' });
     expect(await v.verify('x'.repeat(20_000), JOB)).toEqual({ ok: false, reason: 'token too large' });
+    // Shapes a buggy or hostile socket client could send.
+    expect((await v.verify(42 as unknown as string, JOB)).ok).toBe(false);
+    const token = await signToken(key1, gitlabClaims(server.url));
+    expect((await v.verify(token, {} as unknown as typeof JOB)).ok).toBe(false);
   });
 
   it('refuses an unknown kid, then picks up the rotated key once GitLab serves it', async () => {
