@@ -2,8 +2,9 @@
  * A deliberately small glob dialect for matching GitLab paths, refs and environment names:
  *
  * - `*`  any run of characters within one `/`-separated segment (possibly empty)
- * - `**` as a whole segment: any number of segments, including none (`a/**` matches `a/b/c`,
- *        `a/** /b` (no space) matches `a/b` and `a/x/y/b`, a lone `**` matches everything)
+ * - `**` as a whole segment: any number of segments. At the end it needs at least one (`a/**`
+ *        matches `a/b/c` but not `a`); in the middle or at the start also none (the segments
+ *        `a`, `**`, `b` match `a/b` and `a/x/y/b`); alone it matches everything.
  * - `?`  exactly one character other than `/`
  * - anything else matches itself, case-sensitively (GitLab's claims carry the canonical spelling)
  *
