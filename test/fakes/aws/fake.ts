@@ -383,9 +383,14 @@ export class AwsFake {
     this.world.bootFaults = [];
   }
 
-  /** Virtual clock: moves time forward, fires due transitions, and waits for backing hooks. */
-  async advance(ms: number): Promise<void> {
+  /**
+   * Virtual clock: moves time forward and fires due transitions. By default it then waits for the
+   * backing hooks those transitions started (so `running` is reached when sshd is up); pass
+   * `{ settle: false }` to look at an instance while its hook is still in progress.
+   */
+  async advance(ms: number, opts: { settle?: boolean } = {}): Promise<void> {
     this.world.clock.advance(ms);
+    if (opts.settle === false) return;
     await this.world.settle();
     this.world.clock.runDue();
   }

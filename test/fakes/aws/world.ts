@@ -326,6 +326,8 @@ export class World {
 
   private seq = 0;
   private usedIps = new Set<string>();
+  /** The subnet address each instance was given; PrivateIpAddress may later show the backing's host. */
+  private allocatedIp = new Map<string, string>();
   private inflight = new Set<Promise<unknown>>();
   /** Instances whose backing was started and not yet torn down. */
   private backed = new Set<string>();
@@ -602,6 +604,7 @@ export class World {
         visibleAt: now + this.timing.eventualConsistencyMs,
       };
       this.instances.set(id, inst);
+      this.allocatedIp.set(id, ips[i]!);
       if (spec.UserData !== undefined) this.userData.set(id, spec.UserData);
       if (profile) {
         const assoc: IamAssociation = {
@@ -693,7 +696,9 @@ export class World {
     inst.State = 'terminated';
     if (reason) inst.StateReason = reason;
     if (!inst.StateTransitionReason) inst.StateTransitionReason = `Service initiated (${gmt(this.now())})`;
-    this.usedIps.delete(inst.PrivateIpAddress);
+    const ip = this.allocatedIp.get(inst.InstanceId);
+    if (ip) this.usedIps.delete(ip);
+    this.allocatedIp.delete(inst.InstanceId);
     for (const a of this.associations.values()) {
       if (a.InstanceId === inst.InstanceId) this.associations.delete(a.AssociationId);
     }
@@ -729,17 +734,28 @@ export class World {
     void p.finally(() => this.inflight.delete(p));
   }
 
-  /** Waits for backing hooks started so far (bounded: hooks that start hooks get 100 rounds). */
-  async settle(): Promise<void> {
+  /**
+   * Waits for backing hooks started so far, including hooks those hooks start (100 rounds at
+   * most), or until `timeoutMs` passes: a hook that never settles must not hang close().
+   */
+  async settle(timeoutMs = 30_000): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
     for (let i = 0; i < 100 && this.inflight.size > 0; i++) {
-      await Promise.allSettled([...this.inflight]);
+      const left = deadline - Date.now();
+      if (left <= 0) return;
+      let timer: NodeJS.Timeout | undefined;
+      const timeout = new Promise<void>((r) => {
+        timer = setTimeout(r, left);
+      });
+      await Promise.race([Promise.allSettled([...this.inflight]), timeout]);
+      clearTimeout(timer);
     }
   }
 
   async closeBackings(): Promise<void> {
     const live = [...this.instances.values()].filter((i) => this.backed.has(i.InstanceId));
-    await Promise.allSettled(live.map((i) => this.teardown(i)));
-    await this.settle();
+    for (const i of live) void this.teardown(i);
+    await this.settle(10_000);
   }
 
   // ---------------------------------------------------------------- tags
