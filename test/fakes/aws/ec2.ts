@@ -47,6 +47,8 @@ export const ec2Actions: Record<string, Handler> = {
   ReplaceIamInstanceProfileAssociation: replaceIamInstanceProfileAssociation,
   DescribeIamInstanceProfileAssociations: describeIamInstanceProfileAssociations,
   DescribeLaunchTemplateVersions: describeLaunchTemplateVersions,
+  CreateLaunchTemplateVersion: createLaunchTemplateVersion,
+  DeleteLaunchTemplateVersions: deleteLaunchTemplateVersions,
 };
 
 // ------------------------------------------------------------------ request parsing
@@ -381,6 +383,28 @@ function glob(pattern: string): RegExp {
     .replace(/\?/g, '.');
   return new RegExp(`^${re}$`, 's');
 }
+
+/** DescribeInstances filters the fake understands (besides `tag:KEY`); others are rejected as EC2 rejects typos. */
+const INSTANCE_FILTERS = new Set([
+  'instance-id',
+  'instance-state-name',
+  'instance-state-code',
+  'instance-type',
+  'subnet-id',
+  'vpc-id',
+  'availability-zone',
+  'private-ip-address',
+  'private-dns-name',
+  'image-id',
+  'instance-lifecycle',
+  'client-token',
+  'iam-instance-profile.arn',
+  'reservation-id',
+  'key-name',
+  'tag-key',
+  'tag-value',
+  'metadata-options.http-tokens',
+]);
 
 function instanceFilterValues(world: World, i: FakeInstance, name: string): string[] | undefined {
   if (name.startsWith('tag:')) {
@@ -749,7 +773,7 @@ function describeInstances(world: World, p: QObject): string {
   }
   const filters = filtersOf(p);
   for (const f of filters) {
-    if (instanceFilterValues(world, world.visibleInstances()[0] ?? dummyInstance, f.name) === undefined) {
+    if (!f.name.startsWith('tag:') && !INSTANCE_FILTERS.has(f.name)) {
       throw new AwsError('InvalidParameterValue', `The filter '${f.name}' is invalid`);
     }
   }
@@ -775,14 +799,6 @@ function describeInstances(world: World, p: QObject): string {
     (more ? el('nextToken', encodeToken(page[page.length - 1]!.seq, query)) : '')
   );
 }
-
-const dummyInstance = {
-  InstanceId: '',
-  Tags: [],
-  MetadataOptions: {},
-  State: 'pending',
-  PrivateIpAddress: '',
-} as unknown as FakeInstance;
 
 function terminateInstances(world: World, p: QObject): string {
   const ids = strList(p, 'InstanceId');
@@ -970,5 +986,121 @@ function describeLaunchTemplateVersions(world: World, p: QObject): string {
       el('createdBy', `arn:aws:iam::${world.accountId}:root`) +
       el('defaultVersion', v.VersionNumber === t.DefaultVersionNumber) +
       wrap('launchTemplateData', renderTemplateData(v.data)),
+  );
+}
+
+// ------------------------------------------------------------------ launch template versions
+// Added for the AWS provider, which makes one version per launch to carry that launch's user data
+// (per-instance SSH keys) and tags: CreateFleet and Auto Scaling take user data only from a template.
+
+/** Highest version number ever given per template: EC2 never reuses a deleted version's number. */
+const highestVersion = new WeakMap<LaunchTemplate, number>();
+
+function createLaunchTemplateVersion(world: World, p: QObject, flat: Record<string, string>): string {
+  const t = world.launchTemplate({
+    LaunchTemplateId: str(p, 'LaunchTemplateId'),
+    LaunchTemplateName: str(p, 'LaunchTemplateName'),
+  });
+  const token = str(p, 'ClientToken');
+  const idem = idempotent(world, 'CreateLaunchTemplateVersion', token, flat);
+  if ('replay' in idem) return idem.replay as string;
+  const d = obj(p, 'LaunchTemplateData');
+  if (!d) throw new AwsError('MissingParameter', 'The request must contain the parameter LaunchTemplateData');
+  const source = str(p, 'SourceVersion');
+  // With SourceVersion the new version inherits everything it does not set itself (top level).
+  const base: LaunchTemplateData = source ? structuredClone(world.templateVersion(t, source).data) : {};
+  const profile = obj(d, 'IamInstanceProfile');
+  const bdm = list(d, 'BlockDeviceMapping');
+  const specs = list(d, 'TagSpecification');
+  const sgs = strList(d, 'SecurityGroupId');
+  const data: LaunchTemplateData = {
+    ...base,
+    ...(str(d, 'ImageId') !== undefined ? { ImageId: str(d, 'ImageId') } : {}),
+    ...(str(d, 'InstanceType') !== undefined ? { InstanceType: str(d, 'InstanceType') } : {}),
+    ...(str(d, 'KeyName') !== undefined ? { KeyName: str(d, 'KeyName') } : {}),
+    ...(str(d, 'UserData') !== undefined ? { UserData: str(d, 'UserData') } : {}),
+    ...(profile ? { IamInstanceProfile: { Arn: str(profile, 'Arn'), Name: str(profile, 'Name') } } : {}),
+    ...(obj(d, 'MetadataOptions') ? { MetadataOptions: metadataOptionsOf(obj(d, 'MetadataOptions')) } : {}),
+    ...(str(d, 'InstanceInitiatedShutdownBehavior') !== undefined
+      ? { InstanceInitiatedShutdownBehavior: str(d, 'InstanceInitiatedShutdownBehavior') }
+      : {}),
+    ...(bdm.length > 0 ? { BlockDeviceMappings: blockDeviceMappingsOf(bdm) } : {}),
+    ...(specs.length > 0
+      ? {
+          TagSpecifications: specs.map((s) => ({
+            ResourceType: str(s, 'ResourceType'),
+            Tags: tagsOf(s, 'Tag'),
+          })),
+        }
+      : {}),
+    ...(sgs.length > 0 ? { SecurityGroupIds: sgs } : {}),
+  };
+  for (const s of data.TagSpecifications ?? []) checkUserTags(s.Tags ?? []);
+  const number = Math.max(highestVersion.get(t) ?? 0, ...t.versions.map((v) => v.VersionNumber)) + 1;
+  highestVersion.set(t, number);
+  const version = {
+    VersionNumber: number,
+    VersionDescription: str(p, 'VersionDescription'),
+    CreateTime: world.now(),
+    data,
+  };
+  t.versions.push(version);
+  const body = wrap(
+    'launchTemplateVersion',
+    el('launchTemplateId', t.LaunchTemplateId) +
+      el('launchTemplateName', t.LaunchTemplateName) +
+      el('versionNumber', version.VersionNumber) +
+      el('versionDescription', version.VersionDescription) +
+      el('createTime', version.CreateTime) +
+      el('defaultVersion', false) +
+      wrap('launchTemplateData', renderTemplateData(data)),
+  );
+  idem.record(body);
+  return body;
+}
+
+function deleteLaunchTemplateVersions(world: World, p: QObject): string {
+  const t = world.launchTemplate({
+    LaunchTemplateId: str(p, 'LaunchTemplateId'),
+    LaunchTemplateName: str(p, 'LaunchTemplateName'),
+  });
+  const wanted = strList(p, 'LaunchTemplateVersion');
+  const ok: number[] = [];
+  const failed: { v: string; code: string; message: string }[] = [];
+  for (const v of wanted) {
+    const n = Number(v);
+    const index = t.versions.findIndex((x) => x.VersionNumber === n);
+    if (index < 0) {
+      failed.push({ v, code: 'launchTemplateVersionDoesNotExist', message: 'The version does not exist' });
+    } else if (n === t.DefaultVersionNumber) {
+      failed.push({
+        v,
+        code: 'launchTemplateVersionIsDefault',
+        message: 'Cannot delete the default version',
+      });
+    } else {
+      highestVersion.set(t, Math.max(highestVersion.get(t) ?? 0, ...t.versions.map((x) => x.VersionNumber)));
+      t.versions.splice(index, 1);
+      ok.push(n);
+    }
+  }
+  return (
+    ec2List(
+      'successfullyDeletedLaunchTemplateVersionSet',
+      ok,
+      (n) =>
+        el('launchTemplateId', t.LaunchTemplateId) +
+        el('launchTemplateName', t.LaunchTemplateName) +
+        el('versionNumber', n),
+    ) +
+    ec2List(
+      'unsuccessfullyDeletedLaunchTemplateVersionSet',
+      failed,
+      (f) =>
+        el('launchTemplateId', t.LaunchTemplateId) +
+        el('launchTemplateName', t.LaunchTemplateName) +
+        el('versionNumber', f.v) +
+        wrap('responseError', el('code', f.code) + el('message', f.message)),
+    )
   );
 }
