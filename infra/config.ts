@@ -97,8 +97,10 @@ export function readInfraConfig(context: ContextReader): InfraConfig {
   const fleetName = str('fleetName', 'ci');
   if (!/^[a-z0-9-]{1,32}$/.test(fleetName)) throw new Error('context fleetName must match [a-z0-9-]{1,32}');
 
+  const region = str('region', 'eu-west-1');
+
   return {
-    region: str('region', 'eu-west-1'),
+    region,
     accounts: {
       devops: account('devopsAccount', '111111111111'),
       dev: account('devAccount', '222222222222'),

@@ -2,7 +2,7 @@
  * The POC GitLab ("Installing a GitLab POC on AWS", scaled down): one GitLab instance in a
  * self-healing Auto Scaling group behind an NLB, with RDS PostgreSQL, ElastiCache Redis and S3.
  */
-import { Duration, SecretValue, Stack, type StackProps } from 'aws-cdk-lib';
+import { Duration, Fn, SecretValue, Stack, type StackProps } from 'aws-cdk-lib';
 import * as autoscaling from 'aws-cdk-lib/aws-autoscaling';
 import * as ec2 from 'aws-cdk-lib/aws-ec2';
 import * as iam from 'aws-cdk-lib/aws-iam';
@@ -36,7 +36,10 @@ export class GitlabPocStack extends Stack {
   constructor(scope: Construct, id: string, props: GitlabPocStackProps) {
     super(scope, id, props);
     const logs = accessLogBucket(this, 'Logs');
-    this.vpc = new Network(this, 'Network', { natGateways: props.natGateways, flowLogs: logs }).vpc;
+    this.vpc = new Network(this, 'Network', {
+      natGateways: props.natGateways,
+      flowLogs: logs,
+    }).vpc;
 
     const lb = new GitlabLoadBalancer(this, 'LoadBalancer', {
       vpc: this.vpc,
@@ -190,5 +193,13 @@ export class GitlabPocStack extends Stack {
         reason: "GitLab's own key material: written by the instance, never rotated by AWS.",
       },
     ]);
+  }
+
+  /**
+   * The first two AZs of the region, resolved by CloudFormation (Fn::GetAZs) at deploy time: with
+   * a concrete account CDK would otherwise look the zones up at synth, which needs credentials.
+   */
+  override get availabilityZones(): string[] {
+    return [0, 1].map((i) => Fn.select(i, Fn.getAzs()));
   }
 }

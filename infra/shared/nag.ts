@@ -18,6 +18,25 @@ export function acknowledge(scope: IConstruct, rules: Acknowledgement[]): void {
 
 /** The IAM5 finding id cdk-nag reports for a `<bucket arn>/*` resource. */
 export function bucketObjectsFinding(bucket: s3.Bucket): string {
-  const logicalId = Stack.of(bucket).getLogicalId(bucket.node.defaultChild as s3.CfnBucket);
-  return `AwsSolutions-IAM5[Resource::<${logicalId}.Arn>/*]`;
+  return wildcardResourceFinding(bucket, bucket.arnForObjects('*'));
+}
+
+/**
+ * The IAM5 finding id cdk-nag reports for a resource string that may hold tokens: it writes
+ * `{Ref: X}` as `<X>` and `{Fn::GetAtt: [X, Y]}` as `<X.Y>`, joined with the literal parts.
+ */
+export function wildcardResourceFinding(scope: IConstruct, resource: string): string {
+  return `AwsSolutions-IAM5[Resource::${nagText(Stack.of(scope).resolve(resource))}]`;
+}
+
+function nagText(value: unknown): string {
+  if (typeof value === 'string') return value;
+  if (value && typeof value === 'object') {
+    const v = value as Record<string, unknown>;
+    if (typeof v.Ref === 'string') return `<${v.Ref}>`;
+    if (Array.isArray(v['Fn::GetAtt'])) return `<${(v['Fn::GetAtt'] as string[]).join('.')}>`;
+    const join = v['Fn::Join'] as [string, unknown[]] | undefined;
+    if (Array.isArray(join)) return join[1].map(nagText).join(join[0]);
+  }
+  throw new Error(`cannot express ${JSON.stringify(value)} as a cdk-nag finding`);
 }

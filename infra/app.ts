@@ -1,0 +1,52 @@
+/**
+ * The CDK app: the DevOps pipeline stack, a deploy-target stack per account, and the Dev and Prod
+ * stages (POC GitLab + runner fleet). Everything comes from context (cdk.json / -c), nothing is
+ * looked up, so `npm run synth` works offline and without credentials.
+ */
+import { App, Validations } from 'aws-cdk-lib';
+import { AwsSolutionsChecks } from 'cdk-nag';
+import { readInfraConfig } from './config.js';
+import { DeployTargetStack } from './pipeline/deploy-target-stack.js';
+import { DevopsPipelineStack } from './pipeline/devops-pipeline-stack.js';
+import { RunnerFleetStage } from './stage.js';
+
+export function buildApp(app: App): App {
+  const config = readInfraConfig((key) => app.node.tryGetContext(key));
+  const { accounts, region } = config;
+
+  new DevopsPipelineStack(app, 'RunnerFleet-DevOps-Pipeline', {
+    env: { account: accounts.devops, region },
+    description: 'runner-fleet: GitLab OIDC provider and the pipeline roles (DevOps account)',
+    gitlabUrl: config.pipeline.gitlabUrl,
+    audience: config.pipeline.audience,
+    projectPath: config.pipeline.projectPath,
+    productionBranch: config.pipeline.productionBranch,
+    targets: [
+      { stage: 'dev', account: accounts.dev },
+      { stage: 'prod', account: accounts.prod },
+    ],
+  });
+  for (const [stage, account] of [
+    ['dev', accounts.dev],
+    ['prod', accounts.prod],
+  ] as const) {
+    new DeployTargetStack(app, `RunnerFleet-${stage === 'dev' ? 'Dev' : 'Prod'}-DeployTarget`, {
+      env: { account, region },
+      description: `runner-fleet: the role the pipeline deploys ${stage} with`,
+      stage,
+      devopsAccount: accounts.devops,
+      cdkQualifier: config.pipeline.cdkQualifier,
+    });
+  }
+  new RunnerFleetStage(app, 'Dev', { config, account: accounts.dev });
+  new RunnerFleetStage(app, 'Prod', { config, account: accounts.prod });
+
+  // Any unacknowledged cdk-nag finding fails the synth, in CI and on a laptop alike.
+  Validations.of(app).addPlugins(new AwsSolutionsChecks(app));
+  return app;
+}
+
+// Entry point for `cdk synth` (cdk.json: node dist/infra/app.js).
+if (import.meta.url === `file://${process.argv[1]}`) {
+  buildApp(new App()).synth();
+}

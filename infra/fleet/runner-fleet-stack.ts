@@ -1,0 +1,323 @@
+/**
+ * The runner fleet: a self-healing manager instance (gitlab-runner + the runner-fleet daemon), the
+ * job instances' launch template (and, in `asg` mode, their Auto Scaling group), one instance
+ * profile per credential class, the S3 cache and the log group.
+ */
+import { Duration, RemovalPolicy, Stack, type StackProps, Tags } from 'aws-cdk-lib';
+import * as autoscaling from 'aws-cdk-lib/aws-autoscaling';
+import * as ec2 from 'aws-cdk-lib/aws-ec2';
+import * as iam from 'aws-cdk-lib/aws-iam';
+import * as logs from 'aws-cdk-lib/aws-logs';
+import * as cr from 'aws-cdk-lib/custom-resources';
+import type { Construct } from 'constructs';
+import { managerPolicyDocument } from '../../manager/providers/aws/iam-policy.js';
+import { TAG } from '../../manager/providers/tags.js';
+import { accessLogBucket, privateBucket } from '../shared/buckets.js';
+import { acknowledge, wildcardResourceFinding } from '../shared/nag.js';
+import { renderJobBootScript, renderManagerBootScript } from './boot-scripts.js';
+import {
+  type CredentialClassProfile,
+  renderFleetConfig,
+  renderGitlabRunnerConfig,
+} from './runner-configs.js';
+import { renderManagerUnit } from './systemd-unit.js';
+
+/** A set of AWS permissions a job can be given, as an instance profile (see docs/credentials.example.toml). */
+export interface CredentialClass {
+  name: string;
+  /** Roles a job of this class may assume, e.g. deploy roles in a target account. */
+  assumableRoleArns?: string[];
+}
+
+export interface RunnerFleetStackProps extends StackProps {
+  vpc: ec2.IVpc;
+  fleetName: string;
+  mode: 'asg' | 'fleet';
+  gitlabUrl: string;
+  runnerTokenParameter: string;
+  cacheExpiryDays: number;
+  maxJobInstances: number;
+  jobInstanceType: string;
+  managerInstanceType: string;
+  jobMaxLifetimeMinutes: number;
+  packageSpec: string;
+  /** The first class is the default: what every job gets unless a credential rule says otherwise. */
+  credentialClasses: CredentialClass[];
+}
+
+const BIN_PATH = '/usr/bin/runner-fleet';
+
+export class RunnerFleetStack extends Stack {
+  readonly jobLaunchTemplate: ec2.LaunchTemplate;
+  readonly jobGroup?: autoscaling.AutoScalingGroup;
+  readonly managerRole: iam.Role;
+
+  constructor(scope: Construct, id: string, props: RunnerFleetStackProps) {
+    super(scope, id, props);
+    if (props.credentialClasses.length === 0) throw new Error('at least one (default) credential class');
+    const privateSubnets = { subnetType: ec2.SubnetType.PRIVATE_WITH_EGRESS };
+    Tags.of(this).add(TAG.fleet, props.fleetName);
+
+    const logBucket = accessLogBucket(this, 'AccessLogs');
+    const cache = privateBucket(this, 'Cache', {
+      accessLogs: logBucket,
+      // Caches are disposable; expiry keeps an abandoned branch's cache from costing forever.
+      lifecycleRules: [
+        {
+          id: 'expire-cache',
+          expiration: Duration.days(props.cacheExpiryDays),
+          abortIncompleteMultipartUploadAfter: Duration.days(1),
+        },
+      ],
+    });
+    const logGroup = new logs.LogGroup(this, 'Logs', {
+      logGroupName: `/runner-fleet/${props.fleetName}`,
+      retention: logs.RetentionDays.ONE_MONTH,
+      removalPolicy: RemovalPolicy.DESTROY,
+    });
+
+    const managerSecurityGroup = new ec2.SecurityGroup(this, 'ManagerSecurityGroup', {
+      vpc: props.vpc,
+      description: 'runner-fleet manager: no inbound (Session Manager), outbound to GitLab, AWS and jobs',
+      allowAllOutbound: true,
+    });
+    const jobSecurityGroup = new ec2.SecurityGroup(this, 'JobSecurityGroup', {
+      vpc: props.vpc,
+      description: 'runner-fleet job instances: SSH from the manager only',
+      allowAllOutbound: true,
+    });
+    jobSecurityGroup.addIngressRule(managerSecurityGroup, ec2.Port.tcp(22), 'SSH from the manager');
+
+    const profiles = props.credentialClasses.map((c) => this.jobProfile(c));
+    const defaultProfile = profiles[0]!;
+
+    this.jobLaunchTemplate = new ec2.LaunchTemplate(this, 'JobLaunchTemplate', {
+      machineImage: ec2.MachineImage.latestAmazonLinux2023(),
+      instanceType: new ec2.InstanceType(props.jobInstanceType),
+      securityGroup: jobSecurityGroup,
+      instanceProfile: defaultProfile.profile,
+      userData: ec2.UserData.custom(renderJobBootScript({ maxLifetimeMinutes: props.jobMaxLifetimeMinutes })),
+      requireImdsv2: true,
+      httpPutResponseHopLimit: 1,
+      // The dead-man switch: the instance's own shutdown at maximum lifetime terminates it.
+      instanceInitiatedShutdownBehavior: ec2.InstanceInitiatedShutdownBehavior.TERMINATE,
+      blockDevices: [rootVolume(50)],
+    });
+
+    let autoScalingGroupName: string | undefined;
+    if (props.mode === 'asg') {
+      autoScalingGroupName = `runner-fleet-${props.fleetName}-jobs`;
+      this.jobGroup = this.jobGroupFor(props, autoScalingGroupName, privateSubnets);
+    }
+
+    this.managerRole = new iam.Role(this, 'ManagerRole', {
+      assumedBy: new iam.ServicePrincipal('ec2.amazonaws.com'),
+      description: `runner-fleet manager of fleet ${props.fleetName}`,
+      managedPolicies: [iam.ManagedPolicy.fromAwsManagedPolicyName('AmazonSSMManagedInstanceCore')],
+    });
+    logGroup.grantWrite(this.managerRole);
+    const policy = new iam.Policy(this, 'ManagerPolicy', {
+      document: iam.PolicyDocument.fromJson(
+        managerPolicyDocument({
+          partition: this.partition,
+          region: this.region,
+          account: this.account,
+          fleetName: props.fleetName,
+          mode: props.mode,
+          autoScalingGroupName,
+          instanceProfileArns: profiles.map((p) => p.profile.instanceProfileArn),
+          jobRoleArns: profiles.map((p) => p.role.roleArn),
+          launchTemplateId: this.jobLaunchTemplate.launchTemplateId,
+          runnerTokenParameterName: props.runnerTokenParameter,
+          cacheBucketName: cache.bucketName,
+        }),
+      ),
+    });
+    policy.attachToRole(this.managerRole);
+
+    const classProfiles: CredentialClassProfile[] = profiles.map((p) => ({
+      name: p.name,
+      instanceProfileArn: p.profile.instanceProfileArn,
+    }));
+    const bootScript = renderManagerBootScript({
+      region: this.region,
+      packageSpec: props.packageSpec,
+      runnerTokenParameter: props.runnerTokenParameter,
+      logGroupName: logGroup.logGroupName,
+      systemdUnit: renderManagerUnit({ binPath: BIN_PATH }),
+      gitlabRunnerConfig: renderGitlabRunnerConfig({
+        gitlabUrl: props.gitlabUrl,
+        runnerName: `runner-fleet-${props.fleetName}`,
+        concurrent: props.maxJobInstances,
+        binPath: BIN_PATH,
+        cacheBucket: cache.bucketName,
+        region: this.region,
+      }),
+      fleetConfig: renderFleetConfig({
+        fleetName: props.fleetName,
+        region: this.region,
+        mode: props.mode,
+        maxInstances: props.maxJobInstances,
+        maxInstanceLifetimeMinutes: props.jobMaxLifetimeMinutes,
+        launchTemplateId: this.jobLaunchTemplate.launchTemplateId!,
+        autoScalingGroupName,
+        subnetIds: props.vpc.selectSubnets(privateSubnets).subnetIds,
+        gitlabUrl: props.gitlabUrl,
+        defaultProfile: classProfiles[0]!,
+        profiles: classProfiles,
+      }),
+    });
+
+    const managerLaunchTemplate = new ec2.LaunchTemplate(this, 'ManagerLaunchTemplate', {
+      machineImage: ec2.MachineImage.latestAmazonLinux2023(),
+      instanceType: new ec2.InstanceType(props.managerInstanceType),
+      role: this.managerRole,
+      securityGroup: managerSecurityGroup,
+      userData: ec2.UserData.custom(bootScript),
+      requireImdsv2: true,
+      httpPutResponseHopLimit: 1,
+      blockDevices: [rootVolume(30)],
+    });
+    const managerGroup = new autoscaling.AutoScalingGroup(this, 'ManagerGroup', {
+      vpc: props.vpc,
+      vpcSubnets: privateSubnets,
+      launchTemplate: managerLaunchTemplate,
+      // A group of one: a lost manager is replaced, and the new one rebuilds its state from tags.
+      minCapacity: 1,
+      maxCapacity: 1,
+    });
+
+    acknowledge(managerGroup, [{ id: 'AwsSolutions-AS3', reason: SINGLETON_GROUP }]);
+    acknowledge(this.managerRole, [{ id: SSM_CORE_FINDING, reason: SSM_CORE_REASON }]);
+    acknowledge(policy, [
+      {
+        id: 'AwsSolutions-IAM5[Resource::*]',
+        reason:
+          'Only the Describe* calls and sts:GetCallerIdentity, which support no resource-level permissions.',
+      },
+      {
+        id: wildcardResourceFinding(
+          this,
+          `arn:${this.partition}:ec2:${this.region}:${this.account}:instance/*`,
+        ),
+        reason:
+          'Instance ids are unknown before launch; every statement on instances is conditioned on the fleet tag.',
+      },
+      {
+        id: wildcardResourceFinding(this, `arn:${this.partition}:s3:::${cache.bucketName}/*`),
+        reason: 'Object-level S3 actions need <bucket>/*; the resource names the cache bucket.',
+      },
+      ...(autoScalingGroupName ? [groupArnFinding(this, autoScalingGroupName)] : []),
+    ]);
+  }
+
+  /** An instance profile for one credential class. The role starts empty: least privilege. */
+  private jobProfile(c: CredentialClass) {
+    const id = c.name.replace(/(^|[-_])(\w)/g, (_m, _sep, ch: string) => ch.toUpperCase());
+    const role = new iam.Role(this, `Job${id}Role`, {
+      assumedBy: new iam.ServicePrincipal('ec2.amazonaws.com'),
+      description: `runner-fleet job instances, credential class ${c.name}`,
+    });
+    if (c.assumableRoleArns && c.assumableRoleArns.length > 0) {
+      role.addToPrincipalPolicy(
+        new iam.PolicyStatement({
+          sid: 'AssumeClassRoles',
+          actions: ['sts:AssumeRole', 'sts:TagSession'],
+          resources: c.assumableRoleArns,
+        }),
+      );
+      for (const arn of c.assumableRoleArns.filter((a) => a.includes('*'))) {
+        acknowledge(role, [
+          {
+            id: `AwsSolutions-IAM5[Resource::${arn}]`,
+            reason:
+              'Roles under this path in the target account are the ones it delegates to this class; the path is the boundary.',
+          },
+        ]);
+      }
+    }
+    const profile = new iam.InstanceProfile(this, `Job${id}Profile`, { role });
+    return { name: c.name, role, profile };
+  }
+
+  private jobGroupFor(
+    props: RunnerFleetStackProps,
+    name: string,
+    subnets: ec2.SubnetSelection,
+  ): autoscaling.AutoScalingGroup {
+    const group = new autoscaling.AutoScalingGroup(this, 'JobGroup', {
+      autoScalingGroupName: name,
+      vpc: props.vpc,
+      vpcSubnets: subnets,
+      launchTemplate: this.jobLaunchTemplate,
+      minCapacity: 0,
+      maxCapacity: props.maxJobInstances,
+      // No desiredCapacity: the manager owns it, and a stack update must not reset it.
+      // New instances are protected so that only the manager scales in, always by instance id.
+      newInstancesProtectedFromScaleIn: true,
+    });
+
+    // AZRebalance would terminate instances, busy ones included, to even out the zones.
+    // CloudFormation cannot suspend a process persistently, so one API call does it.
+    const groupArn = jobGroupArn(this, name);
+    const suspend: cr.AwsSdkCall = {
+      service: 'AutoScaling',
+      action: 'SuspendProcesses',
+      parameters: { AutoScalingGroupName: name, ScalingProcesses: ['AZRebalance'] },
+      physicalResourceId: cr.PhysicalResourceId.of(`${name}-suspend-azrebalance`),
+    };
+    const suspendAzRebalance = new cr.AwsCustomResource(this, 'SuspendAzRebalance', {
+      onCreate: suspend,
+      onUpdate: suspend,
+      policy: cr.AwsCustomResourcePolicy.fromStatements([
+        new iam.PolicyStatement({ actions: ['autoscaling:SuspendProcesses'], resources: [groupArn] }),
+      ]),
+      installLatestAwsSdk: false,
+    });
+    suspendAzRebalance.node.addDependency(group);
+    acknowledge(suspendAzRebalance, [groupArnFinding(this, name)]);
+
+    acknowledge(group, [
+      { id: 'AwsSolutions-AS3', reason: 'Scaling is driven and logged by the runner-fleet manager.' },
+    ]);
+    acknowledge(this, [
+      {
+        id: 'AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole]',
+        reason: 'CDK AwsCustomResource provider function: logs only.',
+      },
+      { id: 'AwsSolutions-L1', reason: 'The CDK-managed AwsCustomResource provider pins its own runtime.' },
+    ]);
+    return group;
+  }
+}
+
+function rootVolume(sizeGiB: number): ec2.BlockDevice {
+  return {
+    deviceName: '/dev/xvda',
+    volume: ec2.BlockDeviceVolume.ebs(sizeGiB, {
+      volumeType: ec2.EbsDeviceVolumeType.GP3,
+      encrypted: true,
+      deleteOnTermination: true,
+    }),
+  };
+}
+
+const SINGLETON_GROUP =
+  'A group of exactly one manager; replacements show in the Auto Scaling activity history.';
+const SSM_CORE_FINDING =
+  'AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/AmazonSSMManagedInstanceCore]';
+const SSM_CORE_REASON =
+  'The AWS-maintained minimum for Session Manager, which replaces SSH and bastion hosts.';
+
+/** The ASG ARN's wildcard stands for the group's generated UUID; the name pins the group. */
+function groupArnFinding(stack: Stack, name: string) {
+  return {
+    id: wildcardResourceFinding(stack, jobGroupArn(stack, name)),
+    reason:
+      "The wildcard is the group's generated UUID; the group name pins the resource to the one job group.",
+  };
+}
+
+function jobGroupArn(stack: Stack, name: string): string {
+  return `arn:${stack.partition}:autoscaling:${stack.region}:${stack.account}:autoScalingGroup:*:autoScalingGroupName/${name}`;
+}

@@ -1,0 +1,87 @@
+/**
+ * DevOps account: GitLab as an OIDC identity provider, and one role per deploy stage that a
+ * pipeline job assumes with its ID token (AssumeRoleWithWebIdentity). No access keys anywhere.
+ *
+ * Self-managed GitLab: of its claims, only `sub` is usable as an IAM condition key (besides
+ * `aud`), so the trust pins the project and the ref through `sub`.
+ */
+import { Duration, Stack, type StackProps } from 'aws-cdk-lib';
+import * as iam from 'aws-cdk-lib/aws-iam';
+import type { Construct } from 'constructs';
+import { type DeployStage, deployRoleName, pipelineRoleName, roleArn } from './names.js';
+
+export interface DeployTarget {
+  stage: DeployStage;
+  account: string;
+}
+
+export interface DevopsPipelineStackProps extends StackProps {
+  /** GitLab's URL, the `iss` of its ID tokens, e.g. https://gitlab.example.com. */
+  gitlabUrl: string;
+  /** The `aud` the pipeline puts in its `id_tokens:` entry. */
+  audience: string;
+  /** `group/project` of the repository whose pipeline deploys. */
+  projectPath: string;
+  /** The protected branch that alone may deploy to production. */
+  productionBranch: string;
+  targets: DeployTarget[];
+}
+
+/** The `sub` claim GitLab puts in a branch pipeline's ID token. */
+export function branchSubject(projectPath: string, branch: string): string {
+  return `project_path:${projectPath}:ref_type:branch:ref:${branch}`;
+}
+
+export class DevopsPipelineStack extends Stack {
+  readonly provider: iam.OidcProviderNative;
+  readonly roles: Partial<Record<DeployStage, iam.Role>> = {};
+
+  constructor(scope: Construct, id: string, props: DevopsPipelineStackProps) {
+    super(scope, id, props);
+    const issuerHost = props.gitlabUrl.replace(/^https:\/\//, '').replace(/\/+$/, '');
+    if (issuerHost === props.gitlabUrl) throw new Error('gitlabUrl must be https://');
+
+    this.provider = new iam.OidcProviderNative(this, 'GitlabOidc', {
+      url: `https://${issuerHost}`,
+      clientIds: [props.audience],
+    });
+
+    for (const target of props.targets) {
+      const role = new iam.Role(this, `Pipeline-${target.stage}`, {
+        roleName: pipelineRoleName(target.stage),
+        description: `GitLab pipeline of ${props.projectPath}: deploys to ${target.stage} (${target.account})`,
+        maxSessionDuration: Duration.hours(1),
+        assumedBy: new iam.WebIdentityPrincipal(
+          this.provider.oidcProviderArn,
+          trustConditions(issuerHost, props, target.stage),
+        ),
+      });
+      // Its only power: become the deploy role of its own stage's account.
+      role.addToPrincipalPolicy(
+        new iam.PolicyStatement({
+          sid: 'AssumeStageDeployRole',
+          actions: ['sts:AssumeRole'],
+          resources: [roleArn(target.account, deployRoleName(target.stage), this.partition)],
+        }),
+      );
+      this.roles[target.stage] = role;
+    }
+  }
+}
+
+/**
+ * Production: exactly `sub` of the protected production branch. Dev: any branch of this project;
+ * a fork cannot match, because its pipelines carry the fork's project_path.
+ */
+export function trustConditions(
+  issuerHost: string,
+  props: Pick<DevopsPipelineStackProps, 'audience' | 'projectPath' | 'productionBranch'>,
+  stage: DeployStage,
+): Record<string, Record<string, string>> {
+  const aud = { [`${issuerHost}:aud`]: props.audience };
+  const sub = `${issuerHost}:sub`;
+  if (stage === 'prod') {
+    return { StringEquals: { ...aud, [sub]: branchSubject(props.projectPath, props.productionBranch) } };
+  }
+  return { StringEquals: aud, StringLike: { [sub]: branchSubject(props.projectPath, '*') } };
+}

@@ -1,0 +1,59 @@
+/** One deployment stage (Dev or Prod): the POC GitLab and the runner fleet that serves it. */
+import { Stage, type StageProps } from 'aws-cdk-lib';
+import type { Construct } from 'constructs';
+import type { InfraConfig } from './config.js';
+import { RunnerFleetStack } from './fleet/runner-fleet-stack.js';
+import { GitlabPocStack } from './gitlab/gitlab-stack.js';
+import { sizing } from './sizing.js';
+
+export interface RunnerFleetStageProps extends StageProps {
+  config: InfraConfig;
+  account: string;
+}
+
+export class RunnerFleetStage extends Stage {
+  readonly gitlab: GitlabPocStack;
+  readonly fleet: RunnerFleetStack;
+
+  constructor(scope: Construct, id: string, props: RunnerFleetStageProps) {
+    super(scope, id, props);
+    const { config } = props;
+    const env = { account: props.account, region: config.region };
+    this.gitlab = new GitlabPocStack(this, 'GitLab', {
+      env,
+      description: 'runner-fleet: POC GitLab (VPC, NLB + ACM, EC2, RDS PostgreSQL, ElastiCache Redis, S3)',
+      domainName: config.domainName,
+      certificateArn: config.certificateArn,
+      hostedZone: config.hostedZone,
+      natGateways: config.natGateways,
+      sizing: sizing(config.sizing),
+      multiAz: config.multiAz,
+      allowedCidr: config.allowedCidr,
+      edition: config.gitlabEdition,
+      version: config.gitlabVersion,
+    });
+    this.fleet = new RunnerFleetStack(this, 'Fleet', {
+      env,
+      description: 'runner-fleet: manager instance, job launch template and group, cache, job profiles',
+      vpc: this.gitlab.vpc,
+      fleetName: config.fleet.name,
+      mode: config.fleet.mode,
+      gitlabUrl: `https://${config.domainName}`,
+      runnerTokenParameter: config.fleet.runnerTokenParameter,
+      cacheExpiryDays: config.fleet.cacheExpiryDays,
+      maxJobInstances: config.fleet.maxJobInstances,
+      jobInstanceType: config.fleet.jobInstanceType,
+      managerInstanceType: config.fleet.managerInstanceType,
+      jobMaxLifetimeMinutes: config.fleet.jobMaxLifetimeMinutes,
+      packageSpec: config.fleet.packageSpec,
+      credentialClasses: [
+        { name: 'default' },
+        // Roles the dev account places under /runner-fleet-jobs/ and lets this class assume.
+        {
+          name: 'deploy-dev',
+          assumableRoleArns: [`arn:aws:iam::${config.accounts.dev}:role/runner-fleet-jobs/*`],
+        },
+      ],
+    });
+  }
+}
