@@ -332,6 +332,28 @@ describe('EC2 on the wire', () => {
     ).rejects.toMatchObject({ name: 'InvalidAssociationID.NotFound' });
   });
 
+  it('a launch with a profile creates its association; unknown profiles are refused when a list is configured', async () => {
+    await fake.close();
+    fake = await AwsFake.start({ clock: 'virtual', instanceProfiles: ['runner-job-default'] });
+    ec2.destroy();
+    ec2 = new EC2Client({ ...fake.clientConfig(), maxAttempts: 1 });
+    const id = (await run({ IamInstanceProfile: { Name: 'runner-job-default' } })).Instances![0]!.InstanceId!;
+    const assoc = await ec2.send(
+      new DescribeIamInstanceProfileAssociationsCommand({ Filters: [{ Name: 'instance-id', Values: [id] }] }),
+    );
+    expect(assoc.IamInstanceProfileAssociations?.[0]?.IamInstanceProfile?.Arn).toBe(
+      'arn:aws:iam::123456789012:instance-profile/runner-job-default',
+    );
+    await expect(run({ IamInstanceProfile: { Name: 'admin' } })).rejects.toMatchObject({
+      name: 'InvalidParameterValue',
+    });
+    await fake.advance(100);
+    await ec2.send(new TerminateInstancesCommand({ InstanceIds: [id] }));
+    await fake.advance(100);
+    const after = await ec2.send(new DescribeIamInstanceProfileAssociationsCommand({}));
+    expect(after.IamInstanceProfileAssociations).toEqual([]);
+  });
+
   it('launches from a launch template and returns its data from DescribeLaunchTemplateVersions', async () => {
     const lt = fake.addLaunchTemplate('runner', [
       { ImageId: 'ami-aaaaaaaaaaaaaaaaa', InstanceType: 'm5.large' },
