@@ -57,12 +57,17 @@ describe('stages', () => {
     expect(stderr.toString()).toBe(`it's "odd" $HOME \\ \`x\`\n`);
   });
 
-  it('relays exit codes, including 255 and death by signal', async () => {
+  it('relays exit codes, including 255 and commands killed by a signal', async () => {
     const j = await job();
     expect((await j.run('exit 3')).outcome).toEqual({ kind: 'exited', code: 3 });
     expect((await j.run('set -e\nfalse\necho unreachable')).outcome).toEqual({ kind: 'exited', code: 1 });
     expect((await j.run('exit 255')).outcome).toEqual({ kind: 'exited', code: 255 });
-    expect((await j.run('kill -KILL $BASHPID')).outcome).toEqual({ kind: 'exited', code: 137 });
+    expect((await j.run('sleep 30 &\nkill -KILL $!\nwait $!')).outcome).toEqual({
+      kind: 'exited',
+      code: 137,
+    });
+    // The script's own shell killed: OpenSSH reports 255, and the connection is still up.
+    expect((await j.run('kill -KILL $$')).outcome).toEqual({ kind: 'exited', code: 255 });
   });
 
   it('reuses one master connection across stages and closes it on close()', async () => {

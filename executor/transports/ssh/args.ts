@@ -44,6 +44,8 @@ export interface JobPaths {
   readonly knownHosts: string;
   readonly masterLog: string;
   readonly masterPidFile: string;
+  /** Shared by the job's stages (one at a time); each reads what it appended. */
+  readonly stageLog: string;
   /** Short stable id of the job, for names on the instance. */
   readonly jobKey: string;
 }
@@ -64,6 +66,7 @@ export function jobPaths(jobTmpDir: string): JobPaths {
     knownHosts: join(dir, 'known_hosts'),
     masterLog: join(dir, 'master.log'),
     masterPidFile: join(dir, 'master.pid'),
+    stageLog: join(dir, 'stage.log'),
     jobKey,
   };
 }
@@ -138,17 +141,16 @@ export function remotePidFile(jobKey: string, stageToken: string): string {
 /**
  * The command sshd runs for a stage, through the login shell (sshd makes that shell a session
  * and process group leader). It records its pid, moves the channel's stdin to fd 3 so the
- * script's own commands read /dev/null, and runs the streamed script from fd 3: sourced in a
- * subshell when the login shell is bash (a fork, no second bash start-up: per-stage overhead on
- * par with a bare `ssh host true`), else by a new bash. The subshell keeps the script's exit
- * code, including 128+signal, out of the way of sshd's exit-signal, which ssh reports as 255.
+ * script's own commands read /dev/null, and runs the streamed script from fd 3: sourced by the
+ * login shell itself when that is bash, so a stage costs no more processes than `ssh host true`.
+ * Trade-off: if that shell itself dies by a signal, ssh reports 255 (OpenSSH's client does not
+ * relay exit-signal); commands inside the script that die by a signal still give 128+N.
  */
 export function stageCommand(pidFile: string): string {
   return [
     `echo $$ >${pidFile}`,
     'exec 3<&0 </dev/null',
-    'if [ -n "$BASH_VERSION" ]; then (. /dev/fd/3); else bash /dev/fd/3; fi',
-    'exit $?',
+    'if [ -n "$BASH_VERSION" ]; then . /dev/fd/3; else exec bash /dev/fd/3; fi',
   ].join('; ');
 }
 

@@ -1,0 +1,210 @@
+/**
+ * SSH transport against plain OpenSSH on the same loopback sshd, in the same run:
+ *  (a) per-stage overhead of a `true` stage vs `ssh -S <ControlMaster socket> host true`;
+ *  (b) streaming 200 MiB of output vs `ssh host cat <file>` (a fresh connection, as a user would
+ *      run it) and vs the same through an OpenSSH ControlMaster.
+ * Rounds are interleaved so drift on a shared machine hits both sides alike; medians reported.
+ */
+import { spawn } from 'node:child_process';
+import { closeSync, openSync } from 'node:fs';
+import { mkdtemp, open, rm, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { createSshTransport } from '../executor/transports/ssh.js';
+import { generateInstanceKeys, storeInstanceKeys } from '../manager/ssh/keys.js';
+import { startSshd } from '../test/support/sshd.js';
+
+const STAGE_ROUNDS = 40;
+const STREAM_ROUNDS = 5;
+const STREAM_BYTES = 200 * 1024 * 1024;
+
+export async function benchSsh(): Promise<Record<string, number | string>> {
+  const work = await mkdtemp('/tmp/rf-bench-ssh-');
+  const material = generateInstanceKeys('bench');
+  const keys = await storeInstanceKeys(join(work, 'keys'), material);
+  const sshd = await startSshd({ authorizedKeys: [material.client.publicKey], hostKey: material.host });
+  const devNull = openSync('/dev/null', 'w');
+  const jobDir = await mkdtemp(join(work, 'job-'));
+  const info = {
+    kind: 'ssh' as const,
+    host: sshd.host,
+    port: sshd.port,
+    user: sshd.user,
+    identityFile: keys.identityFile,
+    hostKey: sshd.hostKeyPublic,
+  };
+  const transport = createSshTransport(info, { stdout: devNull, stderr: devNull });
+  const baselineCtl = join(work, 'openssh-cm');
+  try {
+    const knownHosts = join(work, 'known_hosts');
+    await writeFile(knownHosts, `[${sshd.host}]:${sshd.port} ${sshd.hostKeyPublic}\n`);
+    // What a user types: their ssh_config applies, only key and pin given on the command line.
+    const plain = [
+      '-o',
+      'BatchMode=yes',
+      '-o',
+      'IdentitiesOnly=yes',
+      '-i',
+      keys.identityFile,
+      '-o',
+      `UserKnownHostsFile=${knownHosts}`,
+      '-o',
+      'StrictHostKeyChecking=yes',
+      '-p',
+      String(sshd.port),
+      '-l',
+      sshd.user,
+    ];
+    const master = await run([
+      'ssh',
+      ...plain,
+      '-M',
+      '-N',
+      '-f',
+      '-S',
+      baselineCtl,
+      '-o',
+      'ControlPersist=120',
+      sshd.host,
+    ]);
+    if (master.code !== 0) throw new Error('could not start the OpenSSH ControlMaster baseline');
+
+    const trueScript = join(jobDir, 'true.sh');
+    await writeFile(trueScript, 'true\n');
+    const stage = async (scriptPath: string) => {
+      const started = process.hrtime.bigint();
+      const outcome = await transport.runStage(
+        {
+          scriptPath,
+          stage: 'bench',
+          env: { RUNNER_FLEET_INSTANCE_ID: 'i-bench' },
+          jobTmpDir: jobDir,
+          killGraceMs: 1000,
+        },
+        new AbortController().signal,
+      );
+      if (outcome.kind !== 'exited' || outcome.code !== 0)
+        throw new Error(`bench stage failed: ${JSON.stringify(outcome)}`);
+      return ms(started);
+    };
+    const firstStageMs = await stage(trueScript); // includes connecting the master
+
+    const muxTrue = ['ssh', '-S', baselineCtl, '-p', String(sshd.port), '-l', sshd.user, sshd.host, 'true'];
+    const muxTrueNoConfig = ['ssh', '-F', 'none', ...muxTrue.slice(1)];
+    const ours: number[] = [];
+    const openssh: number[] = [];
+    const opensshNoConfig: number[] = [];
+    for (let i = 0; i < 5; i++) {
+      await stage(trueScript);
+      await timed(muxTrue);
+    }
+    for (let i = 0; i < STAGE_ROUNDS; i++) {
+      ours.push(await stage(trueScript));
+      openssh.push(await timed(muxTrue));
+      opensshNoConfig.push(await timed(muxTrueNoConfig));
+    }
+
+    const blob = join(work, 'blob');
+    await writeBlob(blob, STREAM_BYTES);
+    const catScript = join(jobDir, 'cat.sh');
+    await writeFile(catScript, `cat ${blob}\n`);
+    const direct = ['ssh', ...plain, sshd.host, `cat ${blob}`];
+    const viaMaster = [
+      'ssh',
+      '-S',
+      baselineCtl,
+      '-p',
+      String(sshd.port),
+      '-l',
+      sshd.user,
+      sshd.host,
+      `cat ${blob}`,
+    ];
+    const streamOurs: number[] = [];
+    const streamDirect: number[] = [];
+    const streamMux: number[] = [];
+    await stage(catScript);
+    for (let i = 0; i < STREAM_ROUNDS; i++) {
+      streamOurs.push(await stage(catScript));
+      streamDirect.push(await timed(direct, devNull));
+      streamMux.push(await timed(viaMaster, devNull));
+    }
+    const mib = STREAM_BYTES / 1024 / 1024;
+    const rate = (samples: number[]) => round(mib / (median(samples) / 1000));
+    return {
+      ssh_first_stage_ms: round(firstStageMs),
+      ssh_stage_ms: round(median(ours)),
+      openssh_mux_true_ms: round(median(openssh)),
+      openssh_mux_true_no_config_ms: round(median(opensshNoConfig)),
+      ssh_stage_overhead_ratio: round(median(ours) / median(openssh), 3),
+      ssh_stage_overhead_ratio_vs_no_config: round(median(ours) / median(opensshNoConfig), 3),
+      ssh_stream_mib_s: rate(streamOurs),
+      openssh_cat_mib_s: rate(streamDirect),
+      openssh_mux_cat_mib_s: rate(streamMux),
+      ssh_stream_throughput_ratio: round(median(streamDirect) / median(streamOurs), 3),
+      ssh_stream_throughput_ratio_vs_mux: round(median(streamMux) / median(streamOurs), 3),
+    };
+  } finally {
+    await run(['ssh', '-S', baselineCtl, '-O', 'exit', sshd.host]);
+    await transport.close(jobDir);
+    closeSync(devNull);
+    await sshd.stop();
+    await rm(work, { recursive: true, force: true });
+  }
+}
+
+function run(argv: string[], stdout: number | 'ignore' = 'ignore'): Promise<{ code: number | null }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', stdout, 'ignore'] });
+    const timer = setTimeout(() => child.kill('SIGKILL'), 120_000);
+    child.once('error', reject);
+    child.once('exit', (code) => {
+      clearTimeout(timer);
+      resolve({ code });
+    });
+  });
+}
+
+async function timed(argv: string[], stdout: number | 'ignore' = 'ignore'): Promise<number> {
+  const started = process.hrtime.bigint();
+  const { code } = await run(argv, stdout);
+  if (code !== 0) throw new Error(`${argv.join(' ')} exited with ${code}`);
+  return ms(started);
+}
+
+/** Incompressible bytes, so neither side gains from anything but raw transport speed. */
+async function writeBlob(path: string, bytes: number): Promise<void> {
+  const { randomFill } = await import('node:crypto');
+  const handle = await open(path, 'w');
+  const chunk = Buffer.alloc(4 * 1024 * 1024);
+  try {
+    for (let written = 0; written < bytes; written += chunk.length) {
+      await new Promise<void>((resolve, reject) =>
+        randomFill(chunk, (error) => (error ? reject(error) : resolve())),
+      );
+      await handle.write(chunk, 0, Math.min(chunk.length, bytes - written));
+    }
+  } finally {
+    await handle.close();
+  }
+}
+
+function ms(started: bigint): number {
+  return Number(process.hrtime.bigint() - started) / 1e6;
+}
+
+function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = Math.floor(sorted.length / 2);
+  return sorted.length % 2 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
+}
+
+function round(value: number, digits = 1): number {
+  const f = 10 ** digits;
+  return Math.round(value * f) / f;
+}
+
+if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
+  const results = await benchSsh();
+  for (const [name, value] of Object.entries(results)) console.log(`${name.padEnd(40)} ${value}`);
+}
