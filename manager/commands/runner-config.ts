@@ -1,12 +1,105 @@
+import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import type { Config } from '../config/schema.js';
+import { operatorRegion } from '../ops/aws.js';
+import { describeSource, readRunnerToken, TokenError, tokenSource } from '../ops/runner-token.js';
+import {
+  DEFAULT_RUNNER_CONFIG_PATH,
+  ENTRY_MARKER,
+  MergeError,
+  mergeRunnerEntry,
+  writeFileAtomic,
+} from '../ops/runner-toml.js';
 import { loadConfigOrReport } from './load-config.js';
 
-export async function runnerConfigCommand(options: { config: string | undefined }): Promise<number> {
+export async function runnerConfigCommand(options: {
+  config: string | undefined;
+  write: boolean;
+  /** Positional after --write: the gitlab-runner config.toml to merge into. */
+  path: string | undefined;
+}): Promise<number> {
   const config = loadConfigOrReport(options.config);
   if (typeof config === 'number') return config;
-  process.stdout.write(renderRunnerEntry(config, { node: process.execPath, cli: cliPath() }));
-  return 0;
+  const paths = { node: process.execPath, cli: cliPath() };
+  if (!options.write) {
+    // Printing never puts the token on a terminal: --write fetches it and writes it to the file.
+    process.stdout.write(renderRunnerEntry(config, paths));
+    return 0;
+  }
+  const target = options.path ?? DEFAULT_RUNNER_CONFIG_PATH;
+  const result = await writeRunnerConfig(config, paths, target, {});
+  for (const line of result.messages) process.stderr.write(`runner-fleet runner-config: ${line}\n`);
+  return result.code;
+}
+
+export interface WriteResult {
+  code: number;
+  action?: string;
+  messages: string[];
+}
+
+/** Fetch the token, render the entry and merge it into `target`; the steps doctor and tests use. */
+export async function writeRunnerConfig(
+  config: Config,
+  paths: { node: string; cli: string },
+  target: string,
+  aws: Parameters<typeof readRunnerToken>[1],
+): Promise<WriteResult> {
+  const messages: string[] = [];
+  if (!config.gitlab.url) {
+    return {
+      code: 78,
+      messages: ['set [gitlab] url in the config: gitlab-runner needs to know which GitLab to ask for jobs'],
+    };
+  }
+  const source = tokenSource(config);
+  if (!source) {
+    return {
+      code: 78,
+      messages: [
+        'set [gitlab] runner_token_parameter (SSM) or runner_token_file, or run `runner-fleet register` first',
+      ],
+    };
+  }
+  messages.push(`reading the runner token from the ${describeSource(source)}`);
+  let token: string;
+  try {
+    token = await readRunnerToken(config, aws);
+  } catch (error) {
+    if (error instanceof TokenError) return { code: 1, messages: [...messages, error.message] };
+    throw error;
+  }
+  let existing: string | undefined;
+  try {
+    existing = readFileSync(target, 'utf8');
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'ENOENT')
+      return { code: 1, messages: [...messages, `cannot read ${target}: ${(error as Error).message}`] };
+  }
+  let merged: ReturnType<typeof mergeRunnerEntry>;
+  try {
+    merged = mergeRunnerEntry(existing, renderRunnerEntry(config, paths, { token }), runnerName(config), {
+      concurrent: config.pool.max_instances,
+    });
+  } catch (error) {
+    if (error instanceof MergeError)
+      return { code: 1, messages: [...messages, `${target}: ${error.message}`] };
+    throw error;
+  }
+  messages.push(...merged.warnings.map((w) => `warning: ${target}: ${w}`));
+  if (merged.action === 'unchanged') {
+    messages.push(`${target}: entry "${runnerName(config)}" is up to date, nothing written`);
+    return { code: 0, action: merged.action, messages };
+  }
+  try {
+    writeFileAtomic(target, merged.text, 0o600);
+  } catch (error) {
+    return { code: 1, messages: [...messages, `cannot write ${target}: ${(error as Error).message}`] };
+  }
+  messages.push(
+    `${target}: entry "${runnerName(config)}" ${merged.action}; gitlab-runner reloads the file by itself within seconds`,
+  );
+  return { code: 0, action: merged.action, messages };
 }
 
 /** The installed cli.js next to this module (dist/manager/commands → dist/cli.js). */
@@ -14,14 +107,24 @@ export function cliPath(): string {
   return fileURLToPath(new URL('../../cli.js', import.meta.url));
 }
 
+/** The entry's name: how `--write` finds its own entry among the operator's runners. */
+export function runnerName(config: Config): string {
+  return `runner-fleet ${config.fleet_name}`;
+}
+
 const toml = (value: string) => JSON.stringify(value);
 const tomlArray = (values: readonly string[]) => `[${values.map(toml).join(', ')}]`;
 
 /**
  * The [[runners]] entry for gitlab-runner's config.toml. Hooks are started as `node cli.js <hook>`
- * with absolute paths, so neither PATH nor the runner's user environment matter.
+ * with absolute paths, so neither PATH nor the runner's user environment matter. Without a token
+ * (printing) the entry carries a placeholder that says where the token comes from.
  */
-export function renderRunnerEntry(config: Config, paths: { node: string; cli: string }): string {
+export function renderRunnerEntry(
+  config: Config,
+  paths: { node: string; cli: string },
+  secrets: { token?: string } = {},
+): string {
   const hookArgs = (hook: string) => tomlArray([paths.cli, hook, '--socket', config.socket]);
   const seconds = (ms: number) => Math.ceil(ms / 1000);
   // prepare may wait for a boot; allow the configured acquire timeout plus margin before gitlab-runner gives up.
@@ -32,11 +135,22 @@ export function renderRunnerEntry(config: Config, paths: { node: string; cli: st
     config.provider === 'local'
       ? '  # provider "local": config_exec reports per-job builds/cache dirs under the state directory.\n'
       : '';
-  return `[[runners]]
-  name = ${toml(`runner-fleet ${config.fleet_name}`)}
-  url = "https://gitlab.example.com"  # your GitLab URL
-  token = "glrt-REPLACE-ME"  # the runner authentication token from GitLab (Settings > CI/CD > Runners)
+  const source = tokenSource(config);
+  const url = config.gitlab.url
+    ? toml(config.gitlab.url)
+    : '"https://gitlab.example.com"  # set [gitlab] url in the runner-fleet config';
+  const token =
+    secrets.token !== undefined
+      ? toml(secrets.token)
+      : `"glrt-REPLACE-ME"  # ${source ? `\`runner-fleet runner-config --write\` fills it from the ${describeSource(source)}` : 'the runner authentication token (runner-fleet register, or Settings > CI/CD > Runners)'}`;
+  return `${ENTRY_MARKER}
+[[runners]]
+  name = ${toml(runnerName(config))}
+  url = ${url}
+  token = ${token}
   executor = "custom"
+  # One job per slot: gitlab-runner never asks for more jobs than the pool can hold.
+  limit = ${config.pool.max_instances * config.pool.capacity_per_instance}
 ${localNote}  builds_dir = ${toml(config.executor.builds_dir)}
   cache_dir = ${toml(config.executor.cache_dir)}
   shell = "bash"
@@ -54,5 +168,27 @@ ${localNote}  builds_dir = ${toml(config.executor.builds_dir)}
     cleanup_exec_timeout = 120
     graceful_kill_timeout = ${gracefulKill}
     force_kill_timeout = 10
-`;
+${renderCacheSection(config)}`;
+}
+
+/**
+ * `[runners.cache]` for the S3 bucket in `[cache]`: gitlab-runner on the manager presigns cache
+ * URLs with the instance role (AuthenticationType "iam"), so job instances need no S3 rights.
+ * Shared: every manager of the fleet reads the same cache keys.
+ */
+export function renderCacheSection(config: Config): string {
+  const bucket = config.cache.bucket;
+  if (!bucket) return '';
+  const region = config.cache.region ?? operatorRegion(config);
+  const lines = [
+    '  [runners.cache]',
+    '    Type = "s3"',
+    '    Shared = true',
+    '    [runners.cache.s3]',
+    ...(config.cache.server_address ? [`      ServerAddress = ${toml(config.cache.server_address)}`] : []),
+    `      BucketName = ${toml(bucket)}`,
+    ...(region ? [`      BucketLocation = ${toml(region)}`] : []),
+    '      AuthenticationType = "iam"',
+  ];
+  return `${lines.join('\n')}\n`;
 }
