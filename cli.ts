@@ -106,16 +106,24 @@ ${SOCKET_HELP}`,
       }),
   },
   'runner-config': {
-    summary: "print the [[runners]] entry for gitlab-runner's config.toml",
-    usage: 'runner-fleet runner-config [--config FILE]',
-    details: `Prints a complete [[runners]] entry (executor = "custom", builds_dir, cache_dir, [runners.custom]
-with absolute hook paths and timeouts). Paste it into /etc/gitlab-runner/config.toml and fill in
-url and token.\n\n${CONFIG_HELP}`,
+    summary: "print the [[runners]] entry for gitlab-runner's config.toml, or merge it in (--write)",
+    usage: 'runner-fleet runner-config [--write [PATH]] [--config FILE]',
+    details: `Renders the [[runners]] entry: executor = "custom", url from [gitlab] url, builds_dir, cache_dir,
+[runners.custom] with absolute hook paths and timeouts, and [runners.cache] (S3, IAM) when [cache]
+bucket is set. Printing shows a token placeholder; --write reads the runner token from the SSM
+parameter or file in [gitlab] and merges the entry into gitlab-runner's config.toml (default
+/etc/gitlab-runner/config.toml): atomically, only our entry (found by its name) is replaced,
+other runners and the global section stay byte for byte; a second run changes nothing.
+
+  --write [PATH]  merge into PATH (default /etc/gitlab-runner/config.toml) instead of printing
+${CONFIG_HELP}`,
     valueFlags: ['config'],
-    booleanFlags: [],
+    booleanFlags: ['write'],
     run: async (args) =>
       (await import('./manager/commands/runner-config.js')).runnerConfigCommand({
         config: str(args, 'config'),
+        write: args.flags.has('write'),
+        path: args.positionals[0],
       }),
   },
   drain: {

@@ -1,5 +1,6 @@
 import { hostname } from 'node:os';
 import { z } from 'zod';
+import { cacheSchema, gitlabSchema, imageSchema, serviceSchema } from '../ops/config-schema.js';
 import { parseDuration } from './duration.js';
 
 /** A duration string ("30s", "5m", "1h30m") parsed to milliseconds. */
@@ -75,6 +76,10 @@ export const configSchema = z.strictObject({
   executor: executorSchema,
   pool: poolSchema,
   local: localSchema,
+  gitlab: gitlabSchema,
+  cache: cacheSchema,
+  service: serviceSchema,
+  image: imageSchema,
 });
 
 export type RawConfig = z.input<typeof configSchema>;

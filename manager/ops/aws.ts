@@ -4,13 +4,25 @@
  * short-lived, for one command run.
  */
 import type { Config } from '../config/schema.js';
-import type { AwsConfig } from '../providers/aws/config.js';
 
 /** Credentials and endpoint overrides for tests and unusual setups; normally empty. */
 export interface AwsClientOverrides {
   endpoint?: string;
   region?: string;
   credentials?: { accessKeyId: string; secretAccessKey: string; sessionToken?: string };
+}
+
+/**
+ * The keys of `[aws]` (manager/providers/aws/config.ts) these commands read. A structural subset,
+ * so the operator commands do not depend on the provider's module, only on its key names.
+ */
+export interface AwsConfig {
+  region: string;
+  mode: 'asg' | 'fleet';
+  asg_name?: string;
+  launch_template?: string;
+  launch_template_version: string;
+  endpoint?: string;
 }
 
 /** The `[aws]` section if the config has one (read loosely: the section belongs to the provider). */
