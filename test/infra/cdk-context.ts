@@ -1,5 +1,7 @@
 /** The context of cdk.json (feature flags and defaults), so tests synthesize what `cdk synth` does. */
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { App } from 'aws-cdk-lib';
 
 export const cdkJson = JSON.parse(readFileSync(new URL('../../cdk.json', import.meta.url), 'utf8')) as {
@@ -7,6 +9,8 @@ export const cdkJson = JSON.parse(readFileSync(new URL('../../cdk.json', import.
   context: Record<string, unknown>;
 };
 
+/** An App with cdk.json's context (plus overrides) that writes its assembly to a fresh temp dir. */
 export function appWithContext(overrides: Record<string, unknown> = {}): App {
-  return new App({ context: { ...cdkJson.context, ...overrides } });
+  const outdir = mkdtempSync(join(tmpdir(), 'runner-fleet-infra-'));
+  return new App({ outdir, context: { ...cdkJson.context, ...overrides } });
 }

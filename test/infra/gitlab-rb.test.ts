@@ -1,0 +1,130 @@
+import { describe, expect, it } from 'vitest';
+import { EMPTY_GITLAB_SECRETS, renderGitlabBootScript } from '../../infra/gitlab/boot-script.js';
+import { OBJECT_TYPES, renderGitlabRb, rubyString, SECRET_FILES } from '../../infra/gitlab/gitlab-rb.js';
+
+const buckets = Object.fromEntries(OBJECT_TYPES.map((t) => [t, `poc-${t.replace(/_/g, '-')}`])) as Record<
+  (typeof OBJECT_TYPES)[number],
+  string
+>;
+const options = {
+  externalUrl: 'https://gitlab.example.com',
+  region: 'eu-west-1',
+  vpcCidr: '10.40.0.0/16',
+  database: { host: 'db.internal', port: 5432, name: 'gitlabhq_production', username: 'gitlab' },
+  redis: { host: 'redis.internal', port: '6379' },
+  buckets,
+  backupBucket: 'poc-backups',
+};
+
+/** `key = value` lines of gitlab.rb, keyed by the left-hand side. */
+function settings(rb: string): Map<string, string> {
+  const out = new Map<string, string>();
+  for (const line of rb.split('\n')) {
+    const m = /^([a-z_]+(?:\['[a-z_]+'\])*|external_url) (?:= )?(.+)$/.exec(line);
+    if (m && !line.startsWith('#')) out.set(m[1]!, m[2]!);
+  }
+  return out;
+}
+
+describe('renderGitlabRb', () => {
+  const rb = renderGitlabRb(options);
+  const s = settings(rb);
+
+  it('serves the external https URL with TLS ended at the NLB, nginx on plain port 80', () => {
+    expect(s.get('external_url')).toBe("'https://gitlab.example.com'");
+    expect(s.get("nginx['listen_https']")).toBe('false');
+    expect(s.get("nginx['listen_port']")).toBe('80');
+    expect(s.get("letsencrypt['enable']")).toBe('false');
+    expect(rb).toContain('listen 8080; server_name _; return 301 https://$host$request_uri;');
+  });
+
+  it('lets the VPC (load balancer health checks) reach the readiness endpoint', () => {
+    expect(s.get("gitlab_rails['monitoring_whitelist']")).toBe("['127.0.0.0/8', '::1/128', '10.40.0.0/16']");
+  });
+
+  it('uses external PostgreSQL and Redis over TLS', () => {
+    expect(s.get("postgresql['enable']")).toBe('false');
+    expect(s.get("gitlab_rails['db_host']")).toBe("'db.internal'");
+    expect(s.get("gitlab_rails['db_port']")).toBe("'5432'");
+    expect(s.get("gitlab_rails['db_sslmode']")).toBe("'require'");
+    expect(s.get("redis['enable']")).toBe('false');
+    expect(s.get("gitlab_rails['redis_host']")).toBe("'redis.internal'");
+    expect(s.get("gitlab_rails['redis_ssl']")).toBe('true');
+  });
+
+  it('holds no secret: passwords are read from root-only files at reconfigure', () => {
+    expect(s.get("gitlab_rails['db_password']")).toBe(`File.read('${SECRET_FILES.dbPassword}').strip`);
+    expect(s.get("gitlab_rails['redis_password']")).toBe(`File.read('${SECRET_FILES.redisPassword}').strip`);
+    expect(s.get("gitlab_rails['initial_root_password']")).toBe(`File.read('${SECRET_FILES.rootPassword}').strip`);
+    expect(rb).not.toMatch(/password'\] = '/);
+  });
+
+  it('configures consolidated object storage with the instance profile, one bucket per type', () => {
+    expect(s.get("gitlab_rails['object_store']['enabled']")).toBe('true');
+    expect(rb).toMatch(/\['object_store'\]\['connection'\] = \{[^}]*'provider' => 'AWS'[^}]*'use_iam_profile' => true/s);
+    expect(rb).not.toMatch(/aws_access_key_id|aws_secret_access_key/);
+    for (const type of OBJECT_TYPES) {
+      expect(s.get(`gitlab_rails['object_store']['objects']['${type}']['bucket']`)).toBe(`'${buckets[type]}'`);
+    }
+  });
+
+  it('uploads backups to S3 with server-side encryption', () => {
+    expect(s.get("gitlab_rails['backup_upload_remote_directory']")).toBe("'poc-backups'");
+    expect(s.get("gitlab_rails['backup_encryption']")).toBe("'AES256'");
+    expect(rb).toMatch(/backup_upload_connection'\] = \{[^}]*'use_iam_profile' => true/s);
+  });
+
+  it('quotes values as Ruby strings and refuses a non-https URL', () => {
+    expect(rubyString("it's \\ here")).toBe("'it\\'s \\\\ here'");
+    expect(() => renderGitlabRb({ ...options, externalUrl: 'http://gitlab.example.com' })).toThrow(/https/);
+  });
+});
+
+describe('renderGitlabBootScript', () => {
+  const gitlabRb = renderGitlabRb(options);
+  const script = renderGitlabBootScript({
+    region: 'eu-west-1',
+    gitlabRb,
+    edition: 'gitlab-ee',
+    version: '18.2.1-ee.0',
+    secrets: {
+      databaseSecretArn: 'arn:aws:secretsmanager:eu-west-1:1:secret:db',
+      redisAuthTokenSecretArn: 'arn:aws:secretsmanager:eu-west-1:1:secret:redis',
+      rootPasswordSecretArn: 'arn:aws:secretsmanager:eu-west-1:1:secret:root',
+      gitlabSecretsJsonSecretArn: 'arn:aws:secretsmanager:eu-west-1:1:secret:gitlab-secrets',
+    },
+    backupBucket: 'poc-backups',
+  });
+
+  it('fetches each secret with the instance role into its file before gitlab.rb exists', () => {
+    const fetchDb = script.indexOf("secret 'arn:aws:secretsmanager:eu-west-1:1:secret:db' | jq -r .password");
+    expect(fetchDb).toBeGreaterThan(-1);
+    expect(script).toContain(`> ${SECRET_FILES.dbPassword}`);
+    expect(script).toContain(`> ${SECRET_FILES.redisPassword}`);
+    expect(script).toContain(`> ${SECRET_FILES.rootPassword}`);
+    expect(script.indexOf('umask 077')).toBeLessThan(fetchDb);
+    expect(fetchDb).toBeLessThan(script.indexOf('cat > /etc/gitlab/gitlab.rb'));
+  });
+
+  it('embeds gitlab.rb verbatim in a quoted heredoc, so the shell expands nothing in it', () => {
+    expect(script).toContain(`<<'GITLAB_RB_EOF'\n${gitlabRb}GITLAB_RB_EOF\n`);
+  });
+
+  it('installs the pinned package and reconfigures after writing the config', () => {
+    expect(script).toContain('dnf install -y gitlab-ee-18.2.1-ee.0');
+    expect(script.indexOf('cat > /etc/gitlab/gitlab.rb')).toBeLessThan(script.indexOf('gitlab-ctl reconfigure'));
+  });
+
+  it("keeps GitLab's keys across instance replacement via the gitlab-secrets.json secret", () => {
+    expect(script).toContain(`if [ "$stored_secrets" != '${EMPTY_GITLAB_SECRETS}' ]`);
+    expect(script).toMatch(/put-secret-value --secret-id 'arn:aws:secretsmanager:eu-west-1:1:secret:gitlab-secrets'/);
+    expect(script).toContain('--secret-string file:///etc/gitlab/gitlab-secrets.json');
+  });
+
+  it('contains no credential material and schedules backups', () => {
+    expect(script).not.toMatch(/AKIA|aws_secret_access_key|password\s*=/i);
+    expect(script).toContain('gitlab-backup create');
+    expect(script.startsWith('#!/bin/bash\n')).toBe(true);
+    expect(script).toContain('set -euo pipefail');
+  });
+});

@@ -1,0 +1,295 @@
+import { Match, type Template } from 'aws-cdk-lib/assertions';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { GitlabPocStack, type GitlabPocStackProps } from '../../infra/gitlab/gitlab-stack.js';
+import { SIZINGS } from '../../infra/sizing.js';
+import { appWithContext } from './cdk-context.js';
+import { acknowledgements, asList, policyStatements, Synthesized } from './synth.js';
+
+const env = { account: '222222222222', region: 'eu-west-1' };
+const base: GitlabPocStackProps = {
+  env,
+  domainName: 'gitlab.example.com',
+  natGateways: 1,
+  sizing: SIZINGS['1k'],
+  multiAz: false,
+  allowedCidr: '0.0.0.0/0',
+  edition: 'gitlab-ee',
+};
+
+let synth: Synthesized;
+let poc: GitlabPocStack;
+let t: Template;
+/** The other preset: 2k users, Multi-AZ, two NAT gateways, imported certificate and a hosted zone. */
+let ha: Template;
+
+beforeAll(() => {
+  const app = appWithContext();
+  poc = new GitlabPocStack(app, 'Poc', base);
+  const haStack = new GitlabPocStack(app, 'PocHa', {
+    ...base,
+    sizing: SIZINGS['2k'],
+    multiAz: true,
+    natGateways: 2,
+    certificateArn: 'arn:aws:acm:eu-west-1:222222222222:certificate/00000000-0000-0000-0000-000000000000',
+    hostedZone: { id: 'Z0123456789ABCDEFGHIJ', name: 'example.com' },
+  });
+  synth = new Synthesized(app);
+  t = synth.template(poc);
+  ha = synth.template(haStack);
+});
+afterAll(() => synth?.cleanup());
+
+const resourcesOf = (template: Template, type: string) =>
+  Object.values(template.findResources(type)) as { Properties: Record<string, any> }[];
+const ref = (template: Template, type: string) => ({ Ref: Object.keys(template.findResources(type))[0] });
+
+describe('GitLab POC stack: network', () => {
+  it('has public, private and isolated subnets in two AZs, one NAT gateway (or two)', () => {
+    t.resourceCountIs('AWS::EC2::VPC', 1);
+    t.resourceCountIs('AWS::EC2::Subnet', 6);
+    t.resourceCountIs('AWS::EC2::NatGateway', 1);
+    ha.resourceCountIs('AWS::EC2::NatGateway', 2);
+    const zones = resourcesOf(t, 'AWS::EC2::Subnet').map((s) => JSON.stringify(s.Properties.AvailabilityZone));
+    expect(new Set(zones).size).toBe(2);
+    // Zones come from Fn::GetAZs at deploy time: no AZ lookup, no hard-coded zone.
+    expect(zones.every((z) => z.includes('Fn::GetAZs'))).toBe(true);
+  });
+
+  it('has an S3 gateway endpoint and the Session Manager interface endpoints', () => {
+    t.hasResourceProperties('AWS::EC2::VPCEndpoint', {
+      VpcEndpointType: 'Gateway',
+      ServiceName: Match.objectLike({ 'Fn::Join': Match.arrayWith([Match.arrayWith(['.s3'])]) }),
+    });
+    for (const service of ['ssm', 'ssmmessages', 'ec2messages']) {
+      t.hasResourceProperties('AWS::EC2::VPCEndpoint', {
+        VpcEndpointType: 'Interface',
+        ServiceName: `com.amazonaws.eu-west-1.${service}`,
+        PrivateDnsEnabled: true,
+      });
+    }
+  });
+
+  it('logs VPC flows to S3', () => {
+    t.hasResourceProperties('AWS::EC2::FlowLog', { LogDestinationType: 's3', TrafficType: 'ALL' });
+  });
+});
+
+describe('GitLab POC stack: load balancer', () => {
+  it('is an internet-facing NLB with its own security group and access logs', () => {
+    t.hasResourceProperties('AWS::ElasticLoadBalancingV2::LoadBalancer', {
+      Type: 'network',
+      Scheme: 'internet-facing',
+      SecurityGroups: Match.anyValue(),
+      LoadBalancerAttributes: Match.arrayWith([{ Key: 'access_logs.s3.enabled', Value: 'true' }]),
+    });
+  });
+
+  it('listens on TLS 443 with the ACM certificate, TCP 80 and TCP 22', () => {
+    t.hasResourceProperties('AWS::ElasticLoadBalancingV2::Listener', {
+      Port: 443,
+      Protocol: 'TLS',
+      Certificates: [{ CertificateArn: ref(t, 'AWS::CertificateManager::Certificate') }],
+      SslPolicy: Match.stringLikeRegexp('TLS'),
+    });
+    t.hasResourceProperties('AWS::ElasticLoadBalancingV2::Listener', { Port: 80, Protocol: 'TCP' });
+    t.hasResourceProperties('AWS::ElasticLoadBalancingV2::Listener', { Port: 22, Protocol: 'TCP' });
+    t.resourceCountIs('AWS::ElasticLoadBalancingV2::Listener', 3);
+  });
+
+  it('requests a DNS-validated certificate, or uses the imported one', () => {
+    t.hasResourceProperties('AWS::CertificateManager::Certificate', {
+      DomainName: 'gitlab.example.com',
+      ValidationMethod: 'DNS',
+    });
+    ha.resourceCountIs('AWS::CertificateManager::Certificate', 0);
+    ha.hasResourceProperties('AWS::ElasticLoadBalancingV2::Listener', {
+      Port: 443,
+      Certificates: [{ CertificateArn: Match.stringLikeRegexp('^arn:aws:acm:') }],
+    });
+    ha.hasResourceProperties('AWS::Route53::RecordSet', { Name: 'gitlab.example.com.', Type: 'A' });
+  });
+
+  it('health-checks /-/readiness over HTTP', () => {
+    t.hasResourceProperties('AWS::ElasticLoadBalancingV2::TargetGroup', {
+      Protocol: 'TCP',
+      Port: 80,
+      HealthCheckProtocol: 'HTTP',
+      HealthCheckPath: '/-/readiness',
+    });
+  });
+});
+
+describe('GitLab POC stack: GitLab instance', () => {
+  it('runs from a launch template with IMDSv2 required and encrypted volumes', () => {
+    t.hasResourceProperties('AWS::EC2::LaunchTemplate', {
+      LaunchTemplateData: Match.objectLike({
+        MetadataOptions: Match.objectLike({ HttpTokens: 'required', HttpPutResponseHopLimit: 1 }),
+        BlockDeviceMappings: [Match.objectLike({ Ebs: Match.objectLike({ Encrypted: true, VolumeType: 'gp3' }) })],
+        IamInstanceProfile: Match.anyValue(),
+        InstanceType: 'c6i.2xlarge',
+      }),
+    });
+    ha.hasResourceProperties('AWS::EC2::LaunchTemplate', {
+      LaunchTemplateData: Match.objectLike({ InstanceType: 'm6i.4xlarge' }),
+    });
+  });
+
+  it('takes its AMI from a public SSM parameter at deploy time', () => {
+    const params = Object.values(t.toJSON().Parameters ?? {}) as { Type: string; Default: string }[];
+    expect(params.some((p) => p.Type.includes('AWS::SSM::Parameter::Value') && p.Default.includes('al2023'))).toBe(true);
+  });
+
+  it('is a self-healing group of one behind all three target groups', () => {
+    t.hasResourceProperties('AWS::AutoScaling::AutoScalingGroup', {
+      MinSize: '1',
+      MaxSize: '1',
+      LaunchTemplate: Match.anyValue(),
+    });
+    const [group] = resourcesOf(t, 'AWS::AutoScaling::AutoScalingGroup');
+    expect(group!.Properties.TargetGroupARNs).toHaveLength(3);
+  });
+
+  it('has Session Manager and S3 access to exactly the GitLab buckets', () => {
+    t.hasResourceProperties('AWS::IAM::Role', {
+      ManagedPolicyArns: [Match.objectLike({ 'Fn::Join': Match.arrayWith([Match.arrayWith([':iam::aws:policy/AmazonSSMManagedInstanceCore'])]) })],
+    });
+    const statements = policyStatements(t);
+    const s3 = statements.filter((s) => asList(s.Action as string | string[]).some((a) => a.startsWith('s3:')));
+    const bucketIds = Object.keys(t.findResources('AWS::S3::Bucket')).filter((id) => id.startsWith('ObjectStorage'));
+    expect(bucketIds).toHaveLength(10);
+    for (const s of s3) {
+      const resources = JSON.stringify(s.Resource);
+      expect(resources).not.toContain('"*"');
+      for (const id of bucketIds) expect(resources).toContain(id);
+      expect(resources).not.toContain('Logs');
+    }
+    expect(JSON.stringify(statements)).not.toMatch(/"Resource":"\*"/);
+  });
+
+  it('boots with a script that names secrets but holds none', () => {
+    const [template] = resourcesOf(t, 'AWS::EC2::LaunchTemplate');
+    const userData = JSON.stringify(template!.Properties.LaunchTemplateData.UserData);
+    expect(userData).toContain('aws secretsmanager get-secret-value');
+    expect(userData).toContain('use_iam_profile');
+    expect(userData).not.toMatch(/resolve:secretsmanager|SecretString\\":|MasterUserPassword/);
+  });
+});
+
+describe('GitLab POC stack: data stores', () => {
+  it('has an encrypted, private PostgreSQL whose password lives in Secrets Manager', () => {
+    t.hasResourceProperties('AWS::RDS::DBInstance', {
+      Engine: 'postgres',
+      StorageEncrypted: true,
+      PubliclyAccessible: false,
+      MultiAZ: false,
+      DeletionProtection: true,
+      MasterUserPassword: Match.objectLike({
+        'Fn::Join': Match.arrayWith([Match.arrayWith([Match.stringLikeRegexp('resolve:secretsmanager')])]),
+      }),
+    });
+    ha.hasResourceProperties('AWS::RDS::DBInstance', { MultiAZ: true });
+    t.hasResourceProperties('AWS::RDS::DBParameterGroup', { Parameters: { 'rds.force_ssl': '1' } });
+  });
+
+  it('has Redis with cluster mode disabled, transit and at-rest encryption and an AUTH token', () => {
+    t.hasResourceProperties('AWS::ElastiCache::ReplicationGroup', {
+      Engine: 'redis',
+      NumCacheClusters: 1,
+      TransitEncryptionEnabled: true,
+      AtRestEncryptionEnabled: true,
+      AuthToken: Match.objectLike({
+        'Fn::Join': Match.arrayWith([Match.arrayWith([Match.stringLikeRegexp('resolve:secretsmanager')])]),
+      }),
+    });
+    const [redis] = resourcesOf(t, 'AWS::ElastiCache::ReplicationGroup');
+    expect(redis!.Properties.NumNodeGroups).toBeUndefined();
+    ha.hasResourceProperties('AWS::ElastiCache::ReplicationGroup', {
+      NumCacheClusters: 2,
+      AutomaticFailoverEnabled: true,
+      MultiAZEnabled: true,
+    });
+  });
+});
+
+describe('GitLab POC stack: buckets', () => {
+  it('has one bucket per object type, backups and logs: all private, encrypted, TLS-only', () => {
+    const buckets = t.findResources('AWS::S3::Bucket');
+    expect(Object.keys(buckets)).toHaveLength(11);
+    const policies = resourcesOf(t, 'AWS::S3::BucketPolicy');
+    for (const [id, bucket] of Object.entries(buckets) as [string, { Properties: Record<string, any> }][]) {
+      expect(bucket.Properties.PublicAccessBlockConfiguration, id).toEqual({
+        BlockPublicAcls: true,
+        BlockPublicPolicy: true,
+        IgnorePublicAcls: true,
+        RestrictPublicBuckets: true,
+      });
+      expect(bucket.Properties.BucketEncryption, id).toBeDefined();
+      const policy = policies.find((p) => JSON.stringify(p.Properties.Bucket) === JSON.stringify({ Ref: id }));
+      const statements = policy?.Properties.PolicyDocument.Statement as Record<string, any>[];
+      expect(
+        statements.some((s) => s.Effect === 'Deny' && s.Condition?.Bool?.['aws:SecureTransport'] === 'false'),
+        id,
+      ).toBe(true);
+    }
+  });
+
+  it('versions backups and expires them with a lifecycle rule', () => {
+    t.hasResourceProperties('AWS::S3::Bucket', {
+      VersioningConfiguration: { Status: 'Enabled' },
+      LifecycleConfiguration: {
+        Rules: [Match.objectLike({ Status: 'Enabled', ExpirationInDays: 30, NoncurrentVersionExpiration: Match.anyValue() })],
+      },
+    });
+  });
+});
+
+describe('GitLab POC stack: security groups per tier', () => {
+  it('admits each tier only from the tier in front of it', () => {
+    const groups = t.findResources('AWS::EC2::SecurityGroup');
+    const idOf = (prefix: string) => Object.keys(groups).find((id) => id.startsWith(prefix))!;
+    const lb = idOf('LoadBalancerSecurityGroup');
+    const gitlab = idOf('GitlabSecurityGroup');
+    const ingressFrom = (target: string) =>
+      resourcesOf(t, 'AWS::EC2::SecurityGroupIngress').filter(
+        (r) => JSON.stringify(r.Properties.GroupId) === JSON.stringify({ 'Fn::GetAtt': [target, 'GroupId'] }),
+      );
+    const gitlabIngress = ingressFrom(gitlab);
+    expect(gitlabIngress.map((r) => r.Properties.FromPort).sort()).toEqual([22, 80, 8080]);
+    for (const r of gitlabIngress) expect(r.Properties.SourceSecurityGroupId).toEqual({ 'Fn::GetAtt': [lb, 'GroupId'] });
+    for (const [prefix, port] of [
+      ['DataDatabaseSecurityGroup', 5432],
+      ['DataRedisSecurityGroup', 6379],
+    ] as const) {
+      const rules = ingressFrom(idOf(prefix));
+      expect(rules.map((r) => [r.Properties.FromPort, r.Properties.SourceSecurityGroupId])).toEqual([
+        [port, { 'Fn::GetAtt': [gitlab, 'GroupId'] }],
+      ]);
+    }
+    expect(groups[lb]!.Properties.SecurityGroupIngress.map((r: { FromPort: number }) => r.FromPort).sort()).toEqual([
+      22, 443, 80,
+    ]);
+  });
+
+  it('never puts the load balancer group on an instance', () => {
+    const [template] = resourcesOf(t, 'AWS::EC2::LaunchTemplate');
+    const groups = JSON.stringify(template!.Properties.LaunchTemplateData.SecurityGroupIds);
+    expect(groups).toContain('GitlabSecurityGroup');
+    expect(groups).not.toContain('LoadBalancer');
+  });
+});
+
+describe('GitLab POC stack: checks', () => {
+  it('has no IAM users or access keys', () => {
+    t.resourceCountIs('AWS::IAM::User', 0);
+    t.resourceCountIs('AWS::IAM::AccessKey', 0);
+  });
+
+  it('passes cdk-nag AwsSolutions with every acknowledgement explained', () => {
+    expect(synth.nagViolations(poc)).toEqual([]);
+    for (const a of acknowledgements(poc)) expect(a.reason.length, `${a.id} at ${a.path}`).toBeGreaterThan(40);
+  });
+
+  it('synthesizes without CloudFormation-validate findings', () => {
+    expect(synth.validationViolations()).toEqual([]);
+  });
+});
