@@ -1,24 +1,12 @@
 import { hostname } from 'node:os';
 import { z } from 'zod';
+import { credentialsSectionSchema } from '../credentials/schema.js';
 import { cacheSchema, gitlabSchema, imageSchema, serviceSchema } from '../ops/config-schema.js';
-import { parseDuration } from './duration.js';
+import { awsConfigSchema } from '../providers/aws/config.js';
+import { metricsSchema, poolFleetKeys } from '../fleet/config-schema.js';
+import { duration } from './zod-duration.js';
 
-/** A duration string ("30s", "5m", "1h30m") parsed to milliseconds. */
-export const duration = (fallback: string) =>
-  z
-    .string()
-    .default(fallback)
-    .transform((text, ctx) => {
-      const ms = parseDuration(text);
-      if (ms === undefined) {
-        ctx.addIssue({
-          code: 'custom',
-          message: `expected a duration like "30s", "5m" or "1h30m", got "${text}"`,
-        });
-        return z.NEVER;
-      }
-      return ms;
-    });
+export { duration };
 
 const positiveInt = (fallback: number) => z.number().int().positive().default(fallback);
 const nonNegativeInt = (fallback: number) => z.number().int().nonnegative().default(fallback);
@@ -48,6 +36,7 @@ export const poolSchema = z
     max_instance_lifetime: duration('6h'),
     reconcile_interval: duration('30s'),
     reconcile_interval_fast: duration('2s'),
+    ...poolFleetKeys,
   })
   .prefault({});
 
@@ -76,10 +65,16 @@ export const configSchema = z.strictObject({
   executor: executorSchema,
   pool: poolSchema,
   local: localSchema,
+  metrics: metricsSchema,
+  credentials: credentialsSectionSchema,
   gitlab: gitlabSchema,
   cache: cacheSchema,
   service: serviceSchema,
   image: imageSchema,
+  aws: awsConfigSchema.optional(),
+}).refine((c) => c.provider !== 'aws' || c.aws !== undefined, {
+  message: 'provider = "aws" needs an [aws] section (at least aws.region and aws.mode; see config.example.toml)',
+  path: ['aws'],
 });
 
 export type RawConfig = z.input<typeof configSchema>;

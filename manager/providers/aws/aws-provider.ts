@@ -1,0 +1,535 @@
+/**
+ * The AWS provider: the only module (with launch.ts) that calls EC2 and Auto Scaling. It speaks
+ * the fleet's language (ProviderInstance, LaunchResult, ReadyCheck) and keeps SDK shapes inside.
+ *
+ * - One paginated, tag-filtered DescribeInstances per `list()`; the answer also refreshes a small
+ *   cache (address, state) that `checkReady` and `connectInfo` read instead of calling EC2 again.
+ * - Every launch makes its own launch template version (see launch.ts) carrying its user data
+ *   (dead-man switch, per-instance SSH keys) and tags, because neither CreateFleet nor Auto
+ *   Scaling accept user data or tags per call.
+ * - SSH keys are generated before the launch call and stored under the launch token, then under
+ *   the instance id once it is known; after a crash in between, the launch-token tag on the
+ *   instance leads back to them.
+ */
+import { randomUUID } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import { mkdir, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { AutoScalingClient } from '@aws-sdk/client-auto-scaling';
+import {
+  AssociateIamInstanceProfileCommand,
+  CreateTagsCommand,
+  DeleteTagsCommand,
+  DescribeIamInstanceProfileAssociationsCommand,
+  DescribeInstancesCommand,
+  type EC2Client,
+  type Instance as Ec2Instance,
+  paginateDescribeInstances,
+  ReplaceIamInstanceProfileAssociationCommand,
+  TerminateInstancesCommand,
+} from '@aws-sdk/client-ec2';
+import type { Logger } from 'pino';
+import {
+  deleteInstanceKeys,
+  generateInstanceKeys,
+  type InstanceKeys,
+  loadInstanceKeys,
+  type StoredInstanceKeys,
+  storeInstanceKeys,
+} from '../../ssh/keys.js';
+import type {
+  ConnectInfo,
+  LaunchFailure,
+  LaunchRequest,
+  LaunchResult,
+  LeaseContext,
+  Provider,
+  ProviderInstance,
+  ReadyCheck,
+  SshConnectInfo,
+  Tags,
+} from '../provider.js';
+import { TAG } from '../tags.js';
+import type { AwsConfig } from './config.js';
+import { awsErrorCode, describeAwsError } from './errors.js';
+import { createLauncher, type Launcher, type LaunchOutcome } from './launch.js';
+import { sshRun, tcpReachable } from './readiness.js';
+import { TokenBucket } from './token-bucket.js';
+import { renderAwsUserData } from './user-data.js';
+
+export interface AwsProviderOptions {
+  readonly config: AwsConfig;
+  readonly fleetName: string;
+  readonly managerId: string;
+  readonly stateDir: string;
+  /** Dead-man switch: the instance powers itself off after this long. */
+  readonly maxLifetimeMs: number;
+  readonly ec2: EC2Client;
+  readonly autoscaling?: AutoScalingClient;
+  readonly log: Logger;
+  /** Bound on one `instance_ready_command` run. */
+  readonly readyCommandTimeoutMs?: number;
+  /** asg mode: how long a launch waits for the group to show its new instance. */
+  readonly asgLaunchWaitMs?: number;
+}
+
+interface Cached {
+  status: ProviderInstance['status'];
+  host?: string;
+  launchToken?: string;
+  stateReason?: string;
+}
+
+interface LaunchRecord {
+  ids: string[];
+  tags: Record<string, string>;
+  launchedAt: string;
+}
+
+/** Longest a launch waits for a launch-rate token before it reports a failure instead. */
+const MAX_BUCKET_WAIT_MS = 30_000;
+/** Launch records (non-secret, for idempotent retries) older than this are swept at start. */
+const LAUNCH_RECORD_TTL_MS = 24 * 3_600_000;
+const SPOT_INTERRUPTION = 'Server.SpotInstanceTermination';
+
+export class AwsProvider implements Provider {
+  readonly name = 'aws';
+  private readonly cache = new Map<string, Cached>();
+  private readonly interrupted = new Set<string>();
+  private interruptions = 0;
+  private readonly bucket: TokenBucket;
+  private readonly launcher: Launcher;
+  private readonly instancesDir: string;
+  private readonly launchesDir: string;
+  private readonly log: Logger;
+
+  constructor(private readonly o: AwsProviderOptions) {
+    this.log = o.log;
+    this.bucket = new TokenBucket(o.config.launch_rate, o.config.launch_burst);
+    this.instancesDir = join(o.stateDir, 'instances');
+    this.launchesDir = join(o.stateDir, 'launches');
+    this.launcher = createLauncher({
+      config: o.config,
+      ec2: o.ec2,
+      ...(o.autoscaling ? { autoscaling: o.autoscaling } : {}),
+      log: o.log,
+      asgLaunchWaitMs: o.asgLaunchWaitMs ?? 90_000,
+    });
+  }
+
+  /** Spot interruptions seen since start (for metrics; the fleet engineer wires the gauge). */
+  spotInterruptions(): number {
+    return this.interruptions;
+  }
+
+  async start(): Promise<void> {
+    for (const dir of [this.instancesDir, this.launchesDir])
+      await mkdir(dir, { recursive: true, mode: 0o700 });
+    await this.sweepLaunchRecords();
+    await this.launcher.start();
+  }
+
+  // ---------------------------------------------------------------- list
+
+  async list(): Promise<ProviderInstance[]> {
+    const result: ProviderInstance[] = [];
+    const pages = paginateDescribeInstances(
+      { client: this.o.ec2 },
+      {
+        Filters: [
+          { Name: `tag:${TAG.fleet}`, Values: [this.o.fleetName] },
+          { Name: `tag:${TAG.manager}`, Values: [this.o.managerId] },
+        ],
+      },
+    );
+    for await (const page of pages) {
+      for (const reservation of page.Reservations ?? []) {
+        for (const instance of reservation.Instances ?? []) {
+          const mapped = this.toInstance(instance);
+          if (mapped) result.push(mapped);
+        }
+      }
+    }
+    for (const instance of result) if (instance.status === 'gone') await this.onGone(instance);
+    return result;
+  }
+
+  private toInstance(i: Ec2Instance): ProviderInstance | undefined {
+    if (!i.InstanceId) return undefined;
+    const tags: Record<string, string> = {};
+    for (const t of i.Tags ?? []) if (t.Key) tags[t.Key] = t.Value ?? '';
+    const state = i.State?.Name ?? 'unknown';
+    const status: ProviderInstance['status'] =
+      state === 'pending' ? 'pending' : state === 'running' ? 'running' : 'gone';
+    const host = this.o.config.private_address ? i.PrivateIpAddress : i.PublicIpAddress;
+    const stateReason = i.StateReason?.Code;
+    this.cache.set(i.InstanceId, {
+      status,
+      ...(host ? { host } : {}),
+      ...(tags[TAG.launchToken] ? { launchToken: tags[TAG.launchToken] } : {}),
+      ...(stateReason ? { stateReason } : {}),
+    });
+    const detail: Record<string, string> = {
+      state,
+      instanceType: i.InstanceType ?? '',
+      availabilityZone: i.Placement?.AvailabilityZone ?? '',
+      market: i.InstanceLifecycle === 'spot' ? 'spot' : 'on-demand',
+    };
+    if (host) detail.address = host;
+    if (stateReason) detail.stateReason = stateReason;
+    if (status === 'gone' && i.StateReason?.Message) detail.stateMessage = i.StateReason.Message;
+    return { id: i.InstanceId, status, tags, launchedAt: i.LaunchTime ?? new Date(), detail };
+  }
+
+  private async onGone(instance: ProviderInstance): Promise<void> {
+    if (instance.detail?.stateReason === SPOT_INTERRUPTION && !this.interrupted.has(instance.id)) {
+      this.interrupted.add(instance.id);
+      this.interruptions += 1;
+      this.log.warn(
+        { instanceId: instance.id, jobId: instance.tags[TAG.jobId] || undefined, cause: SPOT_INTERRUPTION },
+        'spot instance interrupted by AWS',
+      );
+    }
+    // Nothing can log in to a terminated instance: its keys go with it.
+    await deleteInstanceKeys(this.instanceDir(instance.id));
+  }
+
+  // ---------------------------------------------------------------- launch
+
+  async launch(request: LaunchRequest): Promise<LaunchResult> {
+    const launched: ProviderInstance[] = [];
+    const failures: LaunchFailure[] = [];
+    // One launch call per instance: each instance gets its own SSH key pairs in its own user
+    // data, and user data is per launch (per launch template version), not per instance.
+    for (let i = 0; i < request.count; i++) {
+      const token = request.count === 1 ? request.token : `${request.token}-${i}`;
+      let outcome: LaunchOutcome;
+      try {
+        outcome = await this.launchOne(token, request);
+      } catch (error) {
+        const { code, message } = describeAwsError(error);
+        outcome = { launched: [], failures: [{ code, message, count: 1 }] };
+      }
+      launched.push(...outcome.launched);
+      failures.push(...outcome.failures);
+      const failed = outcome.failures[0];
+      if (failed && outcome.launched.length === 0) {
+        this.log.warn({ launchToken: token, code: failed.code }, 'launch failed');
+        // Capacity, quota and rate problems hit the rest of the batch alike: report, do not hammer.
+        const rest = request.count - i - 1;
+        if (rest > 0) failures.push({ code: failed.code, message: failed.message, count: rest });
+        break;
+      }
+    }
+    return { launched, failures };
+  }
+
+  private async launchOne(token: string, request: LaunchRequest): Promise<LaunchOutcome> {
+    const launchDir = this.launchDir(token);
+    // Same token again: answer with what the first call launched, launch nothing.
+    const record = await readJson<LaunchRecord>(join(launchDir, 'launch.json'));
+    if (record && record.ids.length > 0) {
+      return {
+        launched: record.ids.map((id) => ({
+          id,
+          status: this.cache.get(id)?.status ?? 'pending',
+          tags: record.tags,
+          launchedAt: new Date(record.launchedAt),
+        })),
+        failures: [],
+      };
+    }
+    // Keys first, persisted, so a retry (or a restart) renders byte-identical user data.
+    const keys = existsSync(join(launchDir, 'client_ed25519'))
+      ? (await loadInstanceKeys(launchDir)).keys
+      : await this.newLaunchKeys(launchDir);
+    if (!(await this.bucket.take(MAX_BUCKET_WAIT_MS))) {
+      return {
+        launched: [],
+        failures: [
+          {
+            code: 'LaunchRateLimited',
+            message:
+              'launch_rate token bucket empty; the launch is retried (raise [aws] launch_rate/launch_burst if this persists)',
+            count: 1,
+          },
+        ],
+      };
+    }
+    const tags: Record<string, string> = { ...request.tags, [TAG.launchToken]: token };
+    const userData = renderAwsUserData({
+      keys,
+      sshUser: this.o.config.ssh_user,
+      maxLifetimeMs: this.o.maxLifetimeMs,
+      installTools: this.o.config.install_tools,
+    });
+    const profile = request.instanceProfile ?? (this.o.config.instance_profile || undefined);
+    const outcome = await this.launcher.launch({
+      token,
+      count: 1,
+      tags,
+      userData,
+      ...(profile ? { instanceProfile: profile } : {}),
+    });
+    for (const instance of outcome.launched) {
+      await storeInstanceKeys(this.instanceDir(instance.id), keys);
+      this.cache.set(instance.id, { status: instance.status, launchToken: token });
+    }
+    if (outcome.launched.length > 0) {
+      const rec: LaunchRecord = {
+        ids: outcome.launched.map((i) => i.id),
+        tags,
+        launchedAt: new Date().toISOString(),
+      };
+      await rm(launchDir, { recursive: true, force: true });
+      await mkdir(launchDir, { recursive: true, mode: 0o700 });
+      await writeFile(join(launchDir, 'launch.json'), JSON.stringify(rec), { mode: 0o600 });
+    }
+    return outcome;
+  }
+
+  private async newLaunchKeys(dir: string): Promise<InstanceKeys> {
+    const keys = generateInstanceKeys(`runner-fleet-${this.o.fleetName}`);
+    await storeInstanceKeys(dir, keys);
+    return keys;
+  }
+
+  // ---------------------------------------------------------------- terminate / tags
+
+  async terminate(ids: readonly string[]): Promise<void> {
+    if (ids.length === 0) return;
+    let rest = [...ids];
+    if (this.o.config.mode === 'asg') rest = await this.launcher.terminateInGroup(rest);
+    await this.terminateInstances(rest);
+    for (const id of ids) {
+      this.cache.delete(id);
+      await deleteInstanceKeys(this.instanceDir(id));
+    }
+  }
+
+  /** TerminateInstances in batches; ids EC2 does not know are dropped, not retried forever. */
+  private async terminateInstances(ids: string[]): Promise<void> {
+    for (let start = 0; start < ids.length; start += 500) {
+      let batch = ids.slice(start, start + 500);
+      for (let round = 0; round < 3 && batch.length > 0; round++) {
+        try {
+          await this.o.ec2.send(new TerminateInstancesCommand({ InstanceIds: batch }));
+          batch = [];
+        } catch (error) {
+          const code = awsErrorCode(error);
+          if (!code.startsWith('InvalidInstanceID')) throw error;
+          // "The instance IDs 'i-…, i-…' do not exist": already gone is what we wanted.
+          const unknown = new Set((error as Error).message.match(/i-[0-9a-f]+/g) ?? []);
+          const next = batch.filter((id) => !unknown.has(id));
+          if (next.length === batch.length) return;
+          batch = next;
+        }
+      }
+    }
+  }
+
+  async setTags(id: string, tags: Tags): Promise<void> {
+    const set = Object.entries(tags).filter(([, v]) => v !== '');
+    const clear = Object.entries(tags).filter(([, v]) => v === '');
+    if (set.length > 0) {
+      await this.o.ec2.send(
+        new CreateTagsCommand({ Resources: [id], Tags: set.map(([Key, Value]) => ({ Key, Value })) }),
+      );
+    }
+    if (clear.length > 0) {
+      await this.o.ec2.send(
+        new DeleteTagsCommand({ Resources: [id], Tags: clear.map(([Key]) => ({ Key })) }),
+      );
+    }
+  }
+
+  // ---------------------------------------------------------------- readiness / connect
+
+  async checkReady(id: string): Promise<ReadyCheck> {
+    let cached = this.cache.get(id);
+    if (cached?.status !== 'running') {
+      try {
+        cached = await this.describeOne(id);
+      } catch (error) {
+        return { ready: false, reason: describeAwsError(error).message };
+      }
+    }
+    if (!cached) return { ready: false, reason: 'EC2 does not list the instance yet' };
+    if (cached.status === 'gone')
+      return { ready: false, reason: `the instance is gone (${cached.stateReason ?? 'terminated'})` };
+    if (cached.status === 'pending') return { ready: false, reason: 'EC2 state is pending' };
+    if (!cached.host) return { ready: false, reason: 'the instance has no address yet' };
+    const keys = await this.keysFor(id);
+    if (!keys) {
+      return {
+        ready: false,
+        reason:
+          'no SSH keys for this instance (it was not launched by this manager, e.g. an Auto Scaling replacement); it will be replaced',
+      };
+    }
+    if (!(await tcpReachable(cached.host, this.o.config.ssh_port, 3_000)))
+      return { ready: false, reason: `SSH port ${this.o.config.ssh_port} not reachable yet` };
+    const info = this.sshInfo(cached.host, keys);
+    const run = await sshRun(
+      info,
+      keys.dir,
+      this.o.config.instance_ready_command,
+      this.o.readyCommandTimeoutMs ?? 30_000,
+    );
+    if (!run.ok) {
+      const last = run.stderr.split('\n').pop() ?? '';
+      return {
+        ready: false,
+        reason: `instance_ready_command failed (exit ${run.code ?? 'killed'})${last ? `: ${last}` : ''}`,
+      };
+    }
+    return { ready: true };
+  }
+
+  async connectInfo(id: string): Promise<ConnectInfo> {
+    let cached = this.cache.get(id);
+    if (!cached?.host) cached = await this.describeOne(id);
+    if (!cached?.host) throw new Error(`instance ${id} has no address`);
+    const keys = await this.keysFor(id);
+    if (!keys) throw new Error(`no SSH keys for instance ${id}`);
+    return this.sshInfo(cached.host, keys);
+  }
+
+  private sshInfo(host: string, keys: StoredInstanceKeys): SshConnectInfo {
+    return {
+      kind: 'ssh',
+      host,
+      port: this.o.config.ssh_port,
+      user: this.o.config.ssh_user,
+      identityFile: keys.identityFile,
+      hostKey: keys.hostKey,
+    };
+  }
+
+  private async describeOne(id: string): Promise<Cached | undefined> {
+    try {
+      const out = await this.o.ec2.send(new DescribeInstancesCommand({ InstanceIds: [id] }));
+      const instance = out.Reservations?.[0]?.Instances?.[0];
+      if (!instance) return undefined;
+      this.toInstance(instance);
+      return this.cache.get(id);
+    } catch (error) {
+      // Just launched: EC2 is eventually consistent and may not know the id for a few seconds.
+      if (awsErrorCode(error) === 'InvalidInstanceID.NotFound') return undefined;
+      throw error;
+    }
+  }
+
+  /**
+   * The instance's keys; after a crash between the launch call and storing them by id, they
+   * are still under the launch token, which the instance carries as a tag.
+   */
+  private async keysFor(id: string): Promise<StoredInstanceKeys | undefined> {
+    const dir = this.instanceDir(id);
+    if (existsSync(join(dir, 'client_ed25519'))) return loadInstanceKeys(dir);
+    const token = this.cache.get(id)?.launchToken;
+    if (!token || !/^[A-Za-z0-9-]{1,64}$/.test(token)) return undefined;
+    const launchDir = this.launchDir(token);
+    if (!existsSync(join(launchDir, 'client_ed25519'))) return undefined;
+    const { keys } = await loadInstanceKeys(launchDir);
+    const stored = await storeInstanceKeys(dir, keys);
+    this.log.info({ instanceId: id, launchToken: token }, 'recovered SSH keys of an adopted instance');
+    return stored;
+  }
+
+  // ---------------------------------------------------------------- leases
+
+  /**
+   * Give the instance the job's instance profile. An instance only ever serves one profile: once
+   * a job ran with profile A, a job wanting B is refused, and the fleet retires the instance.
+   */
+  async prepareLease(id: string, lease: LeaseContext): Promise<void> {
+    const want = lease.instanceProfile ?? (this.o.config.instance_profile || '');
+    const servedFile = join(this.instanceDir(id), 'served-profile');
+    const served = await readFile(servedFile, 'utf8').catch(() => undefined);
+    if (served !== undefined && served !== want) {
+      throw new Error(
+        `instance ${id} already served a job with instance profile "${served || '(none)'}" and will not serve one with "${want || '(none)'}"`,
+      );
+    }
+    const assoc = await this.o.ec2.send(
+      new DescribeIamInstanceProfileAssociationsCommand({
+        Filters: [
+          { Name: 'instance-id', Values: [id] },
+          { Name: 'state', Values: ['associating', 'associated'] },
+        ],
+      }),
+    );
+    const current = assoc.IamInstanceProfileAssociations?.[0];
+    const currentArn = current?.IamInstanceProfile?.Arn;
+    if (!want) {
+      if (currentArn) {
+        throw new Error(
+          `instance ${id} has instance profile ${currentArn} but the job gets none; refusing rather than detaching it`,
+        );
+      }
+    } else if (!current) {
+      await this.o.ec2.send(
+        new AssociateIamInstanceProfileCommand({ InstanceId: id, IamInstanceProfile: profileRef(want) }),
+      );
+      this.log.info(
+        { instanceId: id, jobId: lease.jobId, instanceProfile: want },
+        'instance profile associated',
+      );
+    } else if (!sameProfile(currentArn, want)) {
+      await this.o.ec2.send(
+        new ReplaceIamInstanceProfileAssociationCommand({
+          AssociationId: current.AssociationId,
+          IamInstanceProfile: profileRef(want),
+        }),
+      );
+      this.log.info(
+        { instanceId: id, jobId: lease.jobId, instanceProfile: want },
+        'instance profile replaced',
+      );
+    }
+    await writeFile(servedFile, want, { mode: 0o600 });
+  }
+
+  // ---------------------------------------------------------------- helpers
+
+  private instanceDir(id: string): string {
+    if (!/^i-[0-9a-f]{8,17}$/.test(id)) throw new Error(`not an EC2 instance id: ${JSON.stringify(id)}`);
+    return join(this.instancesDir, id);
+  }
+
+  private launchDir(token: string): string {
+    if (!/^[A-Za-z0-9-]{1,64}$/.test(token))
+      throw new Error('launch token must be at most 64 letters, digits or "-"');
+    return join(this.launchesDir, token);
+  }
+
+  private async sweepLaunchRecords(): Promise<void> {
+    const now = Date.now();
+    for (const name of await readdir(this.launchesDir).catch(() => [] as string[])) {
+      const dir = join(this.launchesDir, name);
+      const info = await stat(dir).catch(() => undefined);
+      if (info && now - info.mtimeMs > LAUNCH_RECORD_TTL_MS) await rm(dir, { recursive: true, force: true });
+    }
+  }
+}
+
+function profileRef(profile: string): { Arn: string } | { Name: string } {
+  return profile.startsWith('arn:') ? { Arn: profile } : { Name: profile };
+}
+
+function sameProfile(currentArn: string | undefined, want: string): boolean {
+  if (!currentArn) return false;
+  return want.startsWith('arn:') ? currentArn === want : currentArn.endsWith(`/${want}`);
+}
+
+async function readJson<T>(path: string): Promise<T | undefined> {
+  try {
+    return JSON.parse(await readFile(path, 'utf8')) as T;
+  } catch {
+    return undefined;
+  }
+}
+
+/** For tests and ids that need to be unique per process. */
+export const newLaunchToken = (): string => randomUUID();
