@@ -8,11 +8,26 @@
 import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { JobInfo } from '../control/protocol.js';
-import type { ConnectInfo, Provider, ProviderInstance } from '../providers/provider.js';
+import type { ConnectInfo, LaunchFailure, Provider, ProviderInstance } from '../providers/provider.js';
 import { TAG } from '../providers/tags.js';
 import { type Clock, sleep, systemClock } from './clock.js';
-import type { LeaseEntry, LeaseJournal } from './lease-journal.js';
-import { type PoolPolicy, type PoolSnapshot, planScale } from './policy.js';
+import type { JobChecker } from './job-check.js';
+import type { LeaseEntry, LeaseStore } from './lease-journal.js';
+import {
+  ArrivalRate,
+  adaptiveIdleTarget,
+  type JobVerdict,
+  LeadTime,
+  type PoolPolicy,
+  type PoolSnapshot,
+  planReap,
+  planScale,
+  type ReapPolicy,
+  refill,
+  type ScalePlan,
+  type TokenBucket,
+  take,
+} from './policy.js';
 import { canTransition, type InstanceState, isInstanceState } from './states.js';
 
 export interface InstanceRecord {
@@ -30,12 +45,34 @@ export interface InstanceRecord {
   detail: Record<string, string>;
   /** When the listing last showed it; instances missing from a listing long enough are gone. */
   lastSeen: number;
+  /** How to reach it, asked once when it became ready so that acquiring makes no provider call. */
+  connect?: ConnectInfo;
+  /** Orphan reaping: when the first phase marked it, and why. */
+  orphanMarkedAt?: number;
+  orphanReason?: string;
+  /** Last GitLab answer about the lease's job, and when it was asked. */
+  jobVerdict?: JobVerdict;
+  jobCheckedAt?: number;
+}
+
+/** Hooks for metrics and the simulator; every one is optional and must not throw. */
+export interface FleetObserver {
+  /** `from` is undefined for an instance the fleet just learned about. */
+  instanceState?(instance: InstanceRecord, from: InstanceState | undefined, now: number): void;
+  launched?(requested: number, launched: number, failures: readonly LaunchFailure[], callMs: number): void;
+  ready?(instance: InstanceRecord, readyMs: number): void;
+  acquired?(waitMs: number, fromIdle: boolean): void;
+  acquireFailed?(code: string): void;
+  reaped?(instanceId: string, reason: string): void;
+  decision?(plan: ScalePlan): void;
 }
 
 export interface CredentialChoice {
   readonly credentialClass: string;
   readonly instanceProfile?: string;
   readonly hopLimit?: number;
+  /** Reuse stays within this scope (verified project, or project id from the job response). */
+  readonly reuseScope?: string;
   readonly notes: readonly string[];
 }
 
@@ -67,16 +104,27 @@ export interface FleetTuning {
   readonly readyTimeoutMs: number;
   readonly reconcileIntervalMs: number;
   readonly reconcileFastIntervalMs: number;
+  /** Orphan reaping; undefined turns the reaper off (the simulator's default). */
+  readonly reap?: ReapPolicy;
+  /** A lease's job is asked about at most this often (and not before the lease is this old). */
+  readonly jobCheckIntervalMs?: number;
 }
 
 export interface FleetOptions {
   readonly provider: Provider;
-  readonly journal: LeaseJournal;
+  readonly journal: LeaseStore;
   readonly log: Logger;
   readonly fleetName: string;
   readonly managerId: string;
   readonly tuning: FleetTuning;
   readonly clock?: Clock;
+  readonly observer?: FleetObserver;
+  /** Asks GitLab whether a job still runs; without it only max_job_lifetime ends leases. */
+  readonly jobChecker?: JobChecker;
+  /** Launch requests within this window go out as one call (default 200 ms). */
+  readonly launchBatchMs?: number;
+  /** Terminations within this window go out as one call (default 500 ms). */
+  readonly terminateBatchMs?: number;
 }
 
 interface Waiter {
@@ -90,8 +138,22 @@ interface Waiter {
 
 /** How long an instance we know may be missing from listings before we call it gone. */
 const LISTING_GRACE_MS = 60_000;
-/** Batches terminations that come close together into one call. */
-const TERMINATE_BATCH_MS = 50;
+/**
+ * Launches and terminations that come close together go out as one call: a burst of 200 acquires
+ * becomes one launch, and a wave of releases one terminate. Both are off the job's critical path
+ * (a launch takes tens of seconds anyway), so a fraction of a second costs nothing.
+ */
+const LAUNCH_BATCH_MS = 200;
+const TERMINATE_BATCH_MS = 500;
+/** GitLab checks in flight at once, so that a thousand leases do not open a thousand sockets. */
+const JOB_CHECK_CONCURRENCY = 8;
+/** Used as the adaptive pool's lead time until some boot has been observed. */
+const DEFAULT_LEAD_TIME_MS = 60_000;
+
+/** Reuse stays within one credential class and one scope (verified project, else project path). */
+function scopeOf(job: JobInfo, credentials: CredentialChoice): string | undefined {
+  return credentials.reuseScope ?? job.projectPath;
+}
 
 export class Fleet {
   private readonly instances = new Map<string, InstanceRecord>();
@@ -101,20 +163,37 @@ export class Fleet {
   private stopped = false;
   private readonly clock: Clock;
   private readonly log: Logger;
+  private readonly observer: FleetObserver;
   private readonly pendingTerminations = new Set<string>();
   private terminateTimer: unknown;
+  private launchTimer: unknown;
   private reconcileTimer: unknown;
+  private reconcileAt = Number.POSITIVE_INFINITY;
   private reconciling: Promise<void> | undefined;
-  private lastPlanKey = '';
   private readonly tagWrites = new Map<string, Promise<void>>();
+  /** Instances with a tag write queued but not started: the queued write reads the latest state. */
+  private readonly tagQueued = new Set<string>();
+  private readonly inFlight = new Set<Promise<unknown>>();
   private readonly stopController = new AbortController();
+  private readonly arrivals = new ArrivalRate();
+  private readonly leadTime = new LeadTime(DEFAULT_LEAD_TIME_MS);
+  private bucket: TokenBucket;
+  private lastPlan: ScalePlan | undefined;
+  private readonly launchBatchMs: number;
+  private readonly terminateBatchMs: number;
 
   private tuning: FleetTuning;
+  /** When a listing last succeeded: /healthz reports the loop stuck when this gets old. */
+  private lastListedAt: number | undefined;
 
   constructor(private readonly options: FleetOptions) {
     this.clock = options.clock ?? systemClock;
     this.log = options.log.child({ module: 'fleet' });
     this.tuning = options.tuning;
+    this.observer = options.observer ?? {};
+    this.launchBatchMs = options.launchBatchMs ?? LAUNCH_BATCH_MS;
+    this.terminateBatchMs = options.terminateBatchMs ?? TERMINATE_BATCH_MS;
+    this.bucket = { tokens: options.tuning.policy.throttle?.burst ?? 0, at: this.clock.now() };
   }
 
   get policy(): PoolPolicy {
@@ -124,7 +203,20 @@ export class Fleet {
   /** Apply reloaded knobs. Leases and instances are untouched; the next decision uses them. */
   updateTuning(tuning: FleetTuning): void {
     this.tuning = tuning;
-    this.log.info({ ...tuning.policy, maxUseCount: tuning.maxUseCount }, 'pool policy updated');
+    const p = tuning.policy;
+    this.log.info(
+      {
+        idleCount: p.idleCount,
+        idleTimeMs: p.idleTimeMs,
+        scaleFactor: p.scaleFactor,
+        scaleFactorLimit: p.scaleFactorLimit,
+        maxInstances: p.maxInstances,
+        schedules: p.schedules?.length ?? 0,
+        adaptive: p.adaptive?.enabled ?? false,
+        maxUseCount: tuning.maxUseCount,
+      },
+      'pool policy updated',
+    );
     this.scaleNow('policy reloaded');
   }
 
@@ -142,12 +234,14 @@ export class Fleet {
     this.stopped = true;
     this.stopController.abort();
     this.clock.clearTimeout(this.reconcileTimer);
+    this.clock.clearTimeout(this.launchTimer);
     for (const waiter of this.waiters.splice(0)) {
       waiter.reject(
         new FleetError('the runner-fleet daemon is stopping; the job will be retried', 'stopping'),
       );
     }
     await this.reconciling;
+    await Promise.allSettled([...this.inFlight]);
     await this.flushTerminations();
     await Promise.allSettled(this.tagWrites.values());
   }
@@ -165,19 +259,32 @@ export class Fleet {
     const existing = this.options.journal.get(job.id);
     if (existing) {
       const instance = this.instances.get(existing.instanceId);
-      if (instance && instance.state === 'leased') return this.grantFor(instance, existing, started);
+      if (instance && instance.state === 'leased' && instance.jobId === job.id)
+        return this.grantFor(instance, existing, started);
       this.options.journal.delete(job.id);
     }
     if (this.draining) {
+      this.observer.acquireFailed?.('draining');
       throw new FleetError('this runner-fleet manager is draining and takes no new jobs', 'draining');
     }
+    this.arrivals.record(started);
     this.waiters = this.waiters.filter((w) => {
       if (w.job.id !== job.id) return true;
       w.reject(new FleetError('superseded by a newer acquire for the same job', 'canceled'));
       return false;
     });
-    const idle = this.pickIdle(credentials.credentialClass, job.projectPath);
-    if (idle) return this.lease(idle, job, credentials, started);
+    // Earlier waiters go first: only take an idle instance directly when nobody queues before us.
+    const idle =
+      this.waiters.length === 0
+        ? this.pickIdle(credentials.credentialClass, scopeOf(job, credentials))
+        : undefined;
+    if (idle) {
+      const grant = await this.lease(idle, job, credentials, started);
+      this.observer.acquired?.(grant.waitedMs, true);
+      // Top the warm pool back up now rather than at the next tick.
+      this.scaleNow('instance leased');
+      return grant;
+    }
 
     return new Promise<LeaseGrant>((resolve, reject) => {
       let timer: unknown;
@@ -193,10 +300,12 @@ export class Fleet {
         onProgress,
         resolve: (grant) => {
           cleanup();
+          this.observer.acquired?.(grant.waitedMs, false);
           resolve(grant);
         },
         reject: (error) => {
           cleanup();
+          this.observer.acquireFailed?.(error instanceof FleetError ? error.code : 'error');
           reject(error);
         },
       };
@@ -213,6 +322,9 @@ export class Fleet {
         );
       }, this.tuning.acquireTimeoutMs);
       this.waiters.push(waiter);
+      // Someone queued earlier may be unable to use an idle instance this job can use.
+      this.dispatch();
+      if (!this.waiters.includes(waiter)) return;
       onProgress(
         `No idle instance; waiting for one (${this.waiters.length} job(s) waiting, ${this.describeCapacity()})`,
       );
@@ -226,45 +338,63 @@ export class Fleet {
       waiter.reject(new FleetError('the job was cleaned up while it waited', 'canceled'));
     }
     const entry = this.options.journal.get(jobId);
-    const instance =
-      (entry && this.instances.get(entry.instanceId)) ??
-      [...this.instances.values()].find((i) => i.jobId === jobId && i.state === 'leased');
+    let instance = entry ? this.instances.get(entry.instanceId) : undefined;
+    if (!instance && !entry) {
+      for (const i of this.instances.values()) if (i.jobId === jobId && i.state === 'leased') instance = i;
+    }
     if (!entry && !instance) return { released: false };
-    this.options.journal.delete(jobId);
     const instanceId = instance?.id ?? entry?.instanceId;
-    if (!instance || instance.jobId !== jobId) {
+    if (!instance || instance.jobId !== jobId || instance.state !== 'leased') {
+      this.options.journal.delete(jobId);
       this.log.info({ jobId, instanceId, reason }, 'released lease of an instance that is already gone');
       return { released: true, ...(instanceId ? { instanceId } : {}) };
     }
-    await this.options.provider.endLease?.(instance.id, jobId).catch((error: Error) => {
+    const leased = instance;
+    await this.options.provider.endLease?.(leased.id, jobId).catch((error: Error) => {
       this.log.warn(
-        { jobId, instanceId: instance.id, error: error.message },
+        { jobId, instanceId: leased.id, error: error.message },
         'provider could not end the lease',
       );
     });
-    instance.useCount += 1;
-    instance.jobId = undefined;
-    instance.leasedAt = undefined;
-    const log = this.log.child({ jobId, instanceId: instance.id });
-    const wornOut = instance.useCount >= this.tuning.maxUseCount;
-    const tooOld = this.clock.now() - instance.createdAt >= this.tuning.policy.maxInstanceLifetimeMs;
+    // The reaper or a shutdown may have taken it while endLease ran.
+    if (leased.state !== 'leased' || leased.jobId !== jobId) {
+      this.options.journal.delete(jobId);
+      return { released: true, instanceId: leased.id };
+    }
+    leased.useCount += 1;
+    leased.jobId = undefined;
+    leased.leasedAt = undefined;
+    leased.jobVerdict = undefined;
+    leased.jobCheckedAt = undefined;
+    leased.orphanMarkedAt = undefined;
+    leased.orphanReason = undefined;
+    const log = this.log.child({ jobId, instanceId: leased.id });
+    const wornOut = leased.useCount >= this.tuning.maxUseCount;
+    const tooOld = this.clock.now() - leased.createdAt >= this.tuning.policy.maxInstanceLifetimeMs;
     if (wornOut || tooOld || this.draining) {
       log.info(
-        { reason, useCount: instance.useCount, wornOut, tooOld },
+        { reason, useCount: leased.useCount, wornOut, tooOld },
         'lease released; terminating instance',
       );
-      this.retire(
-        instance,
-        wornOut ? 'max_use_count reached' : tooOld ? 'max_instance_lifetime reached' : 'draining',
-      );
+      // One journal write: the lease ends and the instance is recorded as retiring together.
+      this.options.journal.batch(() => {
+        this.options.journal.delete(jobId);
+        this.retire(
+          leased,
+          wornOut ? 'max_use_count reached' : tooOld ? 'max_instance_lifetime reached' : 'draining',
+        );
+      });
     } else {
-      this.transition(instance, 'idle');
-      instance.idleSince = this.clock.now();
-      log.info({ reason, useCount: instance.useCount }, 'lease released; instance idle for reuse');
+      this.options.journal.delete(jobId);
+      this.transition(leased, 'idle');
+      leased.idleSince = this.clock.now();
+      // A reused instance must not look leased after a restart.
+      this.syncTags(leased);
+      log.info({ reason, useCount: leased.useCount }, 'lease released; instance idle for reuse');
       this.dispatch();
     }
     this.scaleNow('lease released');
-    return { released: true, instanceId: instance.id };
+    return { released: true, instanceId: leased.id };
   }
 
   leaseOf(jobId: string): (LeaseEntry & { connect?: ConnectInfo }) | undefined {
@@ -272,7 +402,11 @@ export class Fleet {
   }
 
   async connectInfo(instanceId: string): Promise<ConnectInfo> {
-    return this.options.provider.connectInfo(instanceId);
+    const instance = this.instances.get(instanceId);
+    if (instance?.connect) return instance.connect;
+    const connect = await this.options.provider.connectInfo(instanceId);
+    if (instance) instance.connect = connect;
+    return connect;
   }
 
   /** Stop taking jobs; idle instances go; leased ones finish their job and then go. */
@@ -287,17 +421,38 @@ export class Fleet {
     this.scaleNow('drain');
   }
 
+  /** Healthy while listings succeed: within three slow intervals (at least 90 s) of the last one. */
+  health(): { ok: boolean; detail: Record<string, unknown> } {
+    const now = this.clock.now();
+    const age = this.lastListedAt === undefined ? undefined : now - this.lastListedAt;
+    const limit = Math.max(3 * this.tuning.reconcileIntervalMs, 90_000);
+    return {
+      ok: age !== undefined && age <= limit,
+      detail: {
+        lastListingAgeSeconds: age === undefined ? null : Math.round(age / 1000),
+        draining: this.draining,
+        leased: this.leasedCount(),
+        waiting: this.waiters.length,
+      },
+    };
+  }
+
   get isDraining(): boolean {
     return this.draining;
   }
 
   leasedCount(): number {
-    return [...this.instances.values()].filter((i) => i.state === 'leased').length;
+    return this.countIn('leased');
   }
 
   /** Terminate every instance this manager owns (delete_instances_on_shutdown). */
   async terminateAll(): Promise<void> {
-    for (const instance of this.instances.values()) this.retire(instance, 'shutdown');
+    this.options.journal.batch(() => {
+      for (const instance of this.instances.values()) {
+        if (instance.jobId) this.options.journal.delete(instance.jobId);
+        this.retire(instance, 'shutdown');
+      }
+    });
     await this.flushTerminations();
   }
 
@@ -306,6 +461,38 @@ export class Fleet {
       instances: [...this.instances.values()].map((i) => ({ ...i, detail: { ...i.detail } })),
       waiting: this.waiters.length,
       launching: this.launching,
+    };
+  }
+
+  /** Cheap figures for metrics scrapes and the simulator: no copies. */
+  gauges(): {
+    byState: Record<InstanceState, number>;
+    waiting: number;
+    launching: number;
+    desired: number;
+    idleTarget: number;
+    maxInstances: number;
+    draining: boolean;
+  } {
+    const byState = {
+      creating: 0,
+      booting: 0,
+      idle: 0,
+      leased: 0,
+      draining: 0,
+      terminating: 0,
+      terminated: 0,
+      failed: 0,
+    } satisfies Record<InstanceState, number>;
+    for (const i of this.instances.values()) byState[i.state]++;
+    return {
+      byState,
+      waiting: this.waiters.length,
+      launching: this.launching,
+      desired: this.lastPlan?.desired ?? 0,
+      idleTarget: this.lastPlan?.idleTarget ?? 0,
+      maxInstances: this.tuning.policy.maxInstances,
+      draining: this.draining,
     };
   }
 
@@ -320,12 +507,12 @@ export class Fleet {
         (instance.credentialClass === credentialClass && instance.projectPath === projectPath);
       if (!reusable) continue;
       // Prefer a used instance of the same class (warm caches), then the oldest ready one.
-      if (
+      const better =
         !best ||
-        (instance.useCount > 0 && best.useCount === 0) ||
-        (instance.readyAt ?? 0) < (best.readyAt ?? 0)
-      )
-        best = instance;
+        (instance.useCount > 0 !== best.useCount > 0
+          ? instance.useCount > 0
+          : (instance.readyAt ?? 0) < (best.readyAt ?? 0));
+      if (better) best = instance;
     }
     return best;
   }
@@ -337,18 +524,19 @@ export class Fleet {
     started: number,
   ): Promise<LeaseGrant> {
     const now = this.clock.now();
+    // Compare-and-set: all of this runs synchronously, so no scale-in can slip in between.
     this.transition(instance, 'leased');
     instance.jobId = job.id;
     instance.leasedAt = now;
     instance.idleSince = undefined;
     instance.credentialClass = credentials.credentialClass;
-    instance.projectPath = job.projectPath;
+    instance.projectPath = scopeOf(job, credentials);
     const entry: LeaseEntry = {
       jobId: job.id,
       instanceId: instance.id,
       leasedAt: new Date(now).toISOString(),
       credentialClass: credentials.credentialClass,
-      ...(job.projectPath ? { projectPath: job.projectPath } : {}),
+      ...(scopeOf(job, credentials) ? { projectPath: scopeOf(job, credentials) } : {}),
       ...(job.jobToken ? { jobToken: job.jobToken } : {}),
       ...(job.serverUrl ? { serverUrl: job.serverUrl } : {}),
     };
@@ -372,9 +560,11 @@ export class Fleet {
       });
     } catch (error) {
       // The instance may be half-prepared (e.g. the wrong profile): never hand it to anyone.
-      this.options.journal.delete(job.id);
-      instance.jobId = undefined;
-      this.retire(instance, 'lease preparation failed');
+      this.options.journal.batch(() => {
+        this.options.journal.delete(job.id);
+        instance.jobId = undefined;
+        this.retire(instance, 'lease preparation failed');
+      });
       throw new FleetError(
         `could not prepare instance ${instance.id}: ${(error as Error).message}`,
         'provider',
@@ -387,7 +577,7 @@ export class Fleet {
     return {
       jobId: entry.jobId,
       instanceId: instance.id,
-      connect: await this.options.provider.connectInfo(instance.id),
+      connect: instance.connect ?? (await this.connectInfo(instance.id)),
       leasedAt: Date.parse(entry.leasedAt),
       waitedMs: this.clock.now() - started,
     };
@@ -395,55 +585,103 @@ export class Fleet {
 
   /** Hand idle instances to waiting jobs, first come first served. */
   private dispatch(): void {
+    if (this.waiters.length === 0) return;
+    let idle = this.countIn('idle');
     for (const waiter of [...this.waiters]) {
-      const idle = this.pickIdle(waiter.credentials.credentialClass, waiter.job.projectPath);
-      if (!idle) continue;
+      if (idle === 0) break;
+      const instance = this.pickIdle(
+        waiter.credentials.credentialClass,
+        scopeOf(waiter.job, waiter.credentials),
+      );
+      if (!instance) continue;
+      idle--;
       this.waiters = this.waiters.filter((w) => w !== waiter);
-      this.lease(idle, waiter.job, waiter.credentials, waiter.enqueuedAt).then(waiter.resolve, waiter.reject);
+      this.lease(instance, waiter.job, waiter.credentials, waiter.enqueuedAt).then(
+        waiter.resolve,
+        waiter.reject,
+      );
     }
   }
 
   // ---------------------------------------------------------------- scaling
 
-  private scaleNow(why: string): void {
-    if (this.stopped) return;
-    const plan = planScale(this.policySnapshot(), this.tuning.policy);
-    const key = JSON.stringify(plan.inputs) + plan.launch + plan.scaleIn.join();
-    if (plan.launch > 0 || plan.scaleIn.length > 0 || key !== this.lastPlanKey) {
-      if (plan.launch > 0 || plan.scaleIn.length > 0)
-        this.log.info(
-          { why, ...plan.inputs, launch: plan.launch, scale_in: plan.scaleIn.length },
-          'scaling decision',
-        );
-      this.lastPlanKey = key;
+  private plan(why: string, applyLaunch: boolean): ScalePlan {
+    const now = this.clock.now();
+    const policy = this.tuning.policy;
+    this.bucket = refill(this.bucket, now, policy.throttle);
+    let adaptiveIdle = 0;
+    if (policy.adaptive?.enabled) {
+      const rate = this.arrivals.rate(now, policy.adaptive.windowMs);
+      const lead = policy.adaptive.leadTimeMs > 0 ? policy.adaptive.leadTimeMs : this.leadTime.median();
+      adaptiveIdle = adaptiveIdleTarget(rate, lead, policy.adaptive);
     }
-    for (const id of plan.scaleIn) {
-      const instance = this.instances.get(id);
-      // Compare-and-set: only an instance still idle right now is removed.
-      if (instance?.state === 'idle') {
-        this.transition(instance, 'draining');
-        this.retire(instance, 'scale-in');
-      }
-    }
-    if (plan.launch > 0) void this.launch(plan.launch);
-    this.scheduleReconcile();
-  }
-
-  private policySnapshot(): PoolSnapshot {
-    return {
-      now: this.clock.now(),
-      instances: [...this.instances.values()].map((i) => ({
-        id: i.id,
-        state: i.state,
-        createdAt: i.createdAt,
-        ...(i.idleSince !== undefined ? { idleSince: i.idleSince } : {}),
-        useCount: i.useCount,
-        fresh: i.useCount === 0,
-      })),
+    const snapshot: PoolSnapshot = {
+      now,
+      instances: this.instances.values(),
       waiting: this.waiters.length,
       launching: this.launching,
       draining: this.draining,
+      adaptiveIdle,
+      launchTokens: applyLaunch ? this.bucket.tokens : Number.POSITIVE_INFINITY,
     };
+    const plan = planScale(snapshot, policy);
+    this.lastPlan = plan;
+    const launch = applyLaunch ? plan.launch : 0;
+    if (launch > 0 || plan.scaleIn.length > 0) {
+      this.log.info({ why, ...plan.inputs, launch, scale_in: plan.scaleIn.length }, 'scaling decision');
+      this.observer.decision?.(plan);
+    }
+    return plan;
+  }
+
+  private scaleNow(why: string): void {
+    if (this.stopped) return;
+    const plan = this.plan(why, false);
+    if (plan.scaleIn.length > 0) {
+      this.options.journal.batch(() => {
+        for (const id of plan.scaleIn) {
+          const instance = this.instances.get(id);
+          // Compare-and-set: only an instance still idle right now is removed.
+          if (instance?.state === 'idle') {
+            this.transition(instance, 'draining');
+            this.retire(instance, 'scale-in');
+          }
+        }
+      });
+    }
+    if (plan.launch > 0 && this.launchTimer === undefined) {
+      this.launchTimer = this.clock.setTimeout(() => {
+        this.launchTimer = undefined;
+        this.flushLaunches();
+      }, this.launchBatchMs);
+    }
+    this.scheduleReconcile();
+  }
+
+  /** Re-plans with the launch throttle applied and sends one launch call for the batch. */
+  private flushLaunches(): void {
+    if (this.stopped || this.draining) return;
+    const plan = this.plan('launch batch', true);
+    if (plan.launch > 0) {
+      this.bucket = take(this.bucket, plan.launch);
+      this.track(this.launch(plan.launch));
+    }
+    if (plan.inputs.throttled === true && this.launchTimer === undefined) {
+      // Come back when the bucket has a token again rather than at the next reconcile.
+      const perSecond = this.tuning.policy.throttle?.limitPerSecond ?? 1;
+      this.launchTimer = this.clock.setTimeout(
+        () => {
+          this.launchTimer = undefined;
+          this.flushLaunches();
+        },
+        Math.max(this.launchBatchMs, Math.ceil(1000 / Math.max(perSecond, 0.001))),
+      );
+    }
+  }
+
+  private track<T>(promise: Promise<T>): void {
+    this.inFlight.add(promise);
+    void promise.finally(() => this.inFlight.delete(promise));
   }
 
   private async launch(count: number): Promise<void> {
@@ -464,18 +702,21 @@ export class Fleet {
           [TAG.useCount]: '0',
         },
       });
+      this.observer.launched?.(count, result.launched.length, result.failures, this.clock.now() - now);
       for (const launched of result.launched) {
         if (this.instances.has(launched.id)) continue;
         const record = this.recordFrom(launched, 'booting');
         this.instances.set(record.id, record);
+        this.observer.instanceState?.(record, undefined, this.clock.now());
         log.info({ instanceId: record.id, ...record.detail }, 'instance launched');
-        void this.awaitReady(record);
+        this.track(this.awaitReady(record));
       }
       for (const failure of result.failures) {
         log.warn({ code: failure.code, count: failure.count, error: failure.message }, 'launch failed');
         this.notifyWaiters(`Launch of ${failure.count} instance(s) failed (${failure.code}); will retry`);
       }
     } catch (error) {
+      this.observer.launched?.(count, 0, [{ code: 'error', message: (error as Error).message, count }], 0);
       log.error(
         { count, error: (error as Error).message },
         'launch call failed; will retry on the next reconcile',
@@ -489,7 +730,7 @@ export class Fleet {
 
   private async awaitReady(instance: InstanceRecord): Promise<void> {
     const deadline = instance.createdAt + this.tuning.readyTimeoutMs;
-    let delay = 100;
+    let delay = 1000;
     let lastReason = 'not checked yet';
     while (!this.stopped && instance.state === 'booting' && this.clock.now() < deadline) {
       try {
@@ -516,13 +757,24 @@ export class Fleet {
       this.scaleNow('readiness failed');
       return;
     }
+    // Ask once, here, how to reach it: the acquire path then answers from memory.
+    try {
+      instance.connect = await this.options.provider.connectInfo(instance.id);
+    } catch (error) {
+      this.log.debug(
+        { instanceId: instance.id, error: (error as Error).message },
+        'connect info not known yet',
+      );
+    }
+    if (this.stopped || instance.state !== 'booting') return;
     instance.readyAt = this.clock.now();
     instance.idleSince = instance.readyAt;
+    // No tag write: "booting" in the tags already means "not leased; check readiness" after a restart.
     this.transition(instance, 'idle');
-    this.log.info(
-      { instanceId: instance.id, readyMs: instance.readyAt - instance.createdAt },
-      'instance ready',
-    );
+    const readyMs = instance.readyAt - instance.createdAt;
+    this.leadTime.record(readyMs);
+    this.observer.ready?.(instance, readyMs);
+    this.log.info({ instanceId: instance.id, readyMs }, 'instance ready');
     this.dispatch();
     this.scaleNow('instance ready');
   }
@@ -531,10 +783,11 @@ export class Fleet {
     if (instance.state === 'terminating' || instance.state === 'terminated') return;
     if (!canTransition(instance.state, 'terminating')) this.transition(instance, 'draining');
     this.transition(instance, 'terminating');
+    this.options.journal.addRetiring([instance.id]);
     this.log.info({ instanceId: instance.id, reason }, 'terminating instance');
     this.pendingTerminations.add(instance.id);
     if (this.terminateTimer === undefined) {
-      this.terminateTimer = this.clock.setTimeout(() => void this.flushTerminations(), TERMINATE_BATCH_MS);
+      this.terminateTimer = this.clock.setTimeout(() => void this.flushTerminations(), this.terminateBatchMs);
     }
   }
 
@@ -551,16 +804,22 @@ export class Fleet {
         if (instance) this.transition(instance, 'terminated');
         this.instances.delete(id);
       }
+      this.options.journal.removeRetiring(ids);
       this.log.info({ instanceIds: ids }, 'instances terminated');
     } catch (error) {
-      // They stay `terminating`; the next reconcile tries again. Never forget an instance.
+      // They stay `terminating`; the next reconcile tries again. Never forget an instance. The
+      // tag tells ops (and any other reader of the tags) what the manager meant to do.
+      for (const id of ids) {
+        const instance = this.instances.get(id);
+        if (instance) this.syncTags(instance);
+      }
       this.log.error({ instanceIds: ids, error: (error as Error).message }, 'terminate failed; will retry');
     }
   }
 
   // ---------------------------------------------------------------- reconcile
 
-  /** One tick: one listing, merge it with what we know, then scale. */
+  /** One tick: one listing, merge it with what we know, reap, then scale. */
   async reconcile(): Promise<void> {
     if (this.reconciling) return this.reconciling;
     this.reconciling = this.reconcileOnce().finally(() => {
@@ -580,6 +839,22 @@ export class Fleet {
       );
       return;
     }
+    this.lastListedAt = this.clock.now();
+    this.mergeListing(listing);
+    // Terminations that failed earlier are retried here.
+    for (const instance of this.instances.values()) {
+      if (instance.state === 'terminating' && !this.pendingTerminations.has(instance.id)) {
+        this.pendingTerminations.add(instance.id);
+      }
+    }
+    await this.flushTerminations();
+    if (this.tuning.reap) await this.reap(this.tuning.reap);
+    this.dispatch();
+    this.scaleNow('reconcile');
+  }
+
+  /** The synchronous part of a tick (public for the bench, which times it at scale). */
+  mergeListing(listing: readonly ProviderInstance[]): void {
     const now = this.clock.now();
     const seen = new Set<string>();
     for (const listed of listing) {
@@ -599,21 +874,102 @@ export class Fleet {
     for (const known of [...this.instances.values()]) {
       if (seen.has(known.id)) continue;
       if (known.state === 'terminating' && !this.pendingTerminations.has(known.id)) {
-        this.instances.delete(known.id);
+        this.forgetVanished(known, 'terminated');
         continue;
       }
       if (now - known.lastSeen > LISTING_GRACE_MS)
         this.forgetVanished(known, 'it is missing from the listing');
     }
-    // Terminations that failed earlier are retried here.
-    for (const instance of this.instances.values()) {
-      if (instance.state === 'terminating' && !this.pendingTerminations.has(instance.id)) {
-        this.pendingTerminations.add(instance.id);
+    // Retiring records of instances that no longer exist are done with.
+    const stale = this.options.journal.retiring().filter((id) => !seen.has(id) && !this.instances.has(id));
+    if (stale.length > 0) this.options.journal.removeRetiring(stale);
+  }
+
+  /**
+   * Orphan reaping, two phases: a first sighting marks the instance (tag + log), and only a
+   * second sighting at least `recheckAfterMs` later terminates it, after asking GitLab again.
+   */
+  private async reap(policy: ReapPolicy): Promise<void> {
+    const checker = this.options.jobChecker;
+    const interval = this.tuning.jobCheckIntervalMs ?? 5 * 60_000;
+    if (checker) {
+      const now = this.clock.now();
+      const due: Array<{ instance: InstanceRecord; entry: LeaseEntry }> = [];
+      for (const instance of this.instances.values()) {
+        if (instance.state !== 'leased' || !instance.jobId) continue;
+        const entry = this.options.journal.get(instance.jobId);
+        if (!entry?.jobToken || !entry.serverUrl) continue;
+        const since = instance.jobCheckedAt ?? instance.leasedAt ?? now;
+        if (instance.orphanMarkedAt !== undefined || now - since >= interval) due.push({ instance, entry });
       }
+      let next = 0;
+      const worker = async () => {
+        while (next < due.length && !this.stopped) {
+          const item = due[next++];
+          if (!item) break;
+          const verdict = await checker(
+            item.entry.serverUrl as string,
+            item.entry.jobToken as string,
+            this.stopController.signal,
+          );
+          // The lease may have ended while we asked; the answer is only about that job.
+          if (item.instance.jobId === item.entry.jobId) {
+            item.instance.jobVerdict = verdict;
+            item.instance.jobCheckedAt = this.clock.now();
+          }
+        }
+      };
+      await Promise.all(Array.from({ length: Math.min(JOB_CHECK_CONCURRENCY, due.length) }, worker));
     }
-    await this.flushTerminations();
-    this.dispatch();
-    this.scaleNow('reconcile');
+    if (this.stopped) return;
+    const now = this.clock.now();
+    const candidates = [];
+    for (const i of this.instances.values()) {
+      if (i.state !== 'leased' && i.state !== 'booting' && i.state !== 'creating') continue;
+      candidates.push({
+        id: i.id,
+        state: i.state,
+        createdAt: i.createdAt,
+        ...(i.leasedAt !== undefined ? { leasedAt: i.leasedAt } : {}),
+        ...(i.jobVerdict !== undefined ? { verdict: i.jobVerdict } : {}),
+        ...(i.orphanMarkedAt !== undefined ? { markedAt: i.orphanMarkedAt } : {}),
+        jobId: i.jobId,
+      });
+    }
+    const plan = planReap(candidates, now, policy);
+    for (const { id, reason } of plan.mark) {
+      const instance = this.instances.get(id);
+      if (!instance) continue;
+      instance.orphanMarkedAt = now;
+      instance.orphanReason = reason;
+      this.syncTags(instance);
+      this.log.warn(
+        { instanceId: id, jobId: instance.jobId, state: instance.state, reason },
+        'orphan suspected; marked for re-check',
+      );
+    }
+    for (const id of plan.unmark) {
+      const instance = this.instances.get(id);
+      if (!instance) continue;
+      this.log.info({ instanceId: id, jobId: instance.jobId }, 'orphan mark cleared: the instance is in use');
+      instance.orphanMarkedAt = undefined;
+      instance.orphanReason = undefined;
+      this.syncTags(instance);
+    }
+    const byId = new Map(candidates.map((c) => [c.id, c]));
+    this.options.journal.batch(() => {
+      for (const { id, reason } of plan.terminate) {
+        const instance = this.instances.get(id);
+        const seen = byId.get(id);
+        // Compare-and-set: still the same state and job as when the plan was made.
+        if (!instance || !seen || instance.state !== seen.state || instance.jobId !== seen.jobId) continue;
+        if (instance.orphanMarkedAt === undefined) continue;
+        this.log.warn({ instanceId: id, jobId: instance.jobId, reason }, 'reaping orphan after re-check');
+        if (instance.jobId) this.options.journal.delete(instance.jobId);
+        this.retire(instance, `orphan: ${reason}`);
+        this.observer.reaped?.(id, reason);
+      }
+    });
   }
 
   /** An instance we did not know (daemon restart, or a crash between launch and bookkeeping). */
@@ -622,8 +978,11 @@ export class Fleet {
     const lease = this.options.journal.byInstance(listed.id);
     let state: InstanceState = isInstanceState(tagState) ? tagState : 'booting';
     if (lease) state = 'leased';
+    const retiring = this.options.journal.isRetiring(listed.id);
     const record = this.recordFrom(listed, state === 'creating' ? 'booting' : state);
     record.useCount = Number(listed.tags[TAG.useCount] ?? '0') || 0;
+    const marked = Date.parse(listed.tags[TAG.orphanMarkedAt] ?? '');
+    if (!Number.isNaN(marked)) record.orphanMarkedAt = marked;
     if (lease) {
       record.jobId = lease.jobId;
       record.leasedAt = Date.parse(lease.leasedAt);
@@ -636,11 +995,16 @@ export class Fleet {
       record.leasedAt = Date.parse(listed.tags[TAG.leasedAt] ?? '') || this.clock.now();
     }
     this.instances.set(record.id, record);
+    this.observer.instanceState?.(record, undefined, this.clock.now());
     this.log.info(
-      { instanceId: record.id, state: record.state, jobId: record.jobId },
+      { instanceId: record.id, state: record.state, jobId: record.jobId, retiring },
       'adopted instance from tags',
     );
-    if (record.state === 'booting') void this.awaitReady(record);
+    if (retiring && !lease) {
+      // We had decided to terminate it before the restart: finish that.
+      record.state = 'failed';
+      this.retire(record, 'was being terminated before the restart');
+    } else if (record.state === 'booting') this.track(this.awaitReady(record));
     else if (record.state === 'idle') record.idleSince = this.clock.now();
     else if (['draining', 'failed', 'terminating'].includes(record.state)) {
       record.state = 'failed';
@@ -657,21 +1021,38 @@ export class Fleet {
         'instance vanished',
       );
     }
+    const from = instance.state;
+    instance.state = 'terminated';
+    this.observer.instanceState?.(instance, from, this.clock.now());
     this.instances.delete(instance.id);
+    this.options.journal.removeRetiring([instance.id]);
   }
 
+  /** Only states a restart must see are kept in tags; see syncTags for which. */
   private repairTags(known: InstanceRecord, listed: ProviderInstance): void {
+    if (!this.tagsMatter(known)) return;
     const want = this.tagsOf(known);
-    const drift = Object.entries(want).some(([k, v]) => (listed.tags[k] ?? '') !== v);
+    let drift = false;
+    for (const key in want) if ((listed.tags[key] ?? '') !== want[key]) drift = true;
     if (drift && !this.tagWrites.has(known.id)) this.syncTags(known);
+  }
+
+  private tagsMatter(instance: InstanceRecord): boolean {
+    return instance.state === 'leased' || (instance.state === 'idle' && instance.useCount > 0);
   }
 
   private scheduleReconcile(): void {
     if (this.stopped) return;
     const busy = this.waiters.length > 0 || this.launching > 0 || this.countIn('booting', 'terminating') > 0;
     const interval = busy ? this.tuning.reconcileFastIntervalMs : this.tuning.reconcileIntervalMs;
+    const at = this.clock.now() + interval;
+    // Only ever move the next tick earlier: re-arming on every event would starve the loop.
+    if (this.reconcileTimer !== undefined && this.reconcileAt <= at) return;
     this.clock.clearTimeout(this.reconcileTimer);
+    this.reconcileAt = at;
     this.reconcileTimer = this.clock.setTimeout(() => {
+      this.reconcileTimer = undefined;
+      this.reconcileAt = Number.POSITIVE_INFINITY;
       void this.reconcile().finally(() => this.scheduleReconcile());
     }, interval);
   }
@@ -683,8 +1064,9 @@ export class Fleet {
       throw new Error(`bug: instance ${instance.id} cannot go from ${instance.state} to ${to}`);
     }
     if (instance.state === to) return;
+    const from = instance.state;
     instance.state = to;
-    if (to !== 'terminated') this.syncTags(instance);
+    this.observer.instanceState?.(instance, from, this.clock.now());
   }
 
   private tagsOf(instance: InstanceRecord): Record<string, string> {
@@ -694,13 +1076,23 @@ export class Fleet {
       [TAG.leasedAt]: instance.leasedAt ? new Date(instance.leasedAt).toISOString() : '',
       [TAG.useCount]: String(instance.useCount),
       [TAG.credentialClass]: instance.credentialClass ?? '',
+      [TAG.orphanMarkedAt]: instance.orphanMarkedAt ? new Date(instance.orphanMarkedAt).toISOString() : '',
     };
   }
 
-  /** Tag writes are serialized per instance so a late write never overtakes a newer one. */
+  /**
+   * Tag writes are serialized per instance so a late write never overtakes a newer one, and
+   * coalesced: a write still waiting in the queue reads the state when it runs, so a second
+   * change before it starts costs no extra call. Tags are written when a restart needs them (a
+   * lease starts or ends with reuse, an orphan mark, a failed terminate); booting → idle and
+   * → terminating are not, see lease-journal.ts.
+   */
   private syncTags(instance: InstanceRecord): void {
+    if (this.tagQueued.has(instance.id)) return;
+    this.tagQueued.add(instance.id);
     const previous = this.tagWrites.get(instance.id) ?? Promise.resolve();
     const next = previous.then(async () => {
+      this.tagQueued.delete(instance.id);
       if (instance.state === 'terminated' || !this.instances.has(instance.id)) return;
       try {
         await this.options.provider.setTags(instance.id, this.tagsOf(instance));

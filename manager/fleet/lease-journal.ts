@@ -3,6 +3,11 @@
  * write is a cloud call and may lag; the journal is written before `prepare` gets its answer, so
  * a daemon killed right after handing out a lease still knows, after restart, that the instance
  * is busy. Written atomically (temp file + rename), 0600: it may hold job tokens.
+ *
+ * It also remembers which instances are being retired. Retiring an instance is decided locally
+ * and the terminate call follows within a second, so writing a `terminating` tag first would cost
+ * one cloud call per job for a window that this file covers for free: after a crash in between,
+ * the restarted daemon finds the id here and finishes the termination.
  */
 import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
@@ -18,29 +23,42 @@ export interface LeaseEntry {
   readonly serverUrl?: string;
 }
 
+/** What the fleet needs from a lease record; the simulator uses the in-memory one. */
+export interface LeaseStore {
+  readonly loadProblem?: string | undefined;
+  get(jobId: string): LeaseEntry | undefined;
+  byInstance(instanceId: string): LeaseEntry | undefined;
+  all(): LeaseEntry[];
+  put(entry: LeaseEntry): void;
+  delete(jobId: string): boolean;
+  /** Instances decided to be terminated whose termination is not confirmed yet. */
+  addRetiring(ids: readonly string[]): void;
+  removeRetiring(ids: readonly string[]): void;
+  isRetiring(id: string): boolean;
+  retiring(): string[];
+  /** Several changes, one write. */
+  batch(fn: () => void): void;
+}
+
 interface JournalFile {
   version: 1;
   leases: LeaseEntry[];
+  retiring?: string[];
 }
 
-export class LeaseJournal {
-  private readonly leases = new Map<string, LeaseEntry>();
-  readonly path: string;
-  /** Set when the file on disk was unreadable at load: reported, then overwritten. */
-  readonly loadProblem: string | undefined;
-
-  constructor(stateDir: string) {
-    this.path = join(stateDir, 'leases.json');
-    this.loadProblem = this.load();
-  }
+export class MemoryLeaseStore implements LeaseStore {
+  protected readonly leases = new Map<string, LeaseEntry>();
+  protected readonly byInstanceId = new Map<string, LeaseEntry>();
+  protected readonly retiringIds = new Set<string>();
+  private batching = 0;
+  private dirty = false;
 
   get(jobId: string): LeaseEntry | undefined {
     return this.leases.get(jobId);
   }
 
   byInstance(instanceId: string): LeaseEntry | undefined {
-    for (const lease of this.leases.values()) if (lease.instanceId === instanceId) return lease;
-    return undefined;
+    return this.byInstanceId.get(instanceId);
   }
 
   all(): LeaseEntry[] {
@@ -48,14 +66,72 @@ export class LeaseJournal {
   }
 
   put(entry: LeaseEntry): void {
+    const previous = this.leases.get(entry.jobId);
+    if (previous) this.byInstanceId.delete(previous.instanceId);
     this.leases.set(entry.jobId, entry);
-    this.save();
+    this.byInstanceId.set(entry.instanceId, entry);
+    this.changed();
   }
 
   delete(jobId: string): boolean {
-    const had = this.leases.delete(jobId);
-    if (had) this.save();
-    return had;
+    const entry = this.leases.get(jobId);
+    if (!entry) return false;
+    this.leases.delete(jobId);
+    if (this.byInstanceId.get(entry.instanceId) === entry) this.byInstanceId.delete(entry.instanceId);
+    this.changed();
+    return true;
+  }
+
+  addRetiring(ids: readonly string[]): void {
+    const before = this.retiringIds.size;
+    for (const id of ids) this.retiringIds.add(id);
+    if (this.retiringIds.size !== before) this.changed();
+  }
+
+  removeRetiring(ids: readonly string[]): void {
+    let removed = false;
+    for (const id of ids) removed = this.retiringIds.delete(id) || removed;
+    if (removed) this.changed();
+  }
+
+  isRetiring(id: string): boolean {
+    return this.retiringIds.has(id);
+  }
+
+  retiring(): string[] {
+    return [...this.retiringIds];
+  }
+
+  batch(fn: () => void): void {
+    this.batching++;
+    try {
+      fn();
+    } finally {
+      this.batching--;
+      if (this.batching === 0 && this.dirty) {
+        this.dirty = false;
+        this.save();
+      }
+    }
+  }
+
+  private changed(): void {
+    if (this.batching > 0) this.dirty = true;
+    else this.save();
+  }
+
+  protected save(): void {}
+}
+
+export class LeaseJournal extends MemoryLeaseStore {
+  readonly path: string;
+  /** Set when the file on disk was unreadable at load: reported, then overwritten. */
+  readonly loadProblem: string | undefined;
+
+  constructor(stateDir: string) {
+    super();
+    this.path = join(stateDir, 'leases.json');
+    this.loadProblem = this.load();
   }
 
   private load(): string | undefined {
@@ -70,9 +146,12 @@ export class LeaseJournal {
       const parsed = JSON.parse(text) as JournalFile;
       if (parsed?.version !== 1 || !Array.isArray(parsed.leases)) throw new Error('unexpected shape');
       for (const lease of parsed.leases) {
-        if (typeof lease?.jobId === 'string' && typeof lease.instanceId === 'string')
+        if (typeof lease?.jobId === 'string' && typeof lease.instanceId === 'string') {
           this.leases.set(lease.jobId, lease);
+          this.byInstanceId.set(lease.instanceId, lease);
+        }
       }
+      for (const id of parsed.retiring ?? []) if (typeof id === 'string') this.retiringIds.add(id);
       return undefined;
     } catch (error) {
       // A corrupt journal must not stop the daemon: instance tags still say which are leased.
@@ -80,10 +159,10 @@ export class LeaseJournal {
     }
   }
 
-  private save(): void {
+  protected override save(): void {
     mkdirSync(dirname(this.path), { recursive: true, mode: 0o700 });
     const tmp = `${this.path}.${process.pid}.tmp`;
-    const body: JournalFile = { version: 1, leases: this.all() };
+    const body: JournalFile = { version: 1, leases: this.all(), retiring: this.retiring() };
     writeFileSync(tmp, JSON.stringify(body), { mode: 0o600 });
     renameSync(tmp, this.path);
   }
