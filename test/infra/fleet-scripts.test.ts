@@ -23,7 +23,9 @@ describe('renderManagerUnit', () => {
   const service = section(unit, 'Service');
 
   it('runs the daemon as gitlab-runner with the system config, restarting on failure', () => {
-    expect(service.get('ExecStart')).toEqual(['/usr/bin/runner-fleet daemon --config /etc/runner-fleet/config.toml']);
+    expect(service.get('ExecStart')).toEqual([
+      '/usr/bin/runner-fleet daemon --config /etc/runner-fleet/config.toml',
+    ]);
     expect(service.get('User')).toEqual(['gitlab-runner']);
     expect(service.get('Restart')).toEqual(['on-failure']);
     expect(service.get('ExecReload')).toEqual(['/bin/kill -HUP $MAINPID']);
@@ -45,7 +47,10 @@ describe('renderManagerUnit', () => {
   });
 
   it('takes another binary, config or user', () => {
-    const other = section(renderManagerUnit({ binPath: '/opt/rf/bin/runner-fleet', configPath: '/srv/c.toml', user: 'ci' }), 'Service');
+    const other = section(
+      renderManagerUnit({ binPath: '/opt/rf/bin/runner-fleet', configPath: '/srv/c.toml', user: 'ci' }),
+      'Service',
+    );
     expect(other.get('ExecStart')).toEqual(['/opt/rf/bin/runner-fleet daemon --config /srv/c.toml']);
     expect(other.get('User')).toEqual(['ci']);
   });
@@ -90,7 +95,9 @@ describe('renderManagerBootScript', () => {
   });
 
   it('reads the runner token from the SSM SecureString at boot, never holding it in user data', () => {
-    expect(script).toContain("aws ssm get-parameter --name '/runner-fleet/ci/runner-token' --with-decryption");
+    expect(script).toContain(
+      "aws ssm get-parameter --name '/runner-fleet/ci/runner-token' --with-decryption",
+    );
     expect(script).toMatch(/os\.environ\["RUNNER_TOKEN"\]/);
     expect(script).toContain('unset RUNNER_TOKEN');
     expect(script).not.toMatch(/glrt-/);
@@ -102,7 +109,9 @@ describe('renderManagerBootScript', () => {
     const umask = script.indexOf('umask 077');
     expect(umask).toBeGreaterThan(-1);
     expect(umask).toBeLessThan(script.indexOf('> /etc/gitlab-runner/config.toml'));
-    expect(script).toContain(`cat > /etc/systemd/system/runner-fleet.service <<'UNIT_EOF'\n${renderManagerUnit()}`);
+    expect(script).toContain(
+      `cat > /etc/systemd/system/runner-fleet.service <<'UNIT_EOF'\n${renderManagerUnit()}`,
+    );
     expect(script).toContain('systemctl enable --now runner-fleet.service');
     expect(script).toContain('systemctl restart gitlab-runner.service');
     expect(script).toContain('npm install --global --prefix /usr runner-fleet@0.1.0');

@@ -55,16 +55,22 @@ describe('renderGitlabRb', () => {
   it('holds no secret: passwords are read from root-only files at reconfigure', () => {
     expect(s.get("gitlab_rails['db_password']")).toBe(`File.read('${SECRET_FILES.dbPassword}').strip`);
     expect(s.get("gitlab_rails['redis_password']")).toBe(`File.read('${SECRET_FILES.redisPassword}').strip`);
-    expect(s.get("gitlab_rails['initial_root_password']")).toBe(`File.read('${SECRET_FILES.rootPassword}').strip`);
+    expect(s.get("gitlab_rails['initial_root_password']")).toBe(
+      `File.read('${SECRET_FILES.rootPassword}').strip`,
+    );
     expect(rb).not.toMatch(/password'\] = '/);
   });
 
   it('configures consolidated object storage with the instance profile, one bucket per type', () => {
     expect(s.get("gitlab_rails['object_store']['enabled']")).toBe('true');
-    expect(rb).toMatch(/\['object_store'\]\['connection'\] = \{[^}]*'provider' => 'AWS'[^}]*'use_iam_profile' => true/s);
+    expect(rb).toMatch(
+      /\['object_store'\]\['connection'\] = \{[^}]*'provider' => 'AWS'[^}]*'use_iam_profile' => true/s,
+    );
     expect(rb).not.toMatch(/aws_access_key_id|aws_secret_access_key/);
     for (const type of OBJECT_TYPES) {
-      expect(s.get(`gitlab_rails['object_store']['objects']['${type}']['bucket']`)).toBe(`'${buckets[type]}'`);
+      expect(s.get(`gitlab_rails['object_store']['objects']['${type}']['bucket']`)).toBe(
+        `'${buckets[type]}'`,
+      );
     }
   });
 
@@ -112,12 +118,16 @@ describe('renderGitlabBootScript', () => {
 
   it('installs the pinned package and reconfigures after writing the config', () => {
     expect(script).toContain('dnf install -y gitlab-ee-18.2.1-ee.0');
-    expect(script.indexOf('cat > /etc/gitlab/gitlab.rb')).toBeLessThan(script.indexOf('gitlab-ctl reconfigure'));
+    expect(script.indexOf('cat > /etc/gitlab/gitlab.rb')).toBeLessThan(
+      script.indexOf('gitlab-ctl reconfigure'),
+    );
   });
 
   it("keeps GitLab's keys across instance replacement via the gitlab-secrets.json secret", () => {
     expect(script).toContain(`if [ "$stored_secrets" != '${EMPTY_GITLAB_SECRETS}' ]`);
-    expect(script).toMatch(/put-secret-value --secret-id 'arn:aws:secretsmanager:eu-west-1:1:secret:gitlab-secrets'/);
+    expect(script).toMatch(
+      /put-secret-value --secret-id 'arn:aws:secretsmanager:eu-west-1:1:secret:gitlab-secrets'/,
+    );
     expect(script).toContain('--secret-string file:///etc/gitlab/gitlab-secrets.json');
   });
 

@@ -3,7 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { GitlabPocStack, type GitlabPocStackProps } from '../../infra/gitlab/gitlab-stack.js';
 import { SIZINGS } from '../../infra/sizing.js';
 import { appWithContext } from './cdk-context.js';
-import { acknowledgements, asList, policyStatements, Synthesized } from './synth.js';
+import { acknowledgements, asList, type Json, policyStatements, Synthesized } from './synth.js';
 
 const env = { account: '222222222222', region: 'eu-west-1' };
 const base: GitlabPocStackProps = {
@@ -40,7 +40,7 @@ beforeAll(() => {
 afterAll(() => synth?.cleanup());
 
 const resourcesOf = (template: Template, type: string) =>
-  Object.values(template.findResources(type)) as { Properties: Record<string, any> }[];
+  Object.values(template.findResources(type)) as { Properties: Record<string, Json> }[];
 const ref = (template: Template, type: string) => ({ Ref: Object.keys(template.findResources(type))[0] });
 
 describe('GitLab POC stack: network', () => {
@@ -49,7 +49,9 @@ describe('GitLab POC stack: network', () => {
     t.resourceCountIs('AWS::EC2::Subnet', 6);
     t.resourceCountIs('AWS::EC2::NatGateway', 1);
     ha.resourceCountIs('AWS::EC2::NatGateway', 2);
-    const zones = resourcesOf(t, 'AWS::EC2::Subnet').map((s) => JSON.stringify(s.Properties.AvailabilityZone));
+    const zones = resourcesOf(t, 'AWS::EC2::Subnet').map((s) =>
+      JSON.stringify(s.Properties.AvailabilityZone),
+    );
     expect(new Set(zones).size).toBe(2);
     // Zones come from Fn::GetAZs at deploy time: no AZ lookup, no hard-coded zone.
     expect(zones.every((z) => z.includes('Fn::GetAZs'))).toBe(true);
@@ -124,7 +126,9 @@ describe('GitLab POC stack: GitLab instance', () => {
     t.hasResourceProperties('AWS::EC2::LaunchTemplate', {
       LaunchTemplateData: Match.objectLike({
         MetadataOptions: Match.objectLike({ HttpTokens: 'required', HttpPutResponseHopLimit: 1 }),
-        BlockDeviceMappings: [Match.objectLike({ Ebs: Match.objectLike({ Encrypted: true, VolumeType: 'gp3' }) })],
+        BlockDeviceMappings: [
+          Match.objectLike({ Ebs: Match.objectLike({ Encrypted: true, VolumeType: 'gp3' }) }),
+        ],
         IamInstanceProfile: Match.anyValue(),
         InstanceType: 'c6i.2xlarge',
       }),
@@ -136,7 +140,9 @@ describe('GitLab POC stack: GitLab instance', () => {
 
   it('takes its AMI from a public SSM parameter at deploy time', () => {
     const params = Object.values(t.toJSON().Parameters ?? {}) as { Type: string; Default: string }[];
-    expect(params.some((p) => p.Type.includes('AWS::SSM::Parameter::Value') && p.Default.includes('al2023'))).toBe(true);
+    expect(
+      params.some((p) => p.Type.includes('AWS::SSM::Parameter::Value') && p.Default.includes('al2023')),
+    ).toBe(true);
   });
 
   it('is a self-healing group of one behind all three target groups', () => {
@@ -151,11 +157,19 @@ describe('GitLab POC stack: GitLab instance', () => {
 
   it('has Session Manager and S3 access to exactly the GitLab buckets', () => {
     t.hasResourceProperties('AWS::IAM::Role', {
-      ManagedPolicyArns: [Match.objectLike({ 'Fn::Join': Match.arrayWith([Match.arrayWith([':iam::aws:policy/AmazonSSMManagedInstanceCore'])]) })],
+      ManagedPolicyArns: [
+        Match.objectLike({
+          'Fn::Join': Match.arrayWith([Match.arrayWith([':iam::aws:policy/AmazonSSMManagedInstanceCore'])]),
+        }),
+      ],
     });
     const statements = policyStatements(t);
-    const s3 = statements.filter((s) => asList(s.Action as string | string[]).some((a) => a.startsWith('s3:')));
-    const bucketIds = Object.keys(t.findResources('AWS::S3::Bucket')).filter((id) => id.startsWith('ObjectStorage'));
+    const s3 = statements.filter((s) =>
+      asList(s.Action as string | string[]).some((a) => a.startsWith('s3:')),
+    );
+    const bucketIds = Object.keys(t.findResources('AWS::S3::Bucket')).filter((id) =>
+      id.startsWith('ObjectStorage'),
+    );
     expect(bucketIds).toHaveLength(10);
     for (const s of s3) {
       const resources = JSON.stringify(s.Resource);
@@ -216,7 +230,7 @@ describe('GitLab POC stack: buckets', () => {
     const buckets = t.findResources('AWS::S3::Bucket');
     expect(Object.keys(buckets)).toHaveLength(11);
     const policies = resourcesOf(t, 'AWS::S3::BucketPolicy');
-    for (const [id, bucket] of Object.entries(buckets) as [string, { Properties: Record<string, any> }][]) {
+    for (const [id, bucket] of Object.entries(buckets) as [string, { Properties: Record<string, Json> }][]) {
       expect(bucket.Properties.PublicAccessBlockConfiguration, id).toEqual({
         BlockPublicAcls: true,
         BlockPublicPolicy: true,
@@ -224,8 +238,10 @@ describe('GitLab POC stack: buckets', () => {
         RestrictPublicBuckets: true,
       });
       expect(bucket.Properties.BucketEncryption, id).toBeDefined();
-      const policy = policies.find((p) => JSON.stringify(p.Properties.Bucket) === JSON.stringify({ Ref: id }));
-      const statements = policy?.Properties.PolicyDocument.Statement as Record<string, any>[];
+      const policy = policies.find(
+        (p) => JSON.stringify(p.Properties.Bucket) === JSON.stringify({ Ref: id }),
+      );
+      const statements = policy?.Properties.PolicyDocument.Statement as Record<string, Json>[];
       expect(
         statements.some((s) => s.Effect === 'Deny' && s.Condition?.Bool?.['aws:SecureTransport'] === 'false'),
         id,
@@ -237,7 +253,13 @@ describe('GitLab POC stack: buckets', () => {
     t.hasResourceProperties('AWS::S3::Bucket', {
       VersioningConfiguration: { Status: 'Enabled' },
       LifecycleConfiguration: {
-        Rules: [Match.objectLike({ Status: 'Enabled', ExpirationInDays: 30, NoncurrentVersionExpiration: Match.anyValue() })],
+        Rules: [
+          Match.objectLike({
+            Status: 'Enabled',
+            ExpirationInDays: 30,
+            NoncurrentVersionExpiration: Match.anyValue(),
+          }),
+        ],
       },
     });
   });
@@ -255,7 +277,8 @@ describe('GitLab POC stack: security groups per tier', () => {
       );
     const gitlabIngress = ingressFrom(gitlab);
     expect(gitlabIngress.map((r) => r.Properties.FromPort).sort()).toEqual([22, 80, 8080]);
-    for (const r of gitlabIngress) expect(r.Properties.SourceSecurityGroupId).toEqual({ 'Fn::GetAtt': [lb, 'GroupId'] });
+    for (const r of gitlabIngress)
+      expect(r.Properties.SourceSecurityGroupId).toEqual({ 'Fn::GetAtt': [lb, 'GroupId'] });
     for (const [prefix, port] of [
       ['DataDatabaseSecurityGroup', 5432],
       ['DataRedisSecurityGroup', 6379],
@@ -265,9 +288,9 @@ describe('GitLab POC stack: security groups per tier', () => {
         [port, { 'Fn::GetAtt': [gitlab, 'GroupId'] }],
       ]);
     }
-    expect(groups[lb]!.Properties.SecurityGroupIngress.map((r: { FromPort: number }) => r.FromPort).sort()).toEqual([
-      22, 443, 80,
-    ]);
+    expect(
+      groups[lb]!.Properties.SecurityGroupIngress.map((r: { FromPort: number }) => r.FromPort).sort(),
+    ).toEqual([22, 443, 80]);
   });
 
   it('never puts the load balancer group on an instance', () => {
@@ -286,7 +309,8 @@ describe('GitLab POC stack: checks', () => {
 
   it('passes cdk-nag AwsSolutions with every acknowledgement explained', () => {
     expect(synth.nagViolations(poc)).toEqual([]);
-    for (const a of acknowledgements(poc)) expect(a.reason.length, `${a.id} at ${a.path}`).toBeGreaterThan(40);
+    for (const a of acknowledgements(poc))
+      expect(a.reason.length, `${a.id} at ${a.path}`).toBeGreaterThan(40);
   });
 
   it('synthesizes without CloudFormation-validate findings', () => {

@@ -30,13 +30,17 @@ export class Synthesized {
   }
 
   template(stack: Stack): Template {
-    return Template.fromJSON(this.assembly.getStackArtifact(stack.artifactId).template, { skipCyclicalDependenciesCheck: true });
+    return Template.fromJSON(this.assembly.getStackArtifact(stack.artifactId).template, {
+      skipCyclicalDependenciesCheck: true,
+    });
   }
 
   /** Findings cdk-nag's AwsSolutions pack reports that no acknowledgement covers. */
   nagViolations(scope: IConstruct): string[] {
     const report = new AwsSolutionsChecks().validateScope(scope);
-    return report.violations.map((v) => `${v.ruleName} at ${v.violatingResources.map((r) => r.constructPath).join(', ')}`);
+    return report.violations.map(
+      (v) => `${v.ruleName} at ${v.violatingResources.map((r) => r.constructPath).join(', ')}`,
+    );
   }
 
   /** Violations (errors and warnings) in the validation report written at synth, e.g. CloudFormation Validate's. */
@@ -62,7 +66,11 @@ export function acknowledgements(scope: IConstruct): { path: string; id: string;
     c.node.metadata
       .filter((m) => m.type === Validations.ACKNOWLEDGED_RULES_METADATA_KEY)
       .flatMap((m) =>
-        Object.entries(m.data as Record<string, string>).map(([id, reason]) => ({ path: c.node.path, id, reason })),
+        Object.entries(m.data as Record<string, string>).map(([id, reason]) => ({
+          path: c.node.path,
+          id,
+          reason,
+        })),
       ),
   );
 }
@@ -72,16 +80,23 @@ export function policyStatements(template: Template): Record<string, unknown>[] 
   const out: Record<string, unknown>[] = [];
   for (const type of ['AWS::IAM::Policy', 'AWS::IAM::ManagedPolicy']) {
     for (const r of Object.values(template.findResources(type))) {
-      out.push(...((r as { Properties: { PolicyDocument: { Statement: Record<string, unknown>[] } } }).Properties
-        .PolicyDocument.Statement ?? []));
+      out.push(
+        ...((r as { Properties: { PolicyDocument: { Statement: Record<string, unknown>[] } } }).Properties
+          .PolicyDocument.Statement ?? []),
+      );
     }
   }
   for (const r of Object.values(template.findResources('AWS::IAM::Role'))) {
-    const policies = (r as { Properties: { Policies?: { PolicyDocument: { Statement: Record<string, unknown>[] } }[] } })
-      .Properties.Policies;
+    const policies = (
+      r as { Properties: { Policies?: { PolicyDocument: { Statement: Record<string, unknown>[] } }[] } }
+    ).Properties.Policies;
     for (const p of policies ?? []) out.push(...p.PolicyDocument.Statement);
   }
   return out;
 }
 
 export const asList = <T>(v: T | T[] | undefined): T[] => (v === undefined ? [] : Array.isArray(v) ? v : [v]);
+
+/** CloudFormation and CI YAML are untyped JSON; tests index into them freely. */
+// biome-ignore lint/suspicious/noExplicitAny: see above
+export type Json = any;

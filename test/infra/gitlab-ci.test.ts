@@ -1,0 +1,98 @@
+/**
+ * The repository's .gitlab-ci.yml against GitLab's own CI schema, plus the properties the schema
+ * cannot express (stage order, manual protected production gate, fork guard, no stored keys).
+ *
+ * Needs the `ajv` and `yaml` dev dependencies. They are imported by name at run time so that a
+ * missing package fails this file with a clear message instead of breaking `tsc` for everyone.
+ */
+import { readFileSync } from 'node:fs';
+import { beforeAll, describe, expect, it } from 'vitest';
+import type { Json } from './synth.js';
+
+const repoFile = (path: string) => new URL(`../../${path}`, import.meta.url);
+const SCHEMA = new URL('../../../shared/schemas/gitlab-ci.schema.json', import.meta.url);
+
+async function requireDevDependency<T>(name: string): Promise<T> {
+  try {
+    return (await import(name)) as T;
+  } catch (error) {
+    throw new Error(
+      `test/infra/gitlab-ci.test.ts needs the dev dependency "${name}" (npm i -D ${name}): ${error}`,
+    );
+  }
+}
+
+type Job = Record<string, Json>;
+let ci: Record<string, Json>;
+let validate: ((data: unknown) => boolean) & { errors?: unknown };
+
+beforeAll(async () => {
+  const yaml = await requireDevDependency<{ parse(text: string): unknown }>('yaml');
+  const ajvModule = await requireDevDependency<{ default: Json }>('ajv');
+  const Ajv = ajvModule.default?.default ?? ajvModule.default;
+  ci = yaml.parse(readFileSync(repoFile('.gitlab-ci.yml'), 'utf8')) as Record<string, Json>;
+  // GitLab's schema uses draft-07 plus a few non-standard keywords (markdownDescription): not strict.
+  const ajv = new Ajv({ strict: false, allErrors: true, validateFormats: false });
+  validate = ajv.compile(JSON.parse(readFileSync(SCHEMA, 'utf8')));
+});
+
+const jobs = () =>
+  Object.entries(ci).filter(([name, v]) => !name.startsWith('.') && typeof v === 'object' && v?.stage);
+const job = (name: string): Job => ci[name];
+
+describe('.gitlab-ci.yml', () => {
+  it("passes GitLab's CI schema", () => {
+    const ok = validate(ci);
+    expect(validate.errors ?? [], JSON.stringify(validate.errors, null, 2)).toEqual([]);
+    expect(ok).toBe(true);
+  });
+
+  it('runs build -> deploy-dev -> deploy-prod', () => {
+    expect(ci.stages).toEqual(['build', 'deploy-dev', 'deploy-prod']);
+    expect(Object.fromEntries(jobs().map(([name, j]) => [name, j.stage]))).toEqual({
+      build: 'build',
+      'deploy-dev': 'deploy-dev',
+      'deploy-prod': 'deploy-prod',
+    });
+    expect(job('build').script).toEqual(expect.arrayContaining(['npm test', 'npm run synth']));
+  });
+
+  it('deploys the one synthesized artifact in both stages', () => {
+    expect(job('build').artifacts.paths).toEqual(['cdk.out/']);
+    const deploy = ci['.deploy'] as Job;
+    expect(deploy.script.join('\n')).toContain('cdk deploy --app cdk.out');
+    expect(deploy.script.join('\n')).not.toMatch(/cdk synth|npm run synth/);
+    for (const name of ['deploy-dev', 'deploy-prod']) {
+      expect(job(name).extends).toBe('.deploy');
+      expect(job(name).needs).toContainEqual({ job: 'build', artifacts: true });
+    }
+  });
+
+  it('gets AWS credentials from an ID token, never from stored keys', () => {
+    const deploy = ci['.deploy'] as Job;
+    expect(deploy.id_tokens.AWS_ID_TOKEN.aud).toBe('sts.amazonaws.com');
+    expect(deploy.script.join('\n')).toContain('web_identity_token_file');
+    const text = readFileSync(repoFile('.gitlab-ci.yml'), 'utf8');
+    expect(text).not.toMatch(/AWS_ACCESS_KEY_ID|AWS_SECRET_ACCESS_KEY|aws_secret_access_key/);
+  });
+
+  it('gates production behind a manual, blocking job on a protected environment and branch', () => {
+    const prod = job('deploy-prod');
+    expect(prod.environment).toEqual({ name: 'production', deployment_tier: 'production' });
+    expect(prod.rules).toEqual([
+      {
+        if: '$CI_COMMIT_BRANCH == $CI_DEFAULT_BRANCH && $CI_COMMIT_REF_PROTECTED == "true"',
+        when: 'manual',
+      },
+    ]);
+    expect(prod.allow_failure).toBe(false);
+    expect(prod.needs).toContainEqual({ job: 'deploy-dev', artifacts: false });
+    expect(prod.resource_group).toBe('deploy-prod');
+  });
+
+  it('never runs pipelines for merge requests from forks', () => {
+    const [first] = ci.workflow.rules;
+    expect(first.if).toContain('$CI_MERGE_REQUEST_SOURCE_PROJECT_ID != $CI_PROJECT_ID');
+    expect(first.when).toBe('never');
+  });
+});

@@ -1,0 +1,239 @@
+import { Stack } from 'aws-cdk-lib';
+import { Match, type Template } from 'aws-cdk-lib/assertions';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { RunnerFleetStack, type RunnerFleetStackProps } from '../../infra/fleet/runner-fleet-stack.js';
+import { Network } from '../../infra/gitlab/network.js';
+import { accessLogBucket } from '../../infra/shared/buckets.js';
+import { TAG } from '../../manager/providers/tags.js';
+import { appWithContext } from './cdk-context.js';
+import { acknowledgements, asList, type Json, policyStatements, Synthesized } from './synth.js';
+
+const env = { account: '222222222222', region: 'eu-west-1' };
+
+let synth: Synthesized;
+let asgStack: RunnerFleetStack;
+let asg: Template;
+let fleet: Template;
+
+beforeAll(() => {
+  const app = appWithContext();
+  const network = new Stack(app, 'Network', { env });
+  const vpc = new Network(network, 'Network', { natGateways: 1, flowLogs: accessLogBucket(network, 'Logs') })
+    .vpc;
+  const props: RunnerFleetStackProps = {
+    env,
+    vpc,
+    fleetName: 'ci',
+    mode: 'asg',
+    gitlabUrl: 'https://gitlab.example.com',
+    runnerTokenParameter: '/runner-fleet/ci/runner-token',
+    cacheExpiryDays: 14,
+    maxJobInstances: 20,
+    jobInstanceType: 'm7i.large',
+    managerInstanceType: 't3.small',
+    jobMaxLifetimeMinutes: 240,
+    packageSpec: 'runner-fleet',
+    credentialClasses: [
+      { name: 'default' },
+      { name: 'deploy-dev', assumableRoleArns: ['arn:aws:iam::222222222222:role/runner-fleet-jobs/*'] },
+    ],
+  };
+  asgStack = new RunnerFleetStack(app, 'FleetAsg', props);
+  const fleetStack = new RunnerFleetStack(app, 'FleetFleet', { ...props, mode: 'fleet', fleetName: 'ci2' });
+  synth = new Synthesized(app);
+  asg = synth.template(asgStack);
+  fleet = synth.template(fleetStack);
+});
+afterAll(() => synth?.cleanup());
+
+const resourcesOf = (template: Template, type: string) =>
+  Object.entries(template.findResources(type)) as [string, { Properties: Record<string, Json> }][];
+const launchTemplate = (template: Template, prefix: string) =>
+  resourcesOf(template, 'AWS::EC2::LaunchTemplate').find(([id]) => id.startsWith(prefix))![1].Properties
+    .LaunchTemplateData;
+
+describe('runner fleet stack: launch templates', () => {
+  it('requires IMDSv2 and encrypts the root volume on every launch template', () => {
+    for (const template of [asg, fleet]) {
+      const all = resourcesOf(template, 'AWS::EC2::LaunchTemplate');
+      expect(all).toHaveLength(2);
+      for (const [, lt] of all) {
+        expect(lt.Properties.LaunchTemplateData.MetadataOptions.HttpTokens).toBe('required');
+        expect(lt.Properties.LaunchTemplateData.BlockDeviceMappings[0].Ebs.Encrypted).toBe(true);
+      }
+    }
+  });
+
+  it('makes job instances terminate on shutdown, tagged with the fleet, with the default profile', () => {
+    const job = launchTemplate(asg, 'JobLaunchTemplate');
+    expect(job.InstanceInitiatedShutdownBehavior).toBe('terminate');
+    expect(job.IamInstanceProfile.Arn).toEqual({
+      'Fn::GetAtt': [expect.stringMatching(/^JobDefaultProfile/), 'Arn'],
+    });
+    const instanceTags = job.TagSpecifications.find(
+      (s: { ResourceType: string }) => s.ResourceType === 'instance',
+    ).Tags;
+    expect(instanceTags).toContainEqual({ Key: TAG.fleet, Value: 'ci' });
+    expect(JSON.stringify(job.UserData)).toContain('shutdown -P +240');
+  });
+
+  it('runs the manager with the daemon unit and reads the runner token from SSM at boot', () => {
+    const userData = JSON.stringify(launchTemplate(asg, 'ManagerLaunchTemplate').UserData);
+    expect(userData).toContain(
+      'ExecStart=/usr/bin/runner-fleet daemon --config /etc/runner-fleet/config.toml',
+    );
+    expect(userData).toContain(
+      "aws ssm get-parameter --name '/runner-fleet/ci/runner-token' --with-decryption",
+    );
+    expect(userData).toContain('__RUNNER_TOKEN__');
+  });
+});
+
+describe('runner fleet stack: groups', () => {
+  it('keeps the manager in a self-healing group of one', () => {
+    asg.hasResourceProperties('AWS::AutoScaling::AutoScalingGroup', {
+      MinSize: '1',
+      MaxSize: '1',
+      LaunchTemplate: Match.objectLike({
+        LaunchTemplateId: { Ref: Match.stringLikeRegexp('^ManagerLaunchTemplate') },
+      }),
+    });
+  });
+
+  it('in asg mode: job group from 0, desired left to the manager, new instances protected', () => {
+    const [, group] = resourcesOf(asg, 'AWS::AutoScaling::AutoScalingGroup').find(
+      ([, g]) => g.Properties.AutoScalingGroupName === 'runner-fleet-ci-jobs',
+    )!;
+    expect(group.Properties).toMatchObject({
+      MinSize: '0',
+      MaxSize: '20',
+      NewInstancesProtectedFromScaleIn: true,
+    });
+    expect(group.Properties.DesiredCapacity).toBeUndefined();
+    expect(group.Properties.LaunchTemplate.LaunchTemplateId.Ref).toMatch(/^JobLaunchTemplate/);
+  });
+
+  it('in asg mode: suspends AZRebalance on the job group', () => {
+    const [, suspend] = resourcesOf(asg, 'Custom::AWS').find(([id]) => id.startsWith('SuspendAzRebalance'))!;
+    const create = JSON.stringify(suspend.Properties.Create);
+    expect(create).toContain('SuspendProcesses');
+    expect(create).toContain('AZRebalance');
+    expect(create).toContain('runner-fleet-ci-jobs');
+  });
+
+  it('in fleet mode: no job group, only the manager', () => {
+    fleet.resourceCountIs('AWS::AutoScaling::AutoScalingGroup', 1);
+    fleet.resourceCountIs('Custom::AWS', 0);
+  });
+});
+
+describe('runner fleet stack: IAM', () => {
+  const managerStatements = (template: Template) => {
+    const [, policy] = resourcesOf(template, 'AWS::IAM::Policy').find(([id]) =>
+      id.startsWith('ManagerPolicy'),
+    )!;
+    expect(policy.Properties.Roles).toEqual([{ Ref: expect.stringMatching(/^ManagerRole/) }]);
+    return policy.Properties.PolicyDocument.Statement as { Sid: string }[];
+  };
+
+  it('attaches managerPolicyDocument to the manager role', () => {
+    const sids = managerStatements(asg).map((s) => s.Sid);
+    for (const sid of [
+      'DescribeIsNotResourceScoped',
+      'ManageOwnInstances',
+      'SteerJobGroup',
+      'ReadRunnerToken',
+      'CacheBucketObjects',
+    ]) {
+      expect(sids).toContain(sid);
+    }
+    expect(managerStatements(fleet).map((s) => s.Sid)).toContain('LaunchOnlyTaggedInstances');
+  });
+
+  it('scopes terminate by fleet tag or group ARN, never an unconditioned wildcard', () => {
+    for (const template of [asg, fleet]) {
+      const terminating = policyStatements(template).filter((s) =>
+        asList(s.Action as string | string[]).some((a) => /Terminate/.test(a)),
+      );
+      expect(terminating.length).toBeGreaterThan(0);
+      for (const s of terminating) {
+        const resources = asList(s.Resource as unknown);
+        expect(resources).not.toContain('*');
+        const byTag = JSON.stringify(s.Condition ?? {}).includes(`aws:ResourceTag/${TAG.fleet}`);
+        const byGroup = JSON.stringify(resources).includes('autoScalingGroupName/runner-fleet-ci-jobs');
+        expect(byTag || byGroup, JSON.stringify(s)).toBe(true);
+      }
+    }
+  });
+
+  it('passes only the job roles, and only to EC2', () => {
+    const [passRole] = policyStatements(asg).filter((s) =>
+      asList(s.Action as string[]).includes('iam:PassRole'),
+    );
+    expect(passRole!.Condition).toEqual({ StringEquals: { 'iam:PassedToService': 'ec2.amazonaws.com' } });
+    expect(JSON.stringify(passRole!.Resource)).toMatch(/JobDefaultRole.*JobDeployDevRole/);
+  });
+
+  it('has one least-privilege role and instance profile per credential class', () => {
+    asg.resourceCountIs('AWS::IAM::InstanceProfile', 3);
+    const roles = resourcesOf(asg, 'AWS::IAM::Role').filter(([id]) => /^Job.*Role/.test(id));
+    expect(roles.map(([id]) => id.replace(/[0-9A-F]{8}$/, '')).sort()).toEqual([
+      'JobDefaultRole',
+      'JobDeployDevRole',
+    ]);
+    const jobPolicies = policyStatements(asg).filter((s) => s.Sid === 'AssumeClassRoles');
+    expect(jobPolicies).toHaveLength(1);
+    expect(jobPolicies[0]!.Resource).toBe('arn:aws:iam::222222222222:role/runner-fleet-jobs/*');
+    // The default class has no policy at all.
+    const attached = resourcesOf(asg, 'AWS::IAM::Policy').flatMap(([, p]) =>
+      JSON.stringify(p.Properties.Roles),
+    );
+    expect(attached.some((r) => r.includes('JobDefaultRole'))).toBe(false);
+  });
+
+  it('has no IAM users or access keys', () => {
+    asg.resourceCountIs('AWS::IAM::User', 0);
+    asg.resourceCountIs('AWS::IAM::AccessKey', 0);
+  });
+});
+
+describe('runner fleet stack: cache and logs', () => {
+  it('has a private, encrypted, expiring cache bucket', () => {
+    asg.hasResourceProperties('AWS::S3::Bucket', {
+      PublicAccessBlockConfiguration: {
+        BlockPublicAcls: true,
+        BlockPublicPolicy: true,
+        IgnorePublicAcls: true,
+        RestrictPublicBuckets: true,
+      },
+      BucketEncryption: Match.anyValue(),
+      LifecycleConfiguration: { Rules: [Match.objectLike({ ExpirationInDays: 14, Status: 'Enabled' })] },
+    });
+  });
+
+  it('has a CloudWatch log group with retention', () => {
+    asg.hasResourceProperties('AWS::Logs::LogGroup', {
+      LogGroupName: '/runner-fleet/ci',
+      RetentionInDays: 30,
+    });
+  });
+
+  it('lets jobs be reached over SSH from the manager only', () => {
+    const rules = resourcesOf(asg, 'AWS::EC2::SecurityGroupIngress').map(([, r]) => r.Properties);
+    expect(rules).toHaveLength(1);
+    expect(rules[0]).toMatchObject({ FromPort: 22, ToPort: 22 });
+    expect(rules[0]!.SourceSecurityGroupId['Fn::GetAtt'][0]).toMatch(/^ManagerSecurityGroup/);
+  });
+});
+
+describe('runner fleet stack: checks', () => {
+  it('passes cdk-nag AwsSolutions with every acknowledgement explained', () => {
+    expect(synth.nagViolations(asgStack)).toEqual([]);
+    for (const a of acknowledgements(asgStack))
+      expect(a.reason.length, `${a.id} at ${a.path}`).toBeGreaterThan(30);
+  });
+
+  it('synthesizes without CloudFormation-validate findings', () => {
+    expect(synth.validationViolations()).toEqual([]);
+  });
+});
