@@ -3,7 +3,8 @@
  *  (a) per-stage overhead of a `true` stage vs `ssh -S <ControlMaster socket> host true`;
  *  (b) streaming 200 MiB of output vs `ssh host cat <file>` (a fresh connection, as a user would
  *      run it) and vs the same through an OpenSSH ControlMaster.
- * Rounds are interleaved so drift on a shared machine hits both sides alike; medians reported.
+ * Rounds are interleaved so drift on a shared machine hits both sides alike. Times are medians;
+ * ratios are the median of per-round ratios (paired), which drift between rounds does not skew.
  */
 import { spawn } from 'node:child_process';
 import { closeSync, openSync } from 'node:fs';
@@ -14,8 +15,8 @@ import { createSshTransport } from '../executor/transports/ssh.js';
 import { generateInstanceKeys, storeInstanceKeys } from '../manager/ssh/keys.js';
 import { startSshd } from '../test/support/sshd.js';
 
-const STAGE_ROUNDS = 40;
-const STREAM_ROUNDS = 5;
+const STAGE_ROUNDS = 60;
+const STREAM_ROUNDS = 7;
 const STREAM_BYTES = 200 * 1024 * 1024;
 
 export async function benchSsh(): Promise<Record<string, number | string>> {
@@ -136,13 +137,14 @@ export async function benchSsh(): Promise<Record<string, number | string>> {
       ssh_stage_ms: round(median(ours)),
       openssh_mux_true_ms: round(median(openssh)),
       openssh_mux_true_no_config_ms: round(median(opensshNoConfig)),
-      ssh_stage_overhead_ratio: round(median(ours) / median(openssh), 3),
-      ssh_stage_overhead_ratio_vs_no_config: round(median(ours) / median(opensshNoConfig), 3),
+      ssh_stage_overhead_ratio: round(pairedRatio(ours, openssh), 3),
+      ssh_stage_overhead_ratio_vs_no_config: round(pairedRatio(ours, opensshNoConfig), 3),
       ssh_stream_mib_s: rate(streamOurs),
       openssh_cat_mib_s: rate(streamDirect),
       openssh_mux_cat_mib_s: rate(streamMux),
-      ssh_stream_throughput_ratio: round(median(streamDirect) / median(streamOurs), 3),
-      ssh_stream_throughput_ratio_vs_mux: round(median(streamMux) / median(streamOurs), 3),
+      // Throughput ratio = their time / our time.
+      ssh_stream_throughput_ratio: round(pairedRatio(streamDirect, streamOurs), 3),
+      ssh_stream_throughput_ratio_vs_mux: round(pairedRatio(streamMux, streamOurs), 3),
     };
   } finally {
     await run(['ssh', '-S', baselineCtl, '-O', 'exit', sshd.host]);
@@ -197,6 +199,10 @@ function median(values: number[]): number {
   const sorted = [...values].sort((a, b) => a - b);
   const mid = Math.floor(sorted.length / 2);
   return sorted.length % 2 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
+}
+
+function pairedRatio(numerators: number[], denominators: number[]): number {
+  return median(numerators.map((value, i) => value / denominators[i]!));
 }
 
 function round(value: number, digits = 1): number {

@@ -34,7 +34,7 @@ import {
   jobPaths,
   killCommand,
   knownHostsLine,
-  remotePidFile,
+  remotePidName,
   scriptPrefix,
   stageCommand,
   type ValidConnectInfo,
@@ -116,7 +116,7 @@ export class SshTransport implements Transport {
     if (notReady) return notReady;
 
     const token = randomBytes(8).toString('hex');
-    const pidFile = remotePidFile(paths.jobKey, token);
+    const pidName = remotePidName(paths.jobKey, token);
     const logOffset = fileSize(paths.stageLog);
     const args = [
       ...clientOptions(info, paths, this.timings),
@@ -126,7 +126,7 @@ export class SshTransport implements Transport {
       'ControlMaster=no',
       '--',
       info.host,
-      stageCommand(pidFile),
+      stageCommand(pidName),
     ];
     // Its own session: gitlab-runner's SIGTERM to the hook's process group must not end ssh before
     // the remote tree is told, and output the script writes while it stops still reaches the log.
@@ -149,7 +149,7 @@ export class SshTransport implements Transport {
       const first = await Promise.race([exited, aborted]);
       signal.removeEventListener('abort', onAbort);
       if (first === 'aborted' || signal.aborted) {
-        await this.cancelStage(info, paths, pidFile, child, exited, request.killGraceMs);
+        await this.cancelStage(info, paths, pidName, child, exited, request.killGraceMs);
         return CANCELED;
       }
       return await this.outcome(info, paths, first, logOffset);
@@ -195,7 +195,13 @@ export class SshTransport implements Transport {
     paths: JobPaths,
     signal: AbortSignal,
   ): Promise<StageOutcome | undefined> {
-    if (isSocket(paths.controlPath)) return undefined;
+    if (isSocket(paths.controlPath)) {
+      const pid = readMasterPid(paths);
+      if (pid === undefined || isOurMaster(pid, paths)) return undefined;
+      // A master killed outright leaves its socket behind; clients would each fall back to a
+      // fresh connection. Start a new master instead.
+      await rm(paths.controlPath, { force: true });
+    }
     for (const dir of new Set([paths.dir, paths.socketDir])) {
       await mkdir(dir, { recursive: true, mode: 0o700 });
       await chmod(dir, 0o700);
@@ -291,16 +297,16 @@ export class SshTransport implements Transport {
   private async cancelStage(
     info: ValidConnectInfo,
     paths: JobPaths,
-    pidFile: string,
+    pidName: string,
     child: ChildProcess,
     exited: Promise<Exit>,
     killGraceMs: number,
   ): Promise<void> {
     const ended = (ms: number) =>
       Promise.race([exited.then(() => true), new Promise<false>((r) => setTimeout(r, ms, false).unref())]);
-    if (await this.control(info, paths, killCommand(pidFile, 'TERM'))) {
+    if (await this.control(info, paths, killCommand(pidName, 'TERM'))) {
       if (await ended(killGraceMs)) return;
-      if ((await this.control(info, paths, killCommand(pidFile, 'KILL'))) && (await ended(2_000))) return;
+      if ((await this.control(info, paths, killCommand(pidName, 'KILL'))) && (await ended(2_000))) return;
     }
     // The instance cannot be told (network hung, instance gone): stop waiting for it here.
     child.kill('SIGKILL');

@@ -32,7 +32,9 @@ afterAll(async () => {
     await job.close();
     // Jobs whose sshd was crashed or frozen could not clean up "on the instance", which is here.
     const prefix = `.runner-fleet-${jobPaths(job.dir).jobKey}-`;
-    for (const name of readdirSync('/tmp').filter((n) => n.startsWith(prefix))) await rm(join('/tmp', name));
+    for (const dir of ['/dev/shm', '/tmp']) {
+      for (const name of readdirSync(dir).filter((n) => n.startsWith(prefix))) await rm(join(dir, name));
+    }
   }
   await sshd?.stop();
   await rm(work, { recursive: true, force: true });
@@ -87,6 +89,24 @@ describe('stages', () => {
     );
     expect(existsSync(paths.dir)).toBe(false);
     await j.close(); // idempotent
+  });
+
+  it('starts a new master when the previous one was killed', async () => {
+    const j = await job();
+    const paths = jobPaths(j.dir);
+    await j.run('true');
+    const pid = Number(readFileSync(paths.masterPidFile, 'utf8'));
+    process.kill(pid, 'SIGKILL');
+    await waitFor(
+      () => !existsSync(`/proc/${pid}/cmdline`) || readFileSync(`/proc/${pid}/cmdline`, 'utf8') === '',
+      3_000,
+      'master death',
+    );
+    expect(existsSync(paths.controlPath)).toBe(true); // stale socket left behind
+    expect((await j.run('echo again')).stdout.toString()).toBe('again\n');
+    const next = Number(readFileSync(paths.masterPidFile, 'utf8'));
+    expect(next).not.toBe(pid);
+    expect(readFileSync(`/proc/${next}/cmdline`, 'utf8')).toContain(paths.controlPath);
   });
 
   it('keeps stdin away from the script: commands that read stdin get EOF', async () => {

@@ -133,9 +133,13 @@ export function knownHostsLine(info: ValidConnectInfo): string {
   return `${HOST_KEY_ALIAS} ${info.pinnedKey}\n`;
 }
 
-/** Where the stage's shell records its pid (= process group = session) on the instance. */
-export function remotePidFile(jobKey: string, stageToken: string): string {
-  return `/tmp/.runner-fleet-${jobKey}-${stageToken}.pid`;
+/**
+ * Name of the file in which the stage's shell records its pid (= process group = session) on the
+ * instance. It lives in /dev/shm (tmpfs: creating it costs microseconds, against ~0.3 ms on an
+ * ext4 /tmp, which is measurable per stage), or in /tmp where there is no /dev/shm.
+ */
+export function remotePidName(jobKey: string, stageToken: string): string {
+  return `.runner-fleet-${jobKey}-${stageToken}.pid`;
 }
 
 /**
@@ -146,9 +150,9 @@ export function remotePidFile(jobKey: string, stageToken: string): string {
  * Trade-off: if that shell itself dies by a signal, ssh reports 255 (OpenSSH's client does not
  * relay exit-signal); commands inside the script that die by a signal still give 128+N.
  */
-export function stageCommand(pidFile: string): string {
+export function stageCommand(pidName: string): string {
   return [
-    `echo $$ >${pidFile}`,
+    `{ echo $$ >/dev/shm/${pidName}; } 2>/dev/null || echo $$ >/tmp/${pidName}`,
     'exec 3<&0 </dev/null',
     'if [ -n "$BASH_VERSION" ]; then . /dev/fd/3; else exec bash /dev/fd/3; fi',
   ].join('; ');
@@ -176,10 +180,10 @@ export function shellQuote(value: string): string {
  * of the session that moved to a group of its own. Waits up to 1 s for the pid file, for a
  * cancel that arrives while the stage is still starting.
  */
-export function killCommand(pidFile: string, signal: 'TERM' | 'KILL'): string {
+export function killCommand(pidName: string, signal: 'TERM' | 'KILL'): string {
   return [
-    `f=${pidFile}; i=0`,
-    'while [ ! -s "$f" ] && [ "$i" -lt 10 ]; do sleep 0.1; i=$((i+1)); done',
+    'i=0',
+    `while :; do for f in /dev/shm/${pidName} /tmp/${pidName}; do [ -s "$f" ] && break 2; done; [ "$i" -ge 10 ] && exit 0; sleep 0.1; i=$((i+1)); done`,
     'read p <"$f" 2>/dev/null || exit 0',
     "case $p in ''|*[!0-9]*) exit 0;; esac",
     `kill -${signal} -$p 2>/dev/null`,
@@ -190,5 +194,5 @@ export function killCommand(pidFile: string, signal: 'TERM' | 'KILL'): string {
 
 /** Run by close(): the pid files of this job's stages. */
 export function cleanupCommand(jobKey: string): string {
-  return `rm -f /tmp/.runner-fleet-${jobKey}-*.pid`;
+  return `rm -f /dev/shm/.runner-fleet-${jobKey}-*.pid /tmp/.runner-fleet-${jobKey}-*.pid`;
 }
