@@ -126,6 +126,88 @@ ${CONFIG_HELP}`,
         path: args.positionals[0],
       }),
   },
+  install: {
+    summary: 'install the systemd service, state directory and config on this host',
+    usage: 'runner-fleet install [--user USER] [--prefix DIR] [--root DIR] [--dry-run]',
+    details: `Writes /etc/systemd/system/runner-fleet.service, creates /var/lib/runner-fleet (0700, owned by the
+service user) and copies config.example.toml to /etc/runner-fleet/config.toml if there is none (an
+existing config is never overwritten). Idempotent: run it again after every upgrade.
+
+  --user USER     the user the daemon runs as (default: [service] user, else gitlab-runner)
+  --prefix DIR    npm prefix the package is installed under (default: where this cli.js is)
+  --root DIR      install into DIR instead of / (images, tests)
+  --dry-run       print what would change, change nothing`,
+    valueFlags: ['user', 'prefix', 'root'],
+    booleanFlags: ['dry-run'],
+    run: async (args) =>
+      (await import('./manager/commands/install.js')).installCommand({
+        user: str(args, 'user'),
+        prefix: str(args, 'prefix'),
+        root: str(args, 'root'),
+        dryRun: args.flags.has('dry-run'),
+      }),
+  },
+  register: {
+    summary: 'create the runner in GitLab and store its token (SSM or file)',
+    usage:
+      'runner-fleet register --gitlab-url URL --runner-type TYPE [--group-id N | --project-id N] [--token-file F] [--description D] [--tag-list a,b] [--run-untagged] < token',
+    details: `Creates a runner with POST /api/v4/user/runners and stores the returned glrt- token in the SSM
+parameter ([gitlab] runner_token_parameter, SecureString) or file ([gitlab] runner_token_file, 0600).
+The access token (personal, group or project, scope create_runner) is read from --token-file or
+stdin, never from the command line.
+
+  --gitlab-url URL     GitLab root URL (default: [gitlab] url)
+  --runner-type TYPE   instance_type (admin), group_type (needs --group-id) or project_type (needs --project-id)
+  --token-file F       read the access token from F instead of stdin
+  --description D      runner description (default: runner-fleet <fleet> (<manager id>))
+  --tag-list a,b       job tags the runner takes
+  --run-untagged       also take jobs without tags
+${CONFIG_HELP}`,
+    valueFlags: [
+      'config',
+      'gitlab-url',
+      'token-file',
+      'runner-type',
+      'group-id',
+      'project-id',
+      'description',
+      'tag-list',
+    ],
+    booleanFlags: ['run-untagged'],
+    run: async (args) =>
+      (await import('./manager/commands/register.js')).registerCommand({
+        config: str(args, 'config'),
+        gitlabUrl: str(args, 'gitlab-url'),
+        tokenFile: str(args, 'token-file'),
+        runnerType: str(args, 'runner-type'),
+        groupId: str(args, 'group-id'),
+        projectId: str(args, 'project-id'),
+        description: str(args, 'description'),
+        tagList: str(args, 'tag-list'),
+        runUntagged: args.flags.has('run-untagged'),
+      }),
+  },
+  doctor: {
+    summary: 'check everything the manager needs and say how to fix what is missing',
+    usage: 'runner-fleet doctor [--json] [--config FILE] [--runner-config PATH]',
+    details: `Checks, each with pass/fail/skip and a one-line fix: config, state directory, daemon socket,
+the [[runners]] entry in gitlab-runner's config.toml, AWS identity, launch template / group (IMDSv2,
+terminate on shutdown, AZRebalance suspended), each EC2 permission of the manager policy (DryRun),
+the AMI's package manifest (git, git-lfs, gitlab-runner), the cache bucket and whether GitLab
+accepts the runner token. Launches and changes nothing. Exit 1 if any check fails.
+
+  --json                 {"ok": bool, "checks": [{"id", "status", "detail", "fix"}]}
+  --runner-config PATH   gitlab-runner's config.toml (default /etc/gitlab-runner/config.toml)
+${CONFIG_HELP}`,
+    valueFlags: ['config', 'runner-config'],
+    booleanFlags: ['json'],
+    run: async (args) =>
+      (await import('./manager/commands/doctor.js')).doctorCommand({
+        config: str(args, 'config'),
+        json: args.flags.has('json'),
+        runnerConfig: str(args, 'runner-config'),
+      }),
+  },
   drain: {
     summary: 'stop taking new jobs; with --wait, wait for running jobs (rolling upgrades)',
     usage: 'runner-fleet drain [--wait] [--config FILE] [--socket PATH]',

@@ -21,6 +21,12 @@ export async function runnerConfigCommand(options: {
   const config = loadConfigOrReport(options.config);
   if (typeof config === 'number') return config;
   const paths = { node: process.execPath, cli: cliPath() };
+  if (!options.write && options.path !== undefined) {
+    process.stderr.write(
+      `runner-fleet runner-config: unexpected argument "${options.path}" (did you mean --write ${options.path}?)\n`,
+    );
+    return 64;
+  }
   if (!options.write) {
     // Printing never puts the token on a terminal: --write fetches it and writes it to the file.
     process.stdout.write(renderRunnerEntry(config, paths));

@@ -39,14 +39,14 @@ function apiUrl(base: string, path: string): string {
 
 async function call(
   url: string,
-  init: { headers?: Record<string, string>; body: Record<string, unknown> },
+  init: { method?: string; headers?: Record<string, string>; body?: Record<string, unknown> },
 ): Promise<{ status: number; body: unknown }> {
   let response: Response;
   try {
     response = await fetch(url, {
-      method: 'POST',
+      method: init.method ?? 'POST',
       headers: { 'content-type': 'application/json', accept: 'application/json', ...init.headers },
-      body: JSON.stringify(init.body),
+      ...(init.body ? { body: JSON.stringify(init.body) } : {}),
       signal: AbortSignal.timeout(TIMEOUT_MS),
       redirect: 'error', // A redirect would resend the token somewhere else; a wrong URL should fail.
     });
@@ -179,4 +179,14 @@ export async function verifyRunnerToken(gitlabUrl: string, token: string): Promi
     ok: false,
     reason: `GitLab answered HTTP ${res.status}${gitlabMessage(res.body) ? `: ${gitlabMessage(res.body)}` : ''}`,
   };
+}
+
+/** DELETE /runners/:id: undoes a create whose token could not be stored. */
+export async function deleteRunner(gitlabUrl: string, accessToken: string, id: number): Promise<void> {
+  const res = await call(apiUrl(gitlabUrl, `/runners/${id}`), {
+    method: 'DELETE',
+    headers: { 'PRIVATE-TOKEN': accessToken },
+  });
+  if (res.status !== 204 && res.status !== 200)
+    throw new GitlabError(`GitLab answered HTTP ${res.status}`, res.status);
 }
