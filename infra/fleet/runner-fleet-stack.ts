@@ -56,7 +56,6 @@ export class RunnerFleetStack extends Stack {
     super(scope, id, props);
     if (props.credentialClasses.length === 0) throw new Error('at least one (default) credential class');
     const privateSubnets = { subnetType: ec2.SubnetType.PRIVATE_WITH_EGRESS };
-    Tags.of(this).add(TAG.fleet, props.fleetName);
 
     const logBucket = accessLogBucket(this, 'AccessLogs');
     const cache = privateBucket(this, 'Cache', {
@@ -103,6 +102,9 @@ export class RunnerFleetStack extends Stack {
       instanceInitiatedShutdownBehavior: ec2.InstanceInitiatedShutdownBehavior.TERMINATE,
       blockDevices: [rootVolume(50)],
     });
+    // Only job instances carry the fleet tag: it is what the manager may terminate and what its
+    // reconciler lists, so the manager instance itself must never have it.
+    Tags.of(this.jobLaunchTemplate).add(TAG.fleet, props.fleetName);
 
     let autoScalingGroupName: string | undefined;
     if (props.mode === 'asg') {

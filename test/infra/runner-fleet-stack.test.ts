@@ -77,6 +77,14 @@ describe('runner fleet stack: launch templates', () => {
     expect(JSON.stringify(job.UserData)).toContain('shutdown -P +240');
   });
 
+  it('never tags the manager (or anything but job instances) with the fleet tag', () => {
+    const manager = JSON.stringify(launchTemplate(asg, 'ManagerLaunchTemplate'));
+    expect(manager).not.toContain(TAG.fleet);
+    for (const [id, group] of resourcesOf(asg, 'AWS::AutoScaling::AutoScalingGroup')) {
+      expect(JSON.stringify(group.Properties.Tags ?? []), id).not.toContain(TAG.fleet);
+    }
+  });
+
   it('runs the manager with the daemon unit and reads the runner token from SSM at boot', () => {
     const userData = JSON.stringify(launchTemplate(asg, 'ManagerLaunchTemplate').UserData);
     expect(userData).toContain(
