@@ -136,8 +136,9 @@ abstract class TemplateLauncher implements Launcher {
       new CreateLaunchTemplateVersionCommand({
         LaunchTemplateId: base.id,
         SourceVersion: String(base.version),
-        // Idempotent: a retried launch with the same token reuses the same version.
-        ClientToken: spec.token,
+        // Idempotent: a retried launch with the same token reuses the same version. A token of
+        // its own, so it can never be mistaken for the launch call's.
+        ClientToken: `lt-${spec.token}`.slice(0, 64),
         VersionDescription: `runner-fleet launch ${spec.token}`,
         LaunchTemplateData: data,
       }),
@@ -369,7 +370,10 @@ class AsgLauncher extends TemplateLauncher {
   private async launchNow(spec: LaunchSpec): Promise<LaunchOutcome> {
     const before = await this.describeGroup();
     if (!before) throw new Error(`Auto Scaling group "${this.groupName}" not found`);
-    const desired = before.DesiredCapacity ?? 0;
+    // Never below the members still alive: a desired capacity under them would make the next
+    // increase launch nothing (protected members are not scaled in to meet it).
+    const active = (before.Instances ?? []).filter((i) => !/^Terminat/.test(i.LifecycleState ?? '')).length;
+    const desired = Math.max(before.DesiredCapacity ?? 0, active);
     if (desired + spec.count > (before.MaxSize ?? 0)) {
       return {
         launched: [],
@@ -460,9 +464,17 @@ class AsgLauncher extends TemplateLauncher {
   }
 
   async terminateInGroup(ids: string[]): Promise<string[]> {
-    const notMembers: string[] = [];
+    const g = await this.describeGroup();
+    const live = new Set(
+      (g?.Instances ?? [])
+        .filter((i) => !/^Terminat/.test(i.LifecycleState ?? ''))
+        .map((i) => i.InstanceId ?? ''),
+    );
+    // Already terminating, or never a member: decrementing again would shrink the group below
+    // its live members, so these go to TerminateInstances (idempotent) instead.
+    const notMembers = ids.filter((id) => !live.has(id));
     // No batch API exists for this call; a few in parallel keeps a large scale-in short.
-    const queue = [...ids];
+    const queue = ids.filter((id) => live.has(id));
     const worker = async () => {
       for (let id = queue.shift(); id !== undefined; id = queue.shift()) {
         try {
@@ -479,7 +491,7 @@ class AsgLauncher extends TemplateLauncher {
         }
       }
     };
-    await Promise.all(Array.from({ length: Math.min(4, ids.length) }, worker));
+    await Promise.all(Array.from({ length: Math.min(4, queue.length) }, worker));
     return notMembers;
   }
 

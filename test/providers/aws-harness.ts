@@ -1,0 +1,242 @@
+/**
+ * The AWS provider against the wire-level fake, with every fake instance backed by a real sshd.
+ *
+ * The backing reads the SSH material from the instance's user data (as cloud-init would apply it)
+ * and serves it: the host key the manager pinned, the client key it will log in with. Each sshd
+ * listens on a random port on 127.0.0.1; a small TCP relay on the instance's own private address
+ * (127.0.x.y, from the fake's subnets) and the configured `ssh_port` forwards to it, so the
+ * provider connects exactly as on EC2: private IP, one port for every instance.
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { createConnection, createServer, type Server } from 'node:net';
+import { tmpdir, userInfo } from 'node:os';
+import { join } from 'node:path';
+import { AutoScalingClient } from '@aws-sdk/client-auto-scaling';
+import { EC2Client } from '@aws-sdk/client-ec2';
+import pino from 'pino';
+import { AwsProvider } from '../../manager/providers/aws/aws-provider.js';
+import { type AwsConfig, awsConfigSchema } from '../../manager/providers/aws/config.js';
+import { type AwsFake, DEFAULT_SUBNETS, AwsFake as Fake, type FakeInstance } from '../fakes/aws/fake.js';
+import { type Sshd, startSshd } from '../support/sshd.js';
+
+export const SUBNETS = DEFAULT_SUBNETS.map((s) => s.subnetId);
+export const GROUP = 'runner-fleet-jobs';
+export const TEMPLATE = 'runner-fleet-job';
+
+process.env.AWS_ACCESS_KEY_ID ??= 'AKIAFAKEFAKEFAKEFAKE';
+process.env.AWS_SECRET_ACCESS_KEY ??= 'fake-secret';
+
+/** Host key and client key the user data installs, as the instance would apply them. */
+export function sshMaterialFromUserData(userData: string): {
+  hostPrivateKey: string;
+  hostPublicKey: string;
+  clientPublicKey: string;
+} {
+  const priv =
+    /printf '%s' '(-----BEGIN OPENSSH PRIVATE KEY-----\n[\s\S]*?-----END OPENSSH PRIVATE KEY-----\n)'/.exec(
+      userData,
+    )?.[1];
+  const hostPub = /printf '%s\\n' '(ssh-ed25519 \S+) runner-fleet-host'/.exec(userData)?.[1];
+  const client = /printf '%s\\n' '(ssh-ed25519 \S+) runner-fleet-manager'/.exec(userData)?.[1];
+  if (!priv || !hostPub || !client) throw new Error('user data lacks the SSH material');
+  return { hostPrivateKey: priv, hostPublicKey: hostPub, clientPublicKey: client };
+}
+
+export interface AwsWorld {
+  readonly fake: AwsFake;
+  readonly sshPort: number;
+  readonly templateId: string;
+  readonly backed: Map<string, Sshd>;
+  close(): Promise<void>;
+}
+
+/** A fake with a job launch template (and an Auto Scaling group on `$Latest`) and sshd backings. */
+export async function startAwsWorld(
+  options: { backing?: boolean; azRebalanceSuspended?: boolean; pageSize?: number; port?: number } = {},
+): Promise<AwsWorld> {
+  const fake = await Fake.start({
+    timing: { pendingMs: 50, shuttingDownMs: 50 },
+    ...(options.port ? { port: options.port } : {}),
+    ...(options.pageSize ? { describeDefaultPageSize: options.pageSize } : {}),
+  });
+  const template = fake.addLaunchTemplate(TEMPLATE, {
+    ImageId: 'ami-0123456789abcdef0',
+    InstanceType: 't3.micro',
+    // Deliberately weak: the provider must enforce its own settings over the template's.
+    MetadataOptions: { HttpTokens: 'optional', HttpPutResponseHopLimit: 2 },
+    InstanceInitiatedShutdownBehavior: 'stop',
+  });
+  fake.addAutoScalingGroup({
+    name: GROUP,
+    minSize: 0,
+    maxSize: 20,
+    launchTemplate: { LaunchTemplateName: TEMPLATE, Version: '$Latest' },
+    subnetIds: SUBNETS,
+    suspendedProcesses: options.azRebalanceSuspended === false ? [] : ['AZRebalance'],
+  });
+  const sshPort = await freePort();
+  const backed = new Map<string, Sshd>();
+  const relays = new Map<string, Relay>();
+  if (options.backing !== false) {
+    fake.setBacking({
+      async onRunning(instance: Readonly<FakeInstance>) {
+        const userData = fake.userData(instance.InstanceId);
+        if (!userData) throw new Error('no user data');
+        const m = sshMaterialFromUserData(userData);
+        const sshd = await startSshd({
+          hostKey: { privateKey: m.hostPrivateKey, publicKey: m.hostPublicKey },
+          authorizedKeys: [m.clientPublicKey],
+        });
+        backed.set(instance.InstanceId, sshd);
+        const host = instance.PrivateIpAddress;
+        relays.set(instance.InstanceId, await relay(host, sshPort, sshd.port));
+        return { host, port: sshPort };
+      },
+      async onTerminated(instance: Readonly<FakeInstance>) {
+        await relays.get(instance.InstanceId)?.close();
+        relays.delete(instance.InstanceId);
+        await backed.get(instance.InstanceId)?.stop();
+        backed.delete(instance.InstanceId);
+      },
+    });
+  }
+  return {
+    fake,
+    sshPort,
+    templateId: template.LaunchTemplateId,
+    backed,
+    async close() {
+      await fake.close();
+      await Promise.all([...relays.values()].map((r) => r.close()));
+      await Promise.all([...backed.values()].map((s) => s.stop()));
+    },
+  };
+}
+
+/** The `[aws]` TOML for a daemon pointed at this world. */
+export function awsToml(world: AwsWorld, mode: 'asg' | 'fleet', extra = ''): string {
+  return `[aws]
+region = "${world.fake.world.region}"
+mode = "${mode}"
+endpoint = "${world.fake.url}"
+${mode === 'asg' ? `asg_name = "${GROUP}"` : `launch_template = "${TEMPLATE}"\ninstance_types = ["t3.micro", "t3a.micro"]\nsubnets = ${JSON.stringify(SUBNETS)}`}
+ssh_user = "${userInfo().username}"
+ssh_port = ${world.sshPort}
+instance_ready_command = "true"
+${extra}
+`;
+}
+
+export function awsConfig(
+  world: AwsWorld,
+  mode: 'asg' | 'fleet',
+  over: Record<string, unknown> = {},
+): AwsConfig {
+  return awsConfigSchema.parse({
+    region: world.fake.world.region,
+    mode,
+    endpoint: world.fake.url,
+    ...(mode === 'asg'
+      ? { asg_name: GROUP }
+      : { launch_template: TEMPLATE, instance_types: ['t3.micro', 't3a.micro'], subnets: SUBNETS }),
+    ssh_user: userInfo().username,
+    ssh_port: world.sshPort,
+    instance_ready_command: 'true',
+    ...over,
+  });
+}
+
+export interface ProviderHandle {
+  readonly provider: AwsProvider;
+  readonly stateDir: string;
+  cleanup(): void;
+}
+
+export function awsProvider(
+  world: AwsWorld,
+  mode: 'asg' | 'fleet',
+  opts: {
+    managerId?: string;
+    fleetName?: string;
+    config?: Record<string, unknown>;
+    maxAttempts?: number;
+  } = {},
+): ProviderHandle {
+  const stateDir = mkdtempSync(join(tmpdir(), 'rf-aws-provider-'));
+  const config = awsConfig(world, mode, opts.config);
+  const common = {
+    region: config.region,
+    endpoint: world.fake.url,
+    retryMode: 'adaptive' as const,
+    maxAttempts: opts.maxAttempts ?? 6,
+  };
+  const provider = new AwsProvider({
+    config,
+    fleetName: opts.fleetName ?? 'contract',
+    managerId: opts.managerId ?? 'manager-a',
+    stateDir,
+    maxLifetimeMs: 7 * 3_600_000,
+    ec2: new EC2Client(common),
+    ...(mode === 'asg' ? { autoscaling: new AutoScalingClient(common) } : {}),
+    log: pino({ level: 'silent' }),
+    readyCommandTimeoutMs: 10_000,
+    asgLaunchWaitMs: 5_000,
+  });
+  return { provider, stateDir, cleanup: () => rmSync(stateDir, { recursive: true, force: true }) };
+}
+
+async function freePort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', () => resolve()));
+  const port = (server.address() as { port: number }).port;
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  return port;
+}
+
+interface Relay {
+  close(): Promise<void>;
+}
+
+/** Forwards host:port to 127.0.0.1:target, byte for byte. */
+async function relay(host: string, port: number, target: number): Promise<Relay> {
+  const sockets = new Set<{ destroy(): void }>();
+  const server: Server = createServer((socket) => {
+    const upstream = createConnection({ host: '127.0.0.1', port: target });
+    sockets.add(socket);
+    sockets.add(upstream);
+    socket.pipe(upstream).pipe(socket);
+    const end = () => {
+      socket.destroy();
+      upstream.destroy();
+    };
+    socket.on('error', end);
+    upstream.on('error', end);
+    socket.on('close', end);
+    upstream.on('close', end);
+  });
+  // The fake hands a terminated instance's address to the next launch while the old relay may
+  // still be closing: retry the bind for a moment.
+  for (let attempt = 0; ; attempt++) {
+    try {
+      await new Promise<void>((resolve, reject) => {
+        server.once('error', reject);
+        server.listen(port, host, () => {
+          server.off('error', reject);
+          resolve();
+        });
+      });
+      break;
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'EADDRINUSE' || attempt >= 40) throw error;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+  return {
+    close: () =>
+      new Promise<void>((resolve) => {
+        // A vanished instance drops its connections too.
+        for (const socket of sockets) socket.destroy();
+        server.close(() => resolve());
+      }),
+  };
+}
