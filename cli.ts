@@ -105,6 +105,31 @@ ${SOCKET_HELP}`,
         socket: str(args, 'socket'),
       }),
   },
+  'iam-policy': {
+    summary: "print the manager's minimal IAM policy (JSON) for the [aws] config",
+    usage:
+      'runner-fleet iam-policy [--config FILE] [--account ID] [--partition P] [--instance-profiles ARN,…] [--job-roles ARN,…] [--launch-template-id lt-…]',
+    details: `Prints the IAM policy document the manager needs, scoped to this fleet's tag, the Auto Scaling
+group (asg mode) and the launch template: the same document the CDK stack attaches.
+
+  --account ID             12-digit account id (default: asked from STS GetCallerIdentity)
+  --partition P            aws (default), aws-cn or aws-us-gov
+  --instance-profiles ARNs job instance profiles the manager may attach (comma-separated)
+  --job-roles ARNs         the roles inside them, for iam:PassRole (comma-separated)
+  --launch-template-id ID  scope launch calls to this template (default: [aws] launch_template if an id)
+${CONFIG_HELP}`,
+    valueFlags: ['config', 'account', 'partition', 'instance-profiles', 'job-roles', 'launch-template-id'],
+    booleanFlags: [],
+    run: async (args) =>
+      (await import('./manager/commands/iam-policy.js')).iamPolicyCommand({
+        config: str(args, 'config'),
+        account: str(args, 'account'),
+        partition: str(args, 'partition'),
+        instanceProfiles: str(args, 'instance-profiles'),
+        jobRoles: str(args, 'job-roles'),
+        launchTemplateId: str(args, 'launch-template-id'),
+      }),
+  },
   'runner-config': {
     summary: "print the [[runners]] entry for gitlab-runner's config.toml, or merge it in (--write)",
     usage: 'runner-fleet runner-config [--write [PATH]] [--config FILE]',
