@@ -6,6 +6,7 @@
  * calls (launch, terminate, tag writes) happen around those changes, never inside them.
  */
 import { randomUUID } from 'node:crypto';
+import { setMaxListeners } from 'node:events';
 import type { Logger } from 'pino';
 import type { JobInfo } from '../control/protocol.js';
 import type { ConnectInfo, LaunchFailure, Provider, ProviderInstance } from '../providers/provider.js';
@@ -123,7 +124,7 @@ export interface FleetOptions {
   readonly jobChecker?: JobChecker;
   /** Launch requests within this window go out as one call (default 200 ms). */
   readonly launchBatchMs?: number;
-  /** Terminations within this window go out as one call (default 500 ms). */
+  /** Terminations within this window go out as one call (default 1 s). */
   readonly terminateBatchMs?: number;
 }
 
@@ -144,7 +145,7 @@ const LISTING_GRACE_MS = 60_000;
  * (a launch takes tens of seconds anyway), so a fraction of a second costs nothing.
  */
 const LAUNCH_BATCH_MS = 200;
-const TERMINATE_BATCH_MS = 500;
+const TERMINATE_BATCH_MS = 1000;
 /** GitLab checks in flight at once, so that a thousand leases do not open a thousand sockets. */
 const JOB_CHECK_CONCURRENCY = 8;
 /** Used as the adaptive pool's lead time until some boot has been observed. */
@@ -194,6 +195,8 @@ export class Fleet {
     this.launchBatchMs = options.launchBatchMs ?? LAUNCH_BATCH_MS;
     this.terminateBatchMs = options.terminateBatchMs ?? TERMINATE_BATCH_MS;
     this.bucket = { tokens: options.tuning.policy.throttle?.burst ?? 0, at: this.clock.now() };
+    // One sleep per booting instance listens on this signal; a thousand are normal at scale.
+    setMaxListeners(0, this.stopController.signal);
   }
 
   get policy(): PoolPolicy {
@@ -1043,7 +1046,11 @@ export class Fleet {
 
   private scheduleReconcile(): void {
     if (this.stopped) return;
-    const busy = this.waiters.length > 0 || this.launching > 0 || this.countIn('booting', 'terminating') > 0;
+    // Fast only while a waiting job has no instance on its way (a launch failed or was throttled:
+    // the tick retries it) or a terminate must be retried. Booting instances are polled by
+    // awaitReady, so listing every 2 s while they boot would only cost API calls.
+    const coming = this.launching + this.countIn('creating', 'booting');
+    const busy = this.waiters.length > coming || this.terminateRetryPending();
     const interval = busy ? this.tuning.reconcileFastIntervalMs : this.tuning.reconcileIntervalMs;
     const at = this.clock.now() + interval;
     // Only ever move the next tick earlier: re-arming on every event would starve the loop.
@@ -1123,6 +1130,12 @@ export class Fleet {
 
   private notifyWaiters(message: string): void {
     for (const waiter of this.waiters) waiter.onProgress(message);
+  }
+
+  private terminateRetryPending(): boolean {
+    for (const i of this.instances.values())
+      if (i.state === 'terminating' && !this.pendingTerminations.has(i.id)) return true;
+    return false;
   }
 
   private countIn(...states: InstanceState[]): number {
