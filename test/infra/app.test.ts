@@ -6,14 +6,14 @@ import { AwsSolutionsChecks } from 'cdk-nag';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildApp } from '../../infra/app.js';
 import { appWithContext, cdkJson } from './cdk-context.js';
-import { Synthesized } from './synth.js';
+import { SYNTH_TIMEOUT_MS, Synthesized } from './synth.js';
 
 /** The whole app, synthesized once as `npm run synth` does (cdk.json context, no credentials). */
 let synth: Synthesized;
 
 beforeAll(() => {
   synth = new Synthesized(buildApp(appWithContext()));
-});
+}, SYNTH_TIMEOUT_MS);
 afterAll(() => synth?.cleanup());
 
 describe('the CDK app', () => {

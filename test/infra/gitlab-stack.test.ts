@@ -3,7 +3,14 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { GitlabPocStack, type GitlabPocStackProps } from '../../infra/gitlab/gitlab-stack.js';
 import { SIZINGS } from '../../infra/sizing.js';
 import { appWithContext } from './cdk-context.js';
-import { acknowledgements, asList, type Json, policyStatements, Synthesized } from './synth.js';
+import {
+  acknowledgements,
+  asList,
+  type Json,
+  policyStatements,
+  SYNTH_TIMEOUT_MS,
+  Synthesized,
+} from './synth.js';
 
 const env = { account: '222222222222', region: 'eu-west-1' };
 const base: GitlabPocStackProps = {
@@ -36,7 +43,7 @@ beforeAll(() => {
   synth = new Synthesized(app);
   t = synth.template(poc);
   ha = synth.template(haStack);
-});
+}, SYNTH_TIMEOUT_MS);
 afterAll(() => synth?.cleanup());
 
 const resourcesOf = (template: Template, type: string) =>

@@ -3,7 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DeployTargetStack } from '../../infra/pipeline/deploy-target-stack.js';
 import { DevopsPipelineStack } from '../../infra/pipeline/devops-pipeline-stack.js';
 import { appWithContext } from './cdk-context.js';
-import { acknowledgements, type Json, Synthesized } from './synth.js';
+import { acknowledgements, type Json, SYNTH_TIMEOUT_MS, Synthesized } from './synth.js';
 
 const region = 'eu-west-1';
 let synth: Synthesized;
@@ -39,7 +39,7 @@ beforeAll(() => {
   p = synth.template(devops);
   dev = synth.template(targets[0]!);
   prod = synth.template(targets[1]!);
-});
+}, SYNTH_TIMEOUT_MS);
 afterAll(() => synth?.cleanup());
 
 const roleNamed = (template: Template, name: string) =>

@@ -6,7 +6,14 @@ import { Network } from '../../infra/gitlab/network.js';
 import { accessLogBucket } from '../../infra/shared/buckets.js';
 import { TAG } from '../../manager/providers/tags.js';
 import { appWithContext } from './cdk-context.js';
-import { acknowledgements, asList, type Json, policyStatements, Synthesized } from './synth.js';
+import {
+  acknowledgements,
+  asList,
+  type Json,
+  policyStatements,
+  SYNTH_TIMEOUT_MS,
+  Synthesized,
+} from './synth.js';
 
 const env = { account: '222222222222', region: 'eu-west-1' };
 
@@ -43,7 +50,7 @@ beforeAll(() => {
   synth = new Synthesized(app);
   asg = synth.template(asgStack);
   fleet = synth.template(fleetStack);
-});
+}, SYNTH_TIMEOUT_MS);
 afterAll(() => synth?.cleanup());
 
 const resourcesOf = (template: Template, type: string) =>

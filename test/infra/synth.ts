@@ -22,6 +22,9 @@ interface ValidationReport {
   pluginReports: { pluginName: string; conclusion: string; violations: ValidationViolation[] }[];
 }
 
+/** Synthesis is CPU-bound; on a shared, busy machine it can take far longer than a unit test. */
+export const SYNTH_TIMEOUT_MS = 240_000;
+
 export class Synthesized {
   readonly assembly: CloudAssembly;
 
