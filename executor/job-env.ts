@@ -1,9 +1,16 @@
+import { readFileSync } from 'node:fs';
+
 /**
  * The custom-executor environment contract, read once per hook call. Job variables arrive as
  * CUSTOM_ENV_*; they may hold secrets, so nothing here ever prints the environment.
  */
 export interface HookEnv {
+  /** From gitlab-runner's job response, never from a job variable (a job can override CI_JOB_ID). */
   readonly jobId: string;
+  /** The project id from the job response (job_info.project_id), when known. */
+  readonly projectId: string | undefined;
+  /** The job variable that carries the GitLab ID token (without CUSTOM_ENV_). */
+  readonly idTokenVariable: string;
   readonly tmpDir: string;
   readonly buildFailureExitCode: number;
   readonly systemFailureExitCode: number;
@@ -20,14 +27,60 @@ export class HookInputError extends Error {
 
 const JOB_ID = /^[0-9A-Za-z._-]{1,64}$/;
 
-export function readHookEnv(env: NodeJS.ProcessEnv = process.env): HookEnv {
-  const jobId = env.CUSTOM_ENV_CI_JOB_ID;
-  if (!jobId) {
-    throw new HookInputError(
-      'CUSTOM_ENV_CI_JOB_ID is not set: runner-fleet hooks are meant to be started by gitlab-runner\'s custom executor (see "runner-fleet runner-config")',
+/** job_env keys the config hook hands to the later hooks (gitlab-runner adds them unprefixed). */
+export const JOB_ENV = {
+  jobId: 'RUNNER_FLEET_JOB_ID',
+  projectId: 'RUNNER_FLEET_PROJECT_ID',
+  idTokenVariable: 'RUNNER_FLEET_ID_TOKEN_VARIABLE',
+} as const;
+
+export interface JobIdentity {
+  readonly jobId: string;
+  readonly projectId: string | undefined;
+}
+
+/**
+ * The job's identity. Job variables (CUSTOM_ENV_*) are set by whoever writes .gitlab-ci.yml, so a
+ * job could claim another job's id and release its instance; the job response file and our own
+ * job_env come from gitlab-runner and are trusted. CUSTOM_ENV_CI_JOB_ID is only a fallback for
+ * callers without a job response file (manual runs).
+ */
+export function readJobIdentity(env: NodeJS.ProcessEnv = process.env): JobIdentity {
+  const fromJobEnv = env[JOB_ENV.jobId];
+  if (fromJobEnv) return checked(fromJobEnv, env[JOB_ENV.projectId] || undefined, JOB_ENV.jobId);
+  const responseFile = env.JOB_RESPONSE_FILE;
+  if (responseFile) {
+    let response: { id?: unknown; job_info?: { project_id?: unknown } };
+    try {
+      response = JSON.parse(readFileSync(responseFile, 'utf8')) as typeof response;
+    } catch (error) {
+      throw new HookInputError(
+        `JOB_RESPONSE_FILE ${responseFile} is unreadable: ${(error as NodeJS.ErrnoException).code ?? 'not JSON'}`,
+      );
+    }
+    const projectId = response?.job_info?.project_id;
+    return checked(
+      String(response?.id ?? ''),
+      projectId === undefined || projectId === null ? undefined : String(projectId),
+      'JOB_RESPONSE_FILE id',
     );
   }
-  if (!JOB_ID.test(jobId)) throw new HookInputError('CUSTOM_ENV_CI_JOB_ID is not a valid job id');
+  const fromVariable = env.CUSTOM_ENV_CI_JOB_ID;
+  if (!fromVariable) {
+    throw new HookInputError(
+      'neither JOB_RESPONSE_FILE nor CUSTOM_ENV_CI_JOB_ID is set: runner-fleet hooks are meant to be started by gitlab-runner\'s custom executor (see "runner-fleet runner-config")',
+    );
+  }
+  return checked(fromVariable, undefined, 'CUSTOM_ENV_CI_JOB_ID');
+}
+
+function checked(jobId: string, projectId: string | undefined, source: string): JobIdentity {
+  if (!JOB_ID.test(jobId)) throw new HookInputError(`${source} is not a valid job id`);
+  return { jobId, projectId: projectId && JOB_ID.test(projectId) ? projectId : undefined };
+}
+
+export function readHookEnv(env: NodeJS.ProcessEnv = process.env): HookEnv {
+  const { jobId, projectId } = readJobIdentity(env);
   const tmpDir = env.TMPDIR;
   if (!tmpDir?.startsWith('/')) {
     throw new HookInputError(
@@ -36,6 +89,8 @@ export function readHookEnv(env: NodeJS.ProcessEnv = process.env): HookEnv {
   }
   return {
     jobId,
+    projectId,
+    idTokenVariable: env[JOB_ENV.idTokenVariable] || 'RUNNER_FLEET_ID_TOKEN',
     tmpDir,
     buildFailureExitCode: exitCode(env.BUILD_FAILURE_EXIT_CODE, 1),
     systemFailureExitCode: exitCode(env.SYSTEM_FAILURE_EXIT_CODE, 2),

@@ -6,10 +6,15 @@ import { mkdirSync } from 'node:fs';
 import type { Server } from 'node:net';
 import type { Logger } from 'pino';
 import type { Config } from './config/schema.js';
-import type { ControlRequest, ExecutorConfig, Lease, StatusReport } from './control/protocol.js';
+import type { ControlRequest, ExecutorConfig, JobInfo, Lease, StatusReport } from './control/protocol.js';
 import { ControlError, listenControl } from './control/server.js';
+import { type IdTokenVerifier, selectCredentials, verifierFor } from './credentials/index.js';
 import { type CredentialChoice, Fleet, FleetError, type FleetTuning } from './fleet/fleet.js';
+import { gitlabJobChecker } from './fleet/job-check.js';
 import { LeaseJournal } from './fleet/lease-journal.js';
+import { fleetTuningFrom } from './fleet/tuning.js';
+import { FleetMetrics, instrumentProvider } from './metrics/metrics.js';
+import { type MetricsServer, startMetricsServer } from './metrics/server.js';
 import { createProvider } from './providers/create.js';
 import type { Provider } from './providers/provider.js';
 import { version } from './version.js';
@@ -23,7 +28,12 @@ export interface RunningDaemon {
 export async function startDaemon(config: Config, log: Logger): Promise<RunningDaemon> {
   mkdirSync(config.state_dir, { recursive: true, mode: 0o700 });
   const startedAt = new Date();
-  const provider = await createProvider(config, log);
+  // Metrics only when asked for: then every provider call is counted on its way through.
+  const metrics = config.metrics.listen ? new FleetMetrics({ processMetrics: true }) : undefined;
+  const rawProvider = await createProvider(config, log);
+  const provider = metrics
+    ? instrumentProvider(rawProvider, (op, error) => metrics.operation(op, error))
+    : rawProvider;
   const journal = new LeaseJournal(config.state_dir);
   const fleet = new Fleet({
     provider,
@@ -32,7 +42,12 @@ export async function startDaemon(config: Config, log: Logger): Promise<RunningD
     fleetName: config.fleet_name,
     managerId: config.manager_id,
     tuning: fleetTuning(config),
+    jobChecker: gitlabJobChecker({ timeoutMs: config.pool.job_check_timeout }),
+    ...(metrics ? { observer: metrics } : {}),
   });
+  metrics?.attach(fleet);
+
+  const verifier = verifierFor(config.credentials);
 
   const handle = async (
     request: ControlRequest,
@@ -44,9 +59,16 @@ export async function startDaemon(config: Config, log: Logger): Promise<RunningD
       case 'config':
         return executorConfig(config, provider, request.jobId);
       case 'acquire': {
-        const credentials = chooseCredentials();
         const jobLog = log.child({ jobId: request.job.id });
-        jobLog.info({ projectPath: request.job.projectPath }, 'acquire requested');
+        jobLog.info(
+          { projectPath: request.job.projectPath, projectId: request.job.projectId },
+          'acquire requested',
+        );
+        const credentials = await chooseCredentials(config, verifier, request.job);
+        jobLog.info(
+          { credentialClass: credentials.credentialClass, rule: credentials.ruleName },
+          'credentials chosen',
+        );
         try {
           const grant = await fleet.acquire(request.job, credentials, reply.progress, reply.signal);
           const lease: Lease = {
@@ -102,6 +124,21 @@ export async function startDaemon(config: Config, log: Logger): Promise<RunningD
     await fleet.stop();
     throw error;
   }
+  let metricsServer: MetricsServer | undefined;
+  if (metrics) {
+    try {
+      metricsServer = await startMetricsServer(
+        config.metrics.listen,
+        metrics.registry,
+        () => fleet.health(),
+        log.child({ module: 'metrics' }),
+      );
+    } catch (error) {
+      server.close();
+      await fleet.stop();
+      throw new Error(`cannot listen for metrics on ${config.metrics.listen}: ${(error as Error).message}`);
+    }
+  }
   log.info(
     {
       version: version(),
@@ -123,7 +160,12 @@ export async function startDaemon(config: Config, log: Logger): Promise<RunningD
         'daemon stopping; instances and leases stay for the next start',
       );
       await new Promise<void>((resolve) => server.close(() => resolve()));
+      if (config.pool.delete_instances_on_shutdown) {
+        log.warn({ leased: fleet.leasedCount() }, 'delete_instances_on_shutdown: terminating every instance');
+        await fleet.terminateAll();
+      }
       await fleet.stop();
+      await metricsServer?.close();
       log.info('daemon stopped');
     })();
     return stopping;
@@ -132,24 +174,39 @@ export async function startDaemon(config: Config, log: Logger): Promise<RunningD
 }
 
 export function fleetTuning(config: Config): FleetTuning {
-  return {
-    policy: {
-      idleCount: config.pool.idle_count,
-      idleTimeMs: config.pool.idle_time,
-      maxInstances: config.pool.max_instances,
-      maxInstanceLifetimeMs: config.pool.max_instance_lifetime,
-    },
-    maxUseCount: config.pool.max_use_count,
-    acquireTimeoutMs: config.pool.instance_acquire_timeout,
-    readyTimeoutMs: config.pool.instance_ready_timeout,
-    reconcileIntervalMs: config.pool.reconcile_interval,
-    reconcileFastIntervalMs: config.pool.reconcile_interval_fast,
-  };
+  return fleetTuningFrom(config);
 }
 
-/** Until credential rules are configured, every job gets the default class. */
-function chooseCredentials(): CredentialChoice {
-  return { credentialClass: 'default', notes: [] };
+/**
+ * The job's credential class and instance profile, from the verified claims of its GitLab ID
+ * token only (job variables prove nothing). Reuse isolation keys on the verified project, or on
+ * the project id from gitlab-runner's job response, never on a job variable.
+ */
+async function chooseCredentials(
+  config: Config,
+  verifier: IdTokenVerifier | undefined,
+  job: JobInfo,
+): Promise<CredentialChoice & { ruleName?: string }> {
+  const verification =
+    job.idToken && verifier
+      ? await verifier.verify(job.idToken, {
+          jobId: job.id,
+          projectPath: job.projectPath ?? '',
+          ...(job.projectId ? { projectId: job.projectId } : {}),
+        })
+      : job.idToken
+        ? { ok: false as const, reason: 'ID tokens are not checked: [credentials] gitlab_url is not set' }
+        : undefined;
+  const selection = selectCredentials(config.credentials, verification);
+  const project = selection.verifiedProject ?? (job.projectId ? `project-id:${job.projectId}` : undefined);
+  return {
+    credentialClass: selection.credentialClass,
+    ...(selection.instanceProfile ? { instanceProfile: selection.instanceProfile } : {}),
+    hopLimit: selection.hopLimit,
+    ...(project ? { reuseScope: project } : {}),
+    ...(selection.ruleName ? { ruleName: selection.ruleName } : {}),
+    notes: [selection.logLine],
+  };
 }
 
 function executorConfig(config: Config, provider: Provider, jobId: string): ExecutorConfig {
@@ -164,6 +221,7 @@ function executorConfig(config: Config, provider: Provider, jobId: string): Exec
     hostname: `runner-fleet-${config.fleet_name}`,
     driver: { name: `runner-fleet (${provider.name})`, version: version() },
     shell: 'bash',
+    idTokenVariable: config.credentials.tokenVariable,
   };
 }
 

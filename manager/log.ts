@@ -1,4 +1,5 @@
 import { type Logger, pino } from 'pino';
+import { withRedaction } from './log-redact.js';
 
 export type { Logger };
 
@@ -8,32 +9,12 @@ export type { Logger };
  */
 export function createLogger(level: string, destination?: NodeJS.WritableStream): Logger {
   return pino(
-    {
+    withRedaction({
       level,
       base: { pid: process.pid },
       timestamp: pino.stdTimeFunctions.isoTime,
-      formatters: { level: (label) => ({ level: label }) },
-      redact: { paths: REDACT_PATHS, censor: '[redacted]' },
-    },
+      formatters: { level: (label: string) => ({ level: label }) },
+    }),
     destination ?? pino.destination({ sync: false }),
   );
 }
-
-/** Fields that may carry secrets if someone ever logs a whole request or job object. */
-export const REDACT_PATHS = [
-  'idToken',
-  'jobToken',
-  'token',
-  '*.idToken',
-  '*.jobToken',
-  '*.token',
-  '*.privateKey',
-  '*.variables',
-  '*.env',
-  'job.idToken',
-  'job.jobToken',
-  'request.job.idToken',
-  'request.job.jobToken',
-  'headers.authorization',
-  '*.headers.authorization',
-];

@@ -1,6 +1,6 @@
 import { request } from '../../manager/control/client.js';
 import type { ExecutorConfig } from '../../manager/control/protocol.js';
-import { readHookEnv } from '../job-env.js';
+import { JOB_ENV, readHookEnv } from '../job-env.js';
 import { hookSocketPath } from '../socket.js';
 import { runHook, SystemFailure } from './common.js';
 
@@ -17,7 +17,14 @@ export function configHook(options: { socket?: string }): Promise<number> {
     } catch (error) {
       throw new SystemFailure((error as Error).message);
     }
-    process.stdout.write(`${JSON.stringify(config)}\n`);
+    const { idTokenVariable, ...executor } = config;
+    // job_env reaches only our later hooks (unprefixed), never the job: a trusted channel.
+    const jobEnv: Record<string, string> = {
+      [JOB_ENV.jobId]: env.jobId,
+      [JOB_ENV.idTokenVariable]: idTokenVariable,
+      ...(env.projectId ? { [JOB_ENV.projectId]: env.projectId } : {}),
+    };
+    process.stdout.write(`${JSON.stringify({ ...executor, job_env: jobEnv })}\n`);
     return 0;
   });
 }

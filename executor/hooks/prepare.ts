@@ -5,9 +5,6 @@ import { writeLeaseFile } from '../lease-file.js';
 import { hookSocketPath } from '../socket.js';
 import { runHook, SystemFailure } from './common.js';
 
-/** ID-token variable the job declares under `id_tokens:`; verified by the daemon. */
-const ID_TOKEN_VARIABLE = 'CUSTOM_ENV_RUNNER_FLEET_ID_TOKEN';
-
 /** prepare_exec: acquire a lease on an instance and remember it for the later stages. */
 export function prepareHook(options: { socket?: string }): Promise<number> {
   return runHook('prepare', async () => {
@@ -15,11 +12,14 @@ export function prepareHook(options: { socket?: string }): Promise<number> {
     const started = Date.now();
     const say = (line: string) => process.stdout.write(`${line}\n`);
     say(`runner-fleet: acquiring an instance for job ${env.jobId}`);
+    // The ID token the job declared under `id_tokens:`; only the daemon verifies and trusts it.
+    const idToken = process.env[`CUSTOM_ENV_${env.idTokenVariable}`];
     const job: JobInfo = {
       id: env.jobId,
       ...(env.projectPath ? { projectPath: env.projectPath } : {}),
+      ...(env.projectId ? { projectId: env.projectId } : {}),
       ...(env.pipelineId ? { pipelineId: env.pipelineId } : {}),
-      ...(process.env[ID_TOKEN_VARIABLE] ? { idToken: process.env[ID_TOKEN_VARIABLE] } : {}),
+      ...(idToken ? { idToken } : {}),
       ...(env.jobToken ? { jobToken: env.jobToken } : {}),
       ...(env.serverUrl ? { serverUrl: env.serverUrl } : {}),
     };

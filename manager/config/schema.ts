@@ -1,9 +1,9 @@
 import { hostname } from 'node:os';
 import { z } from 'zod';
 import { credentialsSectionSchema } from '../credentials/schema.js';
+import { metricsSchema, poolFleetKeys } from '../fleet/config-schema.js';
 import { cacheSchema, gitlabSchema, imageSchema, serviceSchema } from '../ops/config-schema.js';
 import { awsConfigSchema } from '../providers/aws/config.js';
-import { metricsSchema, poolFleetKeys } from '../fleet/config-schema.js';
 import { duration } from './zod-duration.js';
 
 export { duration };
@@ -49,33 +49,36 @@ export const localSchema = z
   })
   .prefault({});
 
-export const configSchema = z.strictObject({
-  log_level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal']).default('info'),
-  state_dir: z.string().startsWith('/').optional(),
-  socket: z.string().startsWith('/').optional(),
-  fleet_name: z
-    .string()
-    .regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/, 'letters, digits, ".", "_" and "-", at most 63')
-    .default('default'),
-  manager_id: z
-    .string()
-    .regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/, 'letters, digits, ".", "_" and "-", at most 63')
-    .optional(),
-  provider: z.enum(['local', 'aws']).default('local'),
-  executor: executorSchema,
-  pool: poolSchema,
-  local: localSchema,
-  metrics: metricsSchema,
-  credentials: credentialsSectionSchema,
-  gitlab: gitlabSchema,
-  cache: cacheSchema,
-  service: serviceSchema,
-  image: imageSchema,
-  aws: awsConfigSchema.optional(),
-}).refine((c) => c.provider !== 'aws' || c.aws !== undefined, {
-  message: 'provider = "aws" needs an [aws] section (at least aws.region and aws.mode; see config.example.toml)',
-  path: ['aws'],
-});
+export const configSchema = z
+  .strictObject({
+    log_level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal']).default('info'),
+    state_dir: z.string().startsWith('/').optional(),
+    socket: z.string().startsWith('/').optional(),
+    fleet_name: z
+      .string()
+      .regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/, 'letters, digits, ".", "_" and "-", at most 63')
+      .default('default'),
+    manager_id: z
+      .string()
+      .regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/, 'letters, digits, ".", "_" and "-", at most 63')
+      .optional(),
+    provider: z.enum(['local', 'aws']).default('local'),
+    executor: executorSchema,
+    pool: poolSchema,
+    local: localSchema,
+    metrics: metricsSchema,
+    credentials: credentialsSectionSchema,
+    gitlab: gitlabSchema,
+    cache: cacheSchema,
+    service: serviceSchema,
+    image: imageSchema,
+    aws: awsConfigSchema.optional(),
+  })
+  .refine((c) => c.provider !== 'aws' || c.aws !== undefined, {
+    message:
+      'provider = "aws" needs an [aws] section (at least aws.region and aws.mode; see config.example.toml)',
+    path: ['aws'],
+  });
 
 export type RawConfig = z.input<typeof configSchema>;
 type Parsed = z.output<typeof configSchema>;

@@ -8,7 +8,10 @@ import type { ConnectInfo } from '../providers/provider.js';
 /** What prepare knows about the job. Never job variables: only ids and the ID token to verify. */
 export interface JobInfo {
   readonly id: string;
+  /** From the job variables: a hint for logs, not trusted for any decision. */
   readonly projectPath?: string;
+  /** From gitlab-runner's job response: trusted. */
+  readonly projectId?: string;
   readonly pipelineId?: string;
   /** GitLab ID token (id_tokens:) for credential rules; verified by the daemon, never logged. */
   readonly idToken?: string;
@@ -35,6 +38,8 @@ export interface ExecutorConfig {
   readonly hostname: string;
   readonly driver: { readonly name: string; readonly version: string };
   readonly shell: 'bash';
+  /** The job variable holding the GitLab ID token ([credentials] token_variable). */
+  readonly idTokenVariable: string;
 }
 
 /** Everything the run and cleanup hooks need, persisted by prepare in the job's TMPDIR. */

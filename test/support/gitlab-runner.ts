@@ -42,6 +42,7 @@ export function parseRunnerEntry(text: string): RunnerEntry {
 export interface JobSpec {
   id: string;
   projectPath?: string;
+  projectId?: number;
   /** Job variables (CUSTOM_ENV_*); some may be secrets. */
   variables?: Record<string, string>;
   /** build_script commands. */
@@ -100,9 +101,22 @@ export async function runJob(
     CI_JOB_TOKEN: `glcbt-64_job-token-${job.id}`,
     ...job.variables,
   };
-  writeFileSync(jobResponseFile, JSON.stringify({ id: Number(job.id) || 0, token: variables.CI_JOB_TOKEN }), {
-    mode: 0o600,
-  });
+  // The shape gitlab-runner writes (common.JobResponse): the trusted source of the job's identity.
+  writeFileSync(
+    jobResponseFile,
+    JSON.stringify({
+      id: Number(job.id),
+      token: variables.CI_JOB_TOKEN,
+      job_info: { name: 'build', stage: 'test', project_id: job.projectId ?? 42, project_name: 'project' },
+      variables: Object.entries(variables).map(([key, value]) => ({
+        key,
+        value,
+        public: false,
+        masked: true,
+      })),
+    }),
+    { mode: 0o600 },
+  );
   let jobEnv: Record<string, string> = {};
   const baseEnv = (): NodeJS.ProcessEnv => {
     const env: NodeJS.ProcessEnv = {

@@ -1,0 +1,117 @@
+/**
+ * Job credentials end to end: the hooks as gitlab-runner drives them, a real daemon, and a JWKS
+ * server on 127.0.0.1. Only a verified ID token selects a privileged profile.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import {
+  gitlabClaims,
+  type JwksServer,
+  makeKey,
+  type SigningKey,
+  signToken,
+  startJwksServer,
+  unsignedToken,
+} from '../credentials/harness.js';
+import { startTestDaemon, type TestDaemon } from '../support/daemon.js';
+import { type RunnerEntry, runJob } from '../support/gitlab-runner.js';
+
+let jwks: JwksServer;
+let key: SigningKey;
+let daemon: TestDaemon;
+let entry: RunnerEntry;
+
+const PROD = 'arn:aws:iam::111111111111:instance-profile/prod-deploy';
+
+beforeAll(async () => {
+  key = await makeKey('k1');
+  jwks = await startJwksServer([key]);
+  daemon = await startTestDaemon(`
+[credentials]
+gitlab_url = "${jwks.url}"
+audience = "runner-fleet"
+default_profile = "runner-fleet-default"
+
+[[credentials.rule]]
+name = "deploy-prod"
+project_path = "platform/**"
+ref_protected = true
+environment = "production"
+instance_profile = "${PROD}"
+`);
+  entry = daemon.entry();
+});
+afterAll(async () => {
+  await daemon?.cleanup();
+  await jwks?.close();
+});
+
+/** Job 456 of project 20 (platform/api), as in gitlabClaims. */
+const job = (idToken: string | undefined, extra: Record<string, string> = {}) =>
+  runJob(entry, {
+    id: '456',
+    projectId: 20,
+    projectPath: 'platform/api',
+    variables: { ...(idToken ? { RUNNER_FLEET_ID_TOKEN: idToken } : {}), ...extra },
+    script: 'true',
+  });
+
+describe('instance profile chosen by verified ID-token claims', () => {
+  it('gives a protected-branch job with a valid token the privileged profile', async () => {
+    const result = await job(await signToken(key, gitlabClaims(jwks.url)));
+    expect(result.outcome).toBe('success');
+    expect(result.log).toMatch(/Credentials: rule "deploy-prod" matched/);
+    expect(result.log).toContain('prod-deploy');
+  });
+
+  const forged = async (): Promise<Array<[string, string | undefined]>> => {
+    const other = await makeKey('k1'); // same kid, different key: a forged signature
+    return [
+      ['missing', undefined],
+      ['forged signature', await signToken(other, gitlabClaims(jwks.url))],
+      [
+        'expired',
+        await signToken(key, gitlabClaims(jwks.url), {
+          expOffset: -3600,
+          iatOffset: -7200,
+          nbfOffset: -7200,
+        }),
+      ],
+      ['another job', await signToken(key, gitlabClaims(jwks.url, { job_id: '999' }))],
+      ['alg none', unsignedToken(gitlabClaims(jwks.url))],
+      ['wrong audience', await signToken(key, gitlabClaims(jwks.url, { aud: 'vault' }))],
+    ];
+  };
+
+  it('gives the same job only the default profile with any forged, expired, foreign or missing token', async () => {
+    for (const [label, token] of await forged()) {
+      const result = await job(token);
+      expect(result.outcome, label).toBe('success');
+      expect(result.log, label).not.toContain('prod-deploy');
+      expect(result.log, label).toMatch(/Credentials: .*default/);
+      if (token) expect(daemon.output(), label).not.toContain(token.split('.')[2] || token);
+    }
+  });
+
+  it('ignores job variables named like claims', async () => {
+    const result = await job(undefined, {
+      CI_COMMIT_REF_PROTECTED: 'true',
+      CI_ENVIRONMENT_NAME: 'production',
+      project_path: 'platform/api',
+      ref_protected: 'true',
+      environment: 'production',
+    });
+    expect(result.log).not.toContain('prod-deploy');
+  });
+
+  it('refuses a token when the job claims another job id through CI_JOB_ID', async () => {
+    // The token is genuinely job 456's; the job response says this job is 457.
+    const token = await signToken(key, gitlabClaims(jwks.url));
+    const result = await runJob(entry, {
+      id: '457',
+      projectId: 20,
+      variables: { RUNNER_FLEET_ID_TOKEN: token, CI_JOB_ID: '456' },
+      script: 'true',
+    });
+    expect(result.log).not.toContain('prod-deploy');
+  });
+});
