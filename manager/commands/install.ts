@@ -67,6 +67,6 @@ export async function installCommand(options: {
   );
   if (!result.ok) return 1;
   say('\nnext steps:');
-  result.next.forEach((line, i) => say(`  ${i + 1}. ${line}`));
+  for (const [i, line] of result.next.entries()) say(`  ${i + 1}. ${line}`);
   return 0;
 }

@@ -26,13 +26,13 @@ export async function registerCommand(o: {
   if (!gitlabUrl) return fail('--gitlab-url is required (or set [gitlab] url)');
   const runnerType = (o.runnerType ?? 'instance_type') as RunnerType;
   if (!TYPES.includes(runnerType)) return fail(`--runner-type must be one of ${TYPES.join(', ')}`);
-  const id = (flag: string, v: string | undefined) => {
+  const id = (v: string | undefined) => {
     if (v === undefined) return undefined;
     const n = Number(v);
     return Number.isInteger(n) && n > 0 ? n : Number.NaN;
   };
-  const groupId = id('group-id', o.groupId);
-  const projectId = id('project-id', o.projectId);
+  const groupId = id(o.groupId);
+  const projectId = id(o.projectId);
   if (Number.isNaN(groupId) || Number.isNaN(projectId))
     return fail('--group-id/--project-id take a numeric id');
   if (runnerType === 'group_type' && groupId === undefined)

@@ -78,7 +78,7 @@ function scan(text: string): Line[] {
 }
 
 const isRunnerStart = (l: Line) => l.header?.array === true && l.header.name === 'runners';
-const belongsToRunner = (l: Line) => l.header !== undefined && l.header.name.startsWith('runners.');
+const belongsToRunner = (l: Line) => l.header?.name.startsWith('runners.') === true;
 const isBlankOrComment = (l: Line) => /^[ \t]*(#.*)?$/.test(l.text);
 
 interface Block {
