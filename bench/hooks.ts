@@ -57,7 +57,13 @@ export async function benchHooks(options: { jobs?: number } = {}): Promise<Recor
       await waitIdle();
       const id = String(95_000 + j);
       const env = { ...process.env, CUSTOM_ENV_CI_JOB_ID: id, TMPDIR: daemon.dir };
-      const call = await runHook(entry.custom.prepare_exec, entry.custom.prepare_args, env, daemon.dir, 'prepare');
+      const call = await runHook(
+        entry.custom.prepare_exec,
+        entry.custom.prepare_args,
+        env,
+        daemon.dir,
+        'prepare',
+      );
       if (call.exitCode !== 0) throw new Error(`prepare failed: ${call.stderr}`);
       prepareMs.push(call.durationMs);
       await request(daemon.socket, { op: 'release', jobId: id });

@@ -30,10 +30,14 @@ async function main(): Promise<void> {
     const figures = await bench();
     results[name] = figures;
     const width = Math.max(...Object.keys(figures).map((k) => k.length));
-    for (const [key, value] of Object.entries(figures)) process.stdout.write(`  ${key.padEnd(width)}  ${value}\n`);
+    for (const [key, value] of Object.entries(figures))
+      process.stdout.write(`  ${key.padEnd(width)}  ${value}\n`);
   }
   mkdirSync('.bench', { recursive: true });
-  writeFileSync('.bench/results.json', `${JSON.stringify({ at: new Date().toISOString(), node: process.version, results }, null, 2)}\n`);
+  writeFileSync(
+    '.bench/results.json',
+    `${JSON.stringify({ at: new Date().toISOString(), node: process.version, results }, null, 2)}\n`,
+  );
 }
 
 main().catch((error: unknown) => {
