@@ -176,7 +176,7 @@ describe('planScale', () => {
     ];
     expect(planScale({ ...snap, instances }, base).scaleIn).toEqual(['ancient']);
     const drain = planScale({ ...snap, instances, draining: true }, base);
-    expect(drain.scaleIn.sort()).toEqual(['ancient', 'x']);
+    expect([...drain.scaleIn].sort()).toEqual(['ancient', 'x']);
     expect(drain.launch).toBe(0);
   });
 });
