@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { request } from '../../manager/control/client.js';
 import type { StatusReport } from '../../manager/control/protocol.js';
-import { parseRunnerEntry, type RunnerEntry } from './gitlab-runner.js';
+import { parseRunnerEntry, type RunnerEntry, SECRET_SENTINEL } from './gitlab-runner.js';
 
 /** The repository root, whether this file runs from test/ (vitest) or dist/test/ (bench, soak). */
 export const REPO_ROOT = ((): string => {
@@ -102,6 +102,12 @@ export async function startTestDaemon(
     async cleanup() {
       await daemon.stop();
       rmSync(dir, { recursive: true, force: true });
+      const at = out.indexOf(SECRET_SENTINEL);
+      if (at >= 0) {
+        throw new Error(
+          `secret sentinel found in the daemon's output: …${out.slice(Math.max(0, at - 200), at + 60)}…`,
+        );
+      }
     },
   };
   await daemon.start();

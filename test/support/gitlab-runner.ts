@@ -82,6 +82,14 @@ export interface JobResult {
   canceledAtMs?: number;
 }
 
+/**
+ * Planted in every job this harness runs (a masked variable, the job token, the JOB_RESPONSE_FILE):
+ * the daemon's output and the runner log (cleanup) must never contain it. test/support/daemon.ts
+ * checks every daemon's output for it when the daemon is cleaned up, so each e2e test is also a
+ * secret scan.
+ */
+export const SECRET_SENTINEL = 'rf-sentinel-2f9c41d7';
+
 const STAGES_AFTER_BUILD = ['after_script', 'upload_artifacts_on_failure', 'cleanup_file_variables'];
 
 export async function runJob(
@@ -98,7 +106,8 @@ export async function runJob(
     CI_PROJECT_PATH: job.projectPath ?? 'group/project',
     CI_PIPELINE_ID: '1000',
     CI_SERVER_URL: 'http://127.0.0.1:9',
-    CI_JOB_TOKEN: `glcbt-64_job-token-${job.id}`,
+    CI_JOB_TOKEN: `glcbt-64_${SECRET_SENTINEL}-${job.id}`,
+    RUNNER_FLEET_TEST_SECRET: `${SECRET_SENTINEL}-masked-variable`,
     ...job.variables,
   };
   // The shape gitlab-runner writes (common.JobResponse): the trusted source of the job's identity.
