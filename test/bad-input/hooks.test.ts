@@ -157,7 +157,6 @@ describe('huge and odd job data', () => {
     const result = await runJob(entry, {
       id: jobId(),
       variables,
-      // biome-ignore lint/suspicious/noTemplateCurlyInString: a bash parameter expansion
       script: 'echo "count=$(env | grep -c ^BULK_VAR_) big=${#BIG_ONE}"',
     });
     expect(result.outcome).toBe('success');
