@@ -54,6 +54,8 @@ export interface InstanceRecord {
   /** Last GitLab answer about the lease's job, and when it was asked. */
   jobVerdict?: JobVerdict;
   jobCheckedAt?: number;
+  /** When its tags were last queued for writing; a listing older than that shows stale tags. */
+  tagsWrittenAt?: number;
 }
 
 /** Hooks for metrics and the simulator; every one is optional and must not throw. */
@@ -832,6 +834,7 @@ export class Fleet {
   }
 
   private async reconcileOnce(): Promise<void> {
+    const listedFrom = this.clock.now();
     let listing: ProviderInstance[];
     try {
       listing = await this.options.provider.list();
@@ -843,7 +846,7 @@ export class Fleet {
       return;
     }
     this.lastListedAt = this.clock.now();
-    this.mergeListing(listing);
+    this.mergeListing(listing, listedFrom);
     // Terminations that failed earlier are retried here.
     for (const instance of this.instances.values()) {
       if (instance.state === 'terminating' && !this.pendingTerminations.has(instance.id)) {
@@ -857,7 +860,7 @@ export class Fleet {
   }
 
   /** The synchronous part of a tick (public for the bench, which times it at scale). */
-  mergeListing(listing: readonly ProviderInstance[]): void {
+  mergeListing(listing: readonly ProviderInstance[], listedFrom = this.clock.now()): void {
     const now = this.clock.now();
     const seen = new Set<string>();
     for (const listed of listing) {
@@ -869,7 +872,8 @@ export class Fleet {
       }
       if (known) {
         known.lastSeen = now;
-        this.repairTags(known, listed);
+        // Tags written since the listing began are newer than what it shows: no drift.
+        if ((known.tagsWrittenAt ?? Number.NEGATIVE_INFINITY) < listedFrom) this.repairTags(known, listed);
         continue;
       }
       this.adopt(listed);
@@ -1050,7 +1054,9 @@ export class Fleet {
     // the tick retries it) or a terminate must be retried. Booting instances are polled by
     // awaitReady, so listing every 2 s while they boot would only cost API calls.
     const coming = this.launching + this.countIn('creating', 'booting');
-    const busy = this.waiters.length > coming || this.terminateRetryPending();
+    // A launch batch about to go out covers the waiters too.
+    const busy =
+      (this.waiters.length > coming && this.launchTimer === undefined) || this.terminateRetryPending();
     const interval = busy ? this.tuning.reconcileFastIntervalMs : this.tuning.reconcileIntervalMs;
     const at = this.clock.now() + interval;
     // Only ever move the next tick earlier: re-arming on every event would starve the loop.
@@ -1097,6 +1103,7 @@ export class Fleet {
   private syncTags(instance: InstanceRecord): void {
     if (this.tagQueued.has(instance.id)) return;
     this.tagQueued.add(instance.id);
+    instance.tagsWrittenAt = this.clock.now();
     const previous = this.tagWrites.get(instance.id) ?? Promise.resolve();
     const next = previous.then(async () => {
       this.tagQueued.delete(instance.id);

@@ -24,6 +24,8 @@ export interface SimulationOptions {
   readonly tuning?: Partial<Omit<FleetTuning, 'policy'>>;
   /** Called once per simulated reconcile-sized step, for the bench's measurements. */
   readonly onStep?: (fleet: Fleet, provider: SimProvider, clock: VirtualClock) => void;
+  /** Also report waits of jobs arriving after this offset (e.g. once a cold pool has warmed up). */
+  readonly steadyFromMs?: number;
 }
 
 export interface SimulationReport {
@@ -34,6 +36,8 @@ export interface SimulationReport {
   waitP95s: number;
   waitP99s: number;
   waitMaxs: number;
+  /** p95 wait of the jobs that arrived after `steadyFromMs` (equals waitP95s without it). */
+  steadyWaitP95s: number;
   /** Share of jobs that found a warm instance (waited under one second). */
   warmShare: number;
   idleInstanceHours: number;
@@ -107,6 +111,8 @@ export async function simulate(
   const accounting = new Accounting();
   const running = new Map<string, { jobId: string; done: unknown; job: TraceJob }>();
   const waits: number[] = [];
+  const steadyWaits: number[] = [];
+  const steadyFrom = start + (options.steadyFromMs ?? 0);
   let failed = 0;
   let retried = 0;
   let finished = 0;
@@ -156,6 +162,7 @@ export async function simulate(
       .then(
         (grant) => {
           waits.push(clock.now() - arrived);
+          if (arrived >= steadyFrom) steadyWaits.push(clock.now() - arrived);
           const done = clock.setTimeout(() => {
             running.delete(grant.instanceId);
             finished++;
@@ -211,6 +218,7 @@ export async function simulate(
     waitP95s: round(q(0.95), 1),
     waitP99s: round(q(0.99), 1),
     waitMaxs: round((sorted[sorted.length - 1] ?? 0) / 1000, 1),
+    steadyWaitP95s: round(quantile(steadyWaits, 0.95) / 1000, 1),
     warmShare: round(sorted.filter((w) => w < 1000).length / Math.max(1, sorted.length), 3),
     idleInstanceHours: round(h.idle ?? 0),
     bootingInstanceHours: round((h.booting ?? 0) + (h.creating ?? 0)),
@@ -240,4 +248,10 @@ export function simPolicy(overrides: Partial<PoolPolicy> = {}): PoolPolicy {
     throttle: { limitPerSecond: 100, burst: 400 },
     ...overrides,
   };
+}
+
+function quantile(values: number[], p: number): number {
+  if (values.length === 0) return 0;
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))] as number;
 }
