@@ -39,15 +39,27 @@ export function renderStatus(report: StatusReport, now: number): string {
   );
   if (report.instances.length > 0) {
     const rows = [
-      ['INSTANCE', 'STATE', 'JOB', 'AGE', 'LEASED FOR', 'USES'],
-      ...report.instances.map((i) => [
-        i.id,
-        i.state,
-        i.jobId ?? '-',
-        age(i.createdAt, now),
-        i.leasedAt ? age(i.leasedAt, now) : '-',
-        String(i.useCount),
-      ]),
+      ['INSTANCE', 'STATE', 'JOB', 'AGE', 'READY IN', 'LEASED FOR', 'USES', 'DETAIL'],
+      // Jobs first (oldest lease first), then the pool by age: the rows ops look for on top.
+      ...[...report.instances]
+        .sort(
+          (a, b) =>
+            order(a) - order(b) ||
+            Date.parse(a.leasedAt ?? a.createdAt) - Date.parse(b.leasedAt ?? b.createdAt),
+        )
+        .map((i) => [
+          i.id,
+          i.state,
+          i.jobId ?? '-',
+          age(i.createdAt, now),
+          i.readyAt ? span(Date.parse(i.readyAt) - Date.parse(i.createdAt)) : '-',
+          i.leasedAt ? age(i.leasedAt, now) : '-',
+          String(i.useCount),
+          Object.entries(i.detail)
+            .filter(([k]) => k !== 'root')
+            .map(([k, v]) => `${k}=${v}`)
+            .join(' ') || '-',
+        ]),
     ];
     const widths = rows[0]!.map((_, c) => Math.max(...rows.map((r) => r[c]!.length)));
     for (const row of rows)
@@ -61,8 +73,18 @@ export function renderStatus(report: StatusReport, now: number): string {
   return `${out.join('\n')}\n`;
 }
 
+const STATE_ORDER = ['leased', 'idle', 'booting', 'creating', 'draining', 'terminating', 'failed'];
+function order(i: { state: string }): number {
+  const n = STATE_ORDER.indexOf(i.state);
+  return n < 0 ? STATE_ORDER.length : n;
+}
+
 function age(iso: string, now: number): string {
-  const s = Math.max(0, Math.round((now - Date.parse(iso)) / 1000));
+  return span(now - Date.parse(iso));
+}
+
+function span(ms: number): string {
+  const s = Math.max(0, Math.round(ms / 1000));
   if (s < 60) return `${s}s`;
   if (s < 3600) return `${Math.floor(s / 60)}m${String(s % 60).padStart(2, '0')}s`;
   return `${Math.floor(s / 3600)}h${String(Math.floor((s % 3600) / 60)).padStart(2, '0')}m`;
