@@ -116,14 +116,28 @@ export async function startDaemon(config: Config, log: Logger): Promise<RunningD
     }
   };
 
-  await fleet.start();
-  let server: Server;
+  // Claim the control socket before touching any instance: a second daemon started on the same
+  // state by mistake must refuse before its first listing, not after adopting or scaling anything.
+  // Requests that arrive meanwhile wait until the fleet has rebuilt its view.
+  let fleetStarted!: () => void;
+  const started = new Promise<void>((resolve) => {
+    fleetStarted = resolve;
+  });
+  const server: Server = await listenControl(
+    config.socket,
+    async (request, reply) => {
+      await started;
+      return handle(request, reply);
+    },
+    log.child({ module: 'control' }),
+  );
   try {
-    server = await listenControl(config.socket, handle, log.child({ module: 'control' }));
+    await fleet.start();
   } catch (error) {
-    await fleet.stop();
+    server.close();
     throw error;
   }
+  fleetStarted();
   let metricsServer: MetricsServer | undefined;
   if (metrics) {
     try {
