@@ -72,7 +72,9 @@ export function managerPolicyDocument(o: ManagerPolicyOptions): ManagerPolicyDoc
         'ec2:DescribeLaunchTemplateVersions',
         'ec2:DescribeImages',
         'ec2:DescribeIamInstanceProfileAssociations',
-        ...(o.mode === 'asg' ? ['autoscaling:DescribeAutoScalingGroups'] : []),
+        ...(o.mode === 'asg'
+          ? ['autoscaling:DescribeAutoScalingGroups', 'autoscaling:DescribeScalingActivities']
+          : []),
         'sts:GetCallerIdentity',
       ],
       Resource: '*',
@@ -84,10 +86,21 @@ export function managerPolicyDocument(o: ManagerPolicyOptions): ManagerPolicyDoc
   statements.push({
     Sid: 'ManageOwnInstances',
     Effect: 'Allow',
-    // Life-cycle tags (state, lease, orphan mark) and termination, only on this fleet's instances.
-    Action: ['ec2:CreateTags', 'ec2:TerminateInstances'],
+    // Life-cycle tags (state, lease, orphan mark; a cleared tag is deleted) and termination,
+    // only on this fleet's instances.
+    Action: ['ec2:CreateTags', 'ec2:DeleteTags', 'ec2:TerminateInstances'],
     Resource: arn('instance/*'),
     Condition: ownInstance,
+  });
+
+  statements.push({
+    Sid: 'PerLaunchTemplateVersions',
+    Effect: 'Allow',
+    // The AWS provider adds one short-lived version per launch (that launch's user data with the
+    // instance's SSH keys, and its tags) and deletes it once the instance exists: CreateFleet and
+    // Auto Scaling take user data only from a launch template.
+    Action: ['ec2:CreateLaunchTemplateVersion', 'ec2:DeleteLaunchTemplateVersions'],
+    Resource: arn(`launch-template/${o.launchTemplateId ?? '*'}`),
   });
 
   if (o.instanceProfileArns.length > 0) {

@@ -1,0 +1,217 @@
+/**
+ * The AWS provider through the real SDK v3 clients against the wire-level fake: the behaviours
+ * the contract suite does not cover (pagination, AZRebalance, failover, throttling, spot
+ * interruption, launch settings, user data, instance profiles, the IAM policy command).
+ */
+import { execFile } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { afterEach, describe, expect, it } from 'vitest';
+import type { ManagerPolicyDocument } from '../../manager/providers/aws/iam-policy.js';
+import { TAG } from '../../manager/providers/tags.js';
+import { CLI } from '../support/daemon.js';
+import { type AwsWorld, awsProvider, awsToml, type ProviderHandle, startAwsWorld } from './aws-harness.js';
+import { tagsFor } from './contract.js';
+
+const execFileAsync = promisify(execFile);
+let world: AwsWorld | undefined;
+const handles: ProviderHandle[] = [];
+afterEach(async () => {
+  await world?.close();
+  world = undefined;
+  for (const h of handles.splice(0)) h.cleanup();
+});
+
+async function setup(
+  mode: 'asg' | 'fleet',
+  opts: Parameters<typeof startAwsWorld>[0] = { backing: false },
+  provider: Parameters<typeof awsProvider>[2] = {},
+) {
+  world = await startAwsWorld(opts);
+  const h = awsProvider(world, mode, provider);
+  handles.push(h);
+  return { world, ...h };
+}
+
+let n = 0;
+const token = () => `tok-${process.pid}-${n++}`;
+
+describe('AWS provider on the wire-level fake', () => {
+  it('lists through every page of one tag-filtered DescribeInstances', async () => {
+    const { world, provider } = await setup('fleet', { backing: false, pageSize: 5 });
+    await provider.start();
+    for (let i = 0; i < 12; i++)
+      await provider.launch({ count: 1, token: token(), tags: tagsFor('manager-a') });
+    world.fake.clearCalls();
+    const listed = await provider.list();
+    expect(listed).toHaveLength(12);
+    const calls = world.fake.calls('DescribeInstances');
+    expect(calls).toHaveLength(3);
+    for (const c of calls) {
+      expect(Object.values(c.params)).toContain(`tag:${TAG.fleet}`);
+      expect(Object.values(c.params)).toContain(`tag:${TAG.manager}`);
+    }
+  });
+
+  it('refuses to start in asg mode while AZRebalance is active, and says how to fix it', async () => {
+    const { provider } = await setup('asg', { backing: false, azRebalanceSuspended: false });
+    await expect(provider.start()).rejects.toThrow(/suspend-processes .*--scaling-processes AZRebalance/);
+  });
+
+  it('fails over from spot to on-demand on InsufficientInstanceCapacity', async () => {
+    const { world, provider } = await setup('fleet', { backing: false }, { config: { market: 'spot' } });
+    await provider.start();
+    world.fake.insufficientCapacity({ market: 'spot' });
+    const result = await provider.launch({ count: 1, token: token(), tags: tagsFor('manager-a') });
+    expect(result.failures).toEqual([]);
+    expect(result.launched).toHaveLength(1);
+    expect(result.launched[0]!.detail?.market).toBe('on-demand');
+    const fleets = world.fake.calls('CreateFleet');
+    expect(fleets.map((c) => c.params['TargetCapacitySpecification.DefaultTargetCapacityType'])).toEqual([
+      'spot',
+      'on-demand',
+    ]);
+    // Overrides are instance types × subnets, with priorities.
+    expect(fleets[0]!.params['LaunchTemplateConfigs.1.Overrides.6.Priority']).toBe('5');
+  });
+
+  it('reports a capacity failure with its AWS code and advice when on-demand fails too', async () => {
+    const { world, provider } = await setup('fleet', { backing: false }, { config: { market: 'spot' } });
+    await provider.start();
+    world.fake.insufficientCapacity({});
+    const result = await provider.launch({ count: 2, token: token(), tags: tagsFor('manager-a') });
+    expect(result.launched).toEqual([]);
+    expect(result.failures.reduce((sum, f) => sum + f.count, 0)).toBe(2);
+    expect(result.failures[0]!.code).toBe('InsufficientInstanceCapacity');
+    expect(result.failures[0]!.message).toMatch(/add instance types or subnets/);
+  });
+
+  it('retries throttled calls (adaptive retry) and turns persistent throttling into a launch failure', async () => {
+    const { world, provider } = await setup('fleet', { backing: false }, { maxAttempts: 3 });
+    await provider.start();
+    world.fake.throttle('CreateFleet', { count: 2 });
+    const ok = await provider.launch({ count: 1, token: token(), tags: tagsFor('manager-a') });
+    expect(ok.launched).toHaveLength(1);
+    expect(world.fake.calls('CreateFleet').filter((c) => c.error === 'RequestLimitExceeded')).toHaveLength(2);
+    world.fake.throttle('CreateFleet', { count: 3 });
+    const throttled = await provider.launch({ count: 1, token: token(), tags: tagsFor('manager-a') });
+    expect(throttled.launched).toEqual([]);
+    expect(throttled.failures[0]).toMatchObject({ code: 'RequestLimitExceeded', count: 1 });
+    expect(throttled.failures[0]!.message).toMatch(/launch_rate/);
+  });
+
+  it('reports a reclaimed spot instance as gone with its cause and counts the interruption', async () => {
+    const { world, provider } = await setup('fleet', { backing: false }, { config: { market: 'spot' } });
+    await provider.start();
+    const { launched } = await provider.launch({ count: 1, token: token(), tags: tagsFor('manager-a') });
+    const id = launched[0]!.id;
+    await world.fake.waitFor(() => world.fake.instance(id)?.State === 'running');
+    world.fake.vanish(id, 'spot');
+    const gone = (await provider.list()).find((i) => i.id === id);
+    expect(gone?.status).toBe('gone');
+    expect(gone?.detail?.stateReason).toBe('Server.SpotInstanceTermination');
+    expect(provider.spotInterruptions()).toBe(1);
+    await provider.list();
+    expect(provider.spotInterruptions()).toBe(1);
+    expect((await provider.checkReady(id)).ready).toBe(false);
+  });
+
+  for (const mode of ['asg', 'fleet'] as const) {
+    it(`${mode} mode: launches with IMDSv2, hop limit, shutdown=terminate, encrypted root, and SSH keys but no secrets in user data`, async () => {
+      const { world, provider, stateDir } = await setup(
+        mode,
+        { backing: false },
+        { config: { metadata_hop_limit: 2 } },
+      );
+      await provider.start();
+      const t = token();
+      const { launched } = await provider.launch({ count: 1, token: t, tags: tagsFor('manager-a') });
+      const id = launched[0]!.id;
+      const instance = world.fake.instance(id)!;
+      expect(instance.MetadataOptions.HttpTokens).toBe('required');
+      expect(instance.MetadataOptions.HttpPutResponseHopLimit).toBe(2);
+      expect(instance.InstanceInitiatedShutdownBehavior).toBe('terminate');
+      expect(instance.BlockDeviceMappings).toContainEqual(
+        expect.objectContaining({
+          DeviceName: '/dev/xvda',
+          Ebs: expect.objectContaining({ Encrypted: true }),
+        }),
+      );
+      expect(instance.Tags).toContainEqual({ Key: TAG.launchToken, Value: t });
+      const userData = world.fake.userData(id)!;
+      const keyDir = join(stateDir, 'instances', id);
+      const hostPub = readFileSync(join(keyDir, 'host_ed25519.pub'), 'utf8').split(' ').slice(0, 2).join(' ');
+      const clientPub = readFileSync(join(keyDir, 'client_ed25519.pub'), 'utf8')
+        .split(' ')
+        .slice(0, 2)
+        .join(' ');
+      expect(userData).toContain(hostPub);
+      expect(userData).toContain(clientPub);
+      expect(userData).toMatch(/shutdown -h \+420 /);
+      // The client private key stays on the manager (line 3: past the format header all keys share).
+      expect(userData).not.toContain(readFileSync(join(keyDir, 'client_ed25519'), 'utf8').split('\n')[3]);
+      expect(userData).not.toMatch(/glrt-|CI_JOB_TOKEN|runner.?token\s*=/i);
+      // The per-launch template version is gone again; the base template is untouched.
+      expect(world.fake.callCount('DeleteLaunchTemplateVersions')).toBe(1);
+      if (mode === 'asg') {
+        expect(world.fake.group('runner-fleet-jobs')?.instances).toEqual([
+          { InstanceId: id, ProtectedFromScaleIn: true },
+        ]);
+        await provider.terminate([id]);
+        expect(world.fake.group('runner-fleet-jobs')?.DesiredCapacity).toBe(0);
+        expect(world.fake.callCount('TerminateInstanceInAutoScalingGroup')).toBe(1);
+      } else {
+        await provider.terminate([id]);
+      }
+      expect(existsSync(keyDir)).toBe(false);
+    });
+  }
+
+  it('associates the lease instance profile and never lets an instance serve a second one', async () => {
+    const { world, provider } = await setup('fleet', { backing: false });
+    await provider.start();
+    const { launched } = await provider.launch({ count: 1, token: token(), tags: tagsFor('manager-a') });
+    const id = launched[0]!.id;
+    await world.fake.waitFor(() => world.fake.instance(id)?.State === 'running');
+    await provider.prepareLease(id, { jobId: '1', instanceProfile: 'job-dev' });
+    expect(world.fake.instance(id)?.IamInstanceProfile?.Name).toBe('job-dev');
+    await provider.prepareLease(id, { jobId: '2', instanceProfile: 'job-dev' });
+    await expect(provider.prepareLease(id, { jobId: '3', instanceProfile: 'job-prod' })).rejects.toThrow(
+      /already served a job with instance profile "job-dev"/,
+    );
+    expect(world.fake.callCount('AssociateIamInstanceProfile')).toBe(1);
+  });
+
+  it('iam-policy prints a policy whose terminate actions are all conditioned or pinned', async () => {
+    for (const mode of ['asg', 'fleet'] as const) {
+      world = await startAwsWorld({ backing: false });
+      const dir = mkdtempSync(join(tmpdir(), 'rf-iam-'));
+      const config = join(dir, 'config.toml');
+      writeFileSync(
+        config,
+        `provider = "aws"\nfleet_name = "ci"\nstate_dir = "${dir}"\n${awsToml(world, mode)}`,
+      );
+      // Asynchronous: the CLI asks the fake (in this process) for the account id through STS.
+      const { stdout: out } = await execFileAsync(process.execPath, [CLI, 'iam-policy', '--config', config], {
+        encoding: 'utf8',
+        timeout: 20_000,
+        env: { ...process.env, AWS_ACCESS_KEY_ID: 'AKIAFAKE', AWS_SECRET_ACCESS_KEY: 'x' },
+      });
+      const doc = JSON.parse(out) as ManagerPolicyDocument;
+      const terminating = doc.Statement.filter((s) => s.Action.some((a) => /terminate/i.test(a)));
+      expect(terminating.length).toBeGreaterThan(0);
+      for (const s of terminating) {
+        const resources = [s.Resource].flat();
+        const pinnedGroup = resources.every((r) => /autoScalingGroupName\/runner-fleet-jobs$/.test(r));
+        expect(s.Condition !== undefined || pinnedGroup, JSON.stringify(s)).toBe(true);
+        expect(resources).not.toContain('*');
+      }
+      expect(JSON.stringify(doc)).toContain(world.fake.world.accountId);
+      await world.close();
+      world = undefined;
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
