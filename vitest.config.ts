@@ -7,5 +7,12 @@ export default defineConfig({
     maxWorkers: 2,
     testTimeout: 60_000,
     hookTimeout: 60_000,
+    // Tests reach only 127.0.0.0/8: never let the AWS SDK's credential chain probe the instance
+    // metadata service (169.254.169.254) or read the developer's real AWS profile.
+    env: {
+      AWS_EC2_METADATA_DISABLED: 'true',
+      AWS_CONFIG_FILE: '/dev/null',
+      AWS_SHARED_CREDENTIALS_FILE: '/dev/null',
+    },
   },
 });
