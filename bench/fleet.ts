@@ -30,7 +30,7 @@ export async function benchFleet(
     policy: simPolicy({
       maxInstances: 1500,
       throttle: { limitPerSecond: 100, burst: 1500 },
-      adaptive: { enabled: true, windowMs: 10 * 60_000, leadTimeMs: 0, headroom: 1.65, maxIdle: 0 },
+      adaptive: { enabled: true, windowMs: 30 * 60_000, leadTimeMs: 0, headroom: 2, maxIdle: 0 },
     }),
     steadyFromMs: 20 * 60_000,
     onStep: () => {

@@ -60,10 +60,10 @@ export const poolFleetKeys = {
   adaptive: z
     .strictObject({
       enabled: z.boolean().default(false),
-      window: duration('10m'),
+      window: duration('30m'),
       /** Boot-to-ready time the pool must cover; "0" = the median observed by this daemon. */
       lead_time: duration('0'),
-      headroom: z.number().nonnegative().max(10).default(1.65),
+      headroom: z.number().nonnegative().max(10).default(2),
       /** 0 = max_instances. */
       max_idle: nonNegativeInt(0),
     })

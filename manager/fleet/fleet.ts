@@ -178,7 +178,7 @@ export class Fleet {
   private readonly tagQueued = new Set<string>();
   private readonly inFlight = new Set<Promise<unknown>>();
   private readonly stopController = new AbortController();
-  private readonly arrivals = new ArrivalRate();
+  private readonly arrivals: ArrivalRate;
   private readonly leadTime = new LeadTime(DEFAULT_LEAD_TIME_MS);
   private bucket: TokenBucket;
   private lastPlan: ScalePlan | undefined;
@@ -197,6 +197,7 @@ export class Fleet {
     this.launchBatchMs = options.launchBatchMs ?? LAUNCH_BATCH_MS;
     this.terminateBatchMs = options.terminateBatchMs ?? TERMINATE_BATCH_MS;
     this.bucket = { tokens: options.tuning.policy.throttle?.burst ?? 0, at: this.clock.now() };
+    this.arrivals = new ArrivalRate(this.clock.now());
     // One sleep per booting instance listens on this signal; a thousand are normal at scale.
     setMaxListeners(0, this.stopController.signal);
   }

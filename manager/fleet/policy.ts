@@ -168,6 +168,9 @@ export class ArrivalRate {
   private times: number[] = [];
   private head = 0;
 
+  /** `since`: when counting began. Until a full window has passed, the rate is over what has. */
+  constructor(private readonly since = 0) {}
+
   record(now: number): void {
     this.times.push(now);
   }
@@ -181,7 +184,11 @@ export class ArrivalRate {
       this.times = this.times.slice(this.head);
       this.head = 0;
     }
-    return windowMs > 0 ? (this.times.length - this.head) / windowMs : 0;
+    // A daemon that started 5 minutes ago has seen 5 minutes of arrivals, not a window's worth:
+    // dividing by the whole window would hide a busy fleet right after a restart. At least a
+    // minute, so that the first arrival alone does not look like a flood.
+    const span = Math.max(Math.min(windowMs, now - this.since), Math.min(windowMs, 60_000));
+    return span > 0 ? (this.times.length - this.head) / span : 0;
   }
 }
 

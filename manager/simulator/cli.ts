@@ -16,9 +16,10 @@ const USAGE = `Usage: npm run simulate -- --trace FILE [options]
   --trace FILE         CSV of "arrival,duration" in seconds (see test/traces/)
   --idle-count N       static warm pool (default 0); with --adaptive, the floor
   --adaptive           size the warm pool from the recent arrival rate
-  --window DUR         adaptive: arrival-rate window (default 10m)
-  --headroom Z         adaptive: standard deviations above mean demand (default 1.65)
+  --window DUR         adaptive: arrival-rate window (default 30m)
+  --headroom Z         adaptive: standard deviations above mean demand (default 2)
   --idle-time DUR      idle_time (default 5m)
+  --scale-factor F     scale_factor (default 0); --scale-factor-limit N caps it
   --max-instances N    max_instances (default 400)
   --compare            adaptive vs the smallest static idle_count with the same or better p95
   --seed N             random seed (default 1)
@@ -62,14 +63,16 @@ export function policyFrom(f: Map<string, string | true>, adaptive: boolean, idl
   return simPolicy({
     idleCount,
     idleTimeMs: dur(f, 'idle-time', '5m'),
+    scaleFactor: num(f, 'scale-factor', 0),
+    scaleFactorLimit: num(f, 'scale-factor-limit', 0),
     maxInstances: num(f, 'max-instances', 400),
     ...(adaptive
       ? {
           adaptive: {
             enabled: true,
-            windowMs: dur(f, 'window', '10m'),
+            windowMs: dur(f, 'window', '30m'),
             leadTimeMs: 0,
-            headroom: num(f, 'headroom', 1.65),
+            headroom: num(f, 'headroom', 2),
             maxIdle: 0,
           },
         }
