@@ -746,7 +746,12 @@ export class Fleet {
       } catch (error) {
         lastReason = (error as Error).message;
       }
-      await sleep(this.clock, delay, this.stopController.signal);
+      // Probing long before a boot can be done only costs calls (on AWS a probe may describe the
+      // instance): once boots have been observed, skip ahead to 70 % of the usual boot time.
+      const early = this.leadTime.observed()
+        ? instance.createdAt + 0.7 * this.leadTime.median() - this.clock.now()
+        : 0;
+      await sleep(this.clock, Math.max(delay, early), this.stopController.signal);
       delay = Math.min(delay * 2, 5000);
     }
     if (this.stopped || instance.state !== 'booting') return;

@@ -205,6 +205,10 @@ export class LeadTime {
     if (this.samples.length > this.keep) this.samples.shift();
   }
 
+  observed(): boolean {
+    return this.samples.length > 0;
+  }
+
   median(): number {
     if (this.samples.length === 0) return this.fallbackMs;
     const sorted = [...this.samples].sort((a, b) => a - b);
