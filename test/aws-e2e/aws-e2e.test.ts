@@ -3,7 +3,7 @@
  * `provider = "aws"` pointed at the wire-level fake (in this process), every fake instance backed
  * by a real sshd; jobs run through the hooks exactly as gitlab-runner drives them, over SSH.
  */
-import { execFile } from 'node:child_process';
+import { execFile, execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -90,6 +90,57 @@ describe.each(['asg', 'fleet'] as const)('AWS end to end (%s mode)', (mode) => {
     if (mode === 'asg') expect(w.fake.callCount('TerminateInstanceInAutoScalingGroup')).toBeGreaterThan(0);
     else expect(w.fake.callCount('TerminateInstances')).toBeGreaterThan(0);
     expect(d.output()).not.toMatch(/BEGIN OPENSSH PRIVATE KEY/);
+  });
+});
+
+describe('SSH job path through the hooks', () => {
+  it('cancel ends the remote process tree, after_script runs on the same instance, a daemon restart cuts no stage', async () => {
+    world = await startAwsWorld();
+    const w = world;
+    scratch = mkdtempSync(join(tmpdir(), 'rf-aws-cancel-'));
+    daemon = await startTestDaemon(config(w, 'fleet', scratch, 'idle_count = 2\nidle_time = "10m"'), {
+      env: AWS_ENV,
+    });
+    const d = daemon;
+    await eventually(
+      () => statusJson(d),
+      (s) => s.instances.filter((i) => i.state === 'idle').length >= 2,
+      30_000,
+    );
+
+    const marker = `rf-ssh-cancel-${process.pid}-${Date.now()}`;
+    const canceled = await runJob(d.entry(), {
+      id: '7101',
+      script: `echo "build on $RUNNER_FLEET_INSTANCE_ID"; (exec -a ${marker} sleep 300) & (trap '' TERM; exec -a ${marker}-stubborn sleep 300) & exec -a ${marker} sleep 300`,
+      afterScript: 'echo "after on $RUNNER_FLEET_INSTANCE_ID"',
+      cancelAfterMs: 2000,
+    });
+    expect(canceled.outcome, canceled.log).toBe('canceled');
+    const build = canceled.calls.find((c) => c.stage === 'build_script');
+    // kill_grace is 2 s: the run hook ends well before gitlab-runner's graceful_kill_timeout.
+    expect(build?.durationMs).toBeLessThan(2000 + 2000 + 5000);
+    // The "instance" is a local sshd: its process tree is visible to ps.
+    const left = execFileSync('ps', ['-eo', 'args'], { encoding: 'utf8' })
+      .split('\n')
+      .filter((l) => l.includes(marker));
+    expect(left).toEqual([]);
+    const buildOn = /build on (i-[0-9a-f]{17})/.exec(canceled.log)?.[1];
+    expect(buildOn).toBeDefined();
+    expect(/after on (i-[0-9a-f]{17})/.exec(canceled.log)?.[1]).toBe(buildOn);
+
+    // A daemon SIGKILL and restart in the middle of a stage cuts nothing: run talks to the instance.
+    const survived = await runJob(d.entry(), {
+      id: '7102',
+      script: 'for i in 1 2 3 4 5 6; do echo tick $i; sleep 0.5; done',
+      onBuildStarted: async () => {
+        await new Promise((r) => setTimeout(r, 700));
+        await d.kill();
+        await d.start();
+      },
+    });
+    expect(survived.outcome, survived.log).toBe('success');
+    expect(survived.log).toContain('tick 6');
+    expect(survived.cleanup.stdout).toMatch(/released instance i-/);
   });
 });
 
