@@ -184,6 +184,21 @@ describe('AWS provider on the wire-level fake', () => {
     expect(world.fake.callCount('AssociateIamInstanceProfile')).toBe(1);
   });
 
+  it('a lease that wants the profile the instance launched with makes no AWS call', async () => {
+    const { world, provider } = await setup('fleet', { backing: false });
+    await provider.start();
+    const { launched } = await provider.launch({ count: 1, token: token(), tags: tagsFor('manager-a') });
+    const id = launched[0]!.id;
+    await world.fake.waitFor(() => world.fake.instance(id)?.State === 'running');
+    world.fake.clearCalls();
+    await provider.prepareLease(id, { jobId: '1' });
+    expect(world.fake.calls().length).toBe(0);
+    // The same instance still refuses a job of another profile afterwards.
+    await expect(provider.prepareLease(id, { jobId: '2', instanceProfile: 'job-prod' })).rejects.toThrow(
+      /already served a job/,
+    );
+  });
+
   it('iam-policy prints a policy whose terminate actions are all conditioned or pinned', async () => {
     for (const mode of ['asg', 'fleet'] as const) {
       world = await startAwsWorld({ backing: false });

@@ -273,6 +273,8 @@ export class AwsProvider implements Provider {
     });
     for (const instance of outcome.launched) {
       await storeInstanceKeys(this.instanceDir(instance.id), keys);
+      // Remembered so a lease wanting this same profile needs no AWS call (the acquire path).
+      await writeFile(join(this.instanceDir(instance.id), 'launch-profile'), profile ?? '', { mode: 0o600 });
       this.cache.set(instance.id, { status: instance.status, launchToken: token });
     }
     if (outcome.launched.length > 0) {
@@ -451,6 +453,15 @@ export class AwsProvider implements Provider {
       throw new Error(
         `instance ${id} already served a job with instance profile "${served || '(none)'}" and will not serve one with "${want || '(none)'}"`,
       );
+    }
+    if (served === undefined) {
+      const launchedWith = await readFile(join(this.instanceDir(id), 'launch-profile'), 'utf8').catch(
+        () => undefined,
+      );
+      if (launchedWith !== undefined && launchedWith === want) {
+        await writeFile(servedFile, want, { mode: 0o600 });
+        return;
+      }
     }
     const assoc = await this.o.ec2.send(
       new DescribeIamInstanceProfileAssociationsCommand({
