@@ -102,6 +102,18 @@ export async function startDaemon(config: Config, log: Logger): Promise<RunningD
         };
         return lease;
       }
+      case 'fate': {
+        // Asked by a run hook whose stage failed as a system failure: name the cause if we can.
+        const entry = fleet.leaseOf(request.jobId);
+        if (!entry) return { cause: undefined };
+        const cause = await Promise.race([
+          provider.explainGone?.(entry.instanceId).catch(() => undefined),
+          new Promise<undefined>((r) => setTimeout(() => r(undefined), 4000).unref()),
+        ]);
+        if (cause)
+          log.warn({ jobId: entry.jobId, instanceId: entry.instanceId, cause }, 'job lost its instance');
+        return { instanceId: entry.instanceId, cause };
+      }
       case 'status':
         return statusReport(config, fleet, provider, startedAt);
       case 'drain':

@@ -51,10 +51,28 @@ export function runStageHook(options: { socket?: string; positionals: string[] }
           `runner-fleet: stage ${stage} canceled; its processes on ${lease.instanceId} ended\n`,
         );
         return env.buildFailureExitCode;
-      case 'system-failure':
-        throw new SystemFailure(`stage ${stage} on instance ${lease.instanceId}: ${outcome.message}`);
+      case 'system-failure': {
+        const cause = await askFate(env.jobId, options.socket);
+        throw new SystemFailure(
+          `stage ${stage} on instance ${lease.instanceId}: ${outcome.message}${cause ? `; ${cause}` : ''}`,
+        );
+      }
     }
   });
+}
+
+/** The daemon's view of why the instance failed (e.g. a spot interruption); never blocks long. */
+async function askFate(jobId: string, socket: string | undefined): Promise<string | undefined> {
+  try {
+    const fate = await request<{ cause?: string }>(
+      hookSocketPath(socket),
+      { op: 'fate', jobId },
+      { signal: AbortSignal.timeout(5000) },
+    );
+    return fate?.cause;
+  } catch {
+    return undefined;
+  }
 }
 
 async function findLease(tmpDir: string, jobId: string, socket: string | undefined): Promise<Lease> {

@@ -27,6 +27,7 @@ export type ControlRequest =
   | { readonly op: 'acquire'; readonly job: JobInfo }
   | { readonly op: 'release'; readonly jobId: string; readonly reason?: string }
   | { readonly op: 'lease'; readonly jobId: string }
+  | { readonly op: 'fate'; readonly jobId: string }
   | { readonly op: 'status' }
   | { readonly op: 'drain'; readonly wait?: boolean };
 

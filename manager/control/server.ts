@@ -97,7 +97,7 @@ function serve(socket: Socket, handler: RequestHandler, log: Logger): void {
   });
 }
 
-const OPS = new Set(['ping', 'config', 'acquire', 'release', 'lease', 'status', 'drain']);
+const OPS = new Set(['ping', 'config', 'acquire', 'release', 'lease', 'fate', 'status', 'drain']);
 
 function parseRequest(line: string): ControlRequest {
   let value: unknown;
@@ -114,7 +114,7 @@ function parseRequest(line: string): ControlRequest {
     if (typeof field !== 'string' || field === '' || field.length > 256)
       throw new Error(`${op}: "${key}" must be a non-empty string`);
   };
-  if (op === 'config' || op === 'release' || op === 'lease') needString('jobId');
+  if (op === 'config' || op === 'release' || op === 'lease' || op === 'fate') needString('jobId');
   if (op === 'acquire') {
     if (typeof v.job !== 'object' || v.job === null) throw new Error('acquire: "job" must be an object');
     needString('id', v.job as Record<string, unknown>);

@@ -109,6 +109,13 @@ export interface Provider {
    */
   jobPaths?(jobId: string): { buildsDir: string; cacheDir: string };
 
+  /**
+   * Why an instance can no longer serve its job, if the provider can tell ("spot interruption
+   * (Server.SpotInstanceTermination)"); undefined when it looks alive. Asked after a stage failed
+   * as a system failure, so the job log names the cause.
+   */
+  explainGone?(id: string): Promise<string | undefined>;
+
   /** Called when the job releases the instance (whether or not it is then terminated). */
   endLease?(id: string, jobId: string): Promise<void>;
 }

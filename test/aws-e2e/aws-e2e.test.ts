@@ -144,6 +144,35 @@ describe('SSH job path through the hooks', () => {
   });
 });
 
+describe('spot interruption mid-stage', () => {
+  it('ends the stage as a system failure that names the spot interruption, and the daemon keeps running', async () => {
+    world = await startAwsWorld();
+    const w = world;
+    scratch = mkdtempSync(join(tmpdir(), 'rf-aws-spot-'));
+    daemon = await startTestDaemon(config(w, 'fleet', scratch, 'idle_count = 1'), { env: AWS_ENV });
+    const d = daemon;
+    let victim = '';
+    const result = await runJob(d.entry(), {
+      id: '7201',
+      script: 'echo "on $RUNNER_FLEET_INSTANCE_ID"; for i in $(seq 1 60); do echo tick $i; sleep 0.5; done',
+      onBuildStarted: async () => {
+        await new Promise((r) => setTimeout(r, 1500));
+        const leased = (await d.status()).leases.find((l) => l.jobId === '7201');
+        victim = leased?.instanceId ?? '';
+        w.fake.vanish(victim, 'spot');
+      },
+    });
+    expect(victim).toMatch(/^i-/);
+    expect(result.outcome, result.log).toBe('system-failure');
+    expect(result.log).toMatch(
+      /spot interruption: AWS reclaimed the instance \(Server\.SpotInstanceTermination\)/,
+    );
+    expect(result.cleanup.exitCode).toBe(0);
+    const status = await d.status();
+    expect(status.manager.pid).toBeGreaterThan(0);
+  });
+});
+
 describe('AWS crash safety', () => {
   it('a daemon SIGKILLed between the launch call and its bookkeeping leaks nothing after restart', async () => {
     world = await startAwsWorld();

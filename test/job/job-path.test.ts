@@ -133,7 +133,9 @@ describe('job path on the local provider', () => {
       },
     });
     expect(result.outcome).toBe('system-failure');
-    expect(result.log).toMatch(/runner-fleet run: stage prepare_script on instance local-\w+: .+/);
+    expect(result.log).toMatch(
+      /runner-fleet run: stage prepare_script on instance local-\w+: .+; the local instance was terminated \(its directory is gone\)/,
+    );
     expect(result.log).not.toMatch(/\n\s+at /); // No stack trace in the job log.
     expect(result.cleanup.exitCode).toBe(0);
   });

@@ -181,6 +181,24 @@ export class AwsProvider implements Provider {
     return { id: i.InstanceId, status, tags, launchedAt: i.LaunchTime ?? new Date(), detail };
   }
 
+  async explainGone(id: string): Promise<string | undefined> {
+    let instance: Ec2Instance | undefined;
+    try {
+      const out = await this.o.ec2.send(new DescribeInstancesCommand({ InstanceIds: [id] }));
+      instance = out.Reservations?.[0]?.Instances?.[0];
+    } catch (error) {
+      if ((error as { name?: string }).name === 'InvalidInstanceID.NotFound')
+        return 'the EC2 instance no longer exists';
+      return undefined; // AWS unreachable: say nothing rather than guess.
+    }
+    if (!instance) return 'the EC2 instance no longer exists';
+    const state = instance.State?.Name ?? 'unknown';
+    if (state === 'pending' || state === 'running') return undefined;
+    const code = instance.StateReason?.Code;
+    if (code === SPOT_INTERRUPTION) return `spot interruption: AWS reclaimed the instance (${code})`;
+    return `the EC2 instance is ${state}${code ? ` (${code}${instance.StateReason?.Message ? `: ${instance.StateReason.Message}` : ''})` : ''}`;
+  }
+
   private async onGone(instance: ProviderInstance): Promise<void> {
     if (instance.detail?.stateReason === SPOT_INTERRUPTION && !this.interrupted.has(instance.id)) {
       this.interrupted.add(instance.id);

@@ -131,6 +131,12 @@ export class LocalProvider implements Provider {
     return { kind: 'local', root: this.dirOf(id) };
   }
 
+  async explainGone(id: string): Promise<string | undefined> {
+    return (await this.readMeta(id))
+      ? undefined
+      : 'the local instance was terminated (its directory is gone)';
+  }
+
   /** Give the job its stable path (<root>/jobs/<jobId>) into the instance's tree. */
   async prepareLease(id: string, lease: LeaseContext): Promise<void> {
     const link = this.jobLinkPath(lease.jobId);
