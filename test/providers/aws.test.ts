@@ -199,6 +199,24 @@ describe('AWS provider on the wire-level fake', () => {
     );
   });
 
+  it("applies the credential class's IMDSv2 hop limit, only when it differs from the launch setting", async () => {
+    const { world, provider } = await setup('fleet', { backing: false });
+    await provider.start();
+    const { launched } = await provider.launch({ count: 2, token: token(), tags: tagsFor('manager-a') });
+    const [a, b] = launched.map((i) => i.id) as [string, string];
+    await world.fake.waitFor(() => world.fake.instance(b)?.State === 'running');
+    world.fake.clearCalls();
+    await provider.prepareLease(a, { jobId: '1', hopLimit: 1 });
+    expect(world.fake.callCount('ModifyInstanceMetadataOptions')).toBe(0);
+    await provider.prepareLease(b, { jobId: '2', hopLimit: 2 });
+    expect(world.fake.callCount('ModifyInstanceMetadataOptions')).toBe(1);
+    expect(world.fake.instance(b)?.MetadataOptions).toMatchObject({
+      HttpTokens: 'required',
+      HttpPutResponseHopLimit: 2,
+    });
+    expect(world.fake.instance(a)?.MetadataOptions?.HttpPutResponseHopLimit).toBe(1);
+  });
+
   it('iam-policy prints a policy whose terminate actions are all conditioned or pinned', async () => {
     for (const mode of ['asg', 'fleet'] as const) {
       world = await startAwsWorld({ backing: false });

@@ -24,6 +24,7 @@ import {
   DescribeInstancesCommand,
   type EC2Client,
   type Instance as Ec2Instance,
+  ModifyInstanceMetadataOptionsCommand,
   paginateDescribeInstances,
   ReplaceIamInstanceProfileAssociationCommand,
   TerminateInstancesCommand,
@@ -472,6 +473,7 @@ export class AwsProvider implements Provider {
         `instance ${id} already served a job with instance profile "${served || '(none)'}" and will not serve one with "${want || '(none)'}"`,
       );
     }
+    await this.applyHopLimit(id, lease);
     if (served === undefined) {
       const launchedWith = await readFile(join(this.instanceDir(id), 'launch-profile'), 'utf8').catch(
         () => undefined,
@@ -518,6 +520,22 @@ export class AwsProvider implements Provider {
       );
     }
     await writeFile(servedFile, want, { mode: 0o600 });
+  }
+
+  /**
+   * The credential class's IMDSv2 hop limit (2 lets containers reach the role, 1 does not).
+   * Instances launch with [aws] metadata_hop_limit; only a class that differs costs a call.
+   */
+  private async applyHopLimit(id: string, lease: LeaseContext): Promise<void> {
+    if (lease.hopLimit === undefined || lease.hopLimit === this.o.config.metadata_hop_limit) return;
+    await this.o.ec2.send(
+      new ModifyInstanceMetadataOptionsCommand({
+        InstanceId: id,
+        HttpTokens: 'required',
+        HttpPutResponseHopLimit: lease.hopLimit,
+      }),
+    );
+    this.log.info({ instanceId: id, jobId: lease.jobId, hopLimit: lease.hopLimit }, 'metadata hop limit set');
   }
 
   // ---------------------------------------------------------------- helpers

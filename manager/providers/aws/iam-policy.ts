@@ -103,6 +103,15 @@ export function managerPolicyDocument(o: ManagerPolicyOptions): ManagerPolicyDoc
     Resource: arn(`launch-template/${o.launchTemplateId ?? '*'}`),
   });
 
+  statements.push({
+    Sid: 'SetHopLimitPerCredentialClass',
+    Effect: 'Allow',
+    // A credential class may want IMDSv2 hop limit 2 (jobs that run containers): own instances only.
+    Action: ['ec2:ModifyInstanceMetadataOptions'],
+    Resource: arn('instance/*'),
+    Condition: { ...ownInstance },
+  });
+
   if (o.instanceProfileArns.length > 0) {
     statements.push({
       Sid: 'SwitchJobInstanceProfile',

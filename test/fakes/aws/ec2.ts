@@ -49,6 +49,7 @@ export const ec2Actions: Record<string, Handler> = {
   DescribeLaunchTemplateVersions: describeLaunchTemplateVersions,
   CreateLaunchTemplateVersion: createLaunchTemplateVersion,
   DeleteLaunchTemplateVersions: deleteLaunchTemplateVersions,
+  ModifyInstanceMetadataOptions: modifyInstanceMetadataOptions,
 };
 
 // ------------------------------------------------------------------ request parsing
@@ -917,6 +918,36 @@ function associateIamInstanceProfile(world: World, p: QObject): string {
   inst.IamInstanceProfile = profile;
   // EC2 answers `associating`; the association is usable (and described as `associated`) right after.
   return wrap('iamInstanceProfileAssociation', renderAssociation(assoc, 'associating'));
+}
+
+function modifyInstanceMetadataOptions(world: World, p: QObject): string {
+  const id = str(p, 'InstanceId');
+  if (!id) throw new AwsError('MissingParameter', 'The request must contain the parameter InstanceId');
+  const [inst] = world.requireInstances([id]);
+  if (!inst || inst.State === 'terminated' || inst.State === 'shutting-down') {
+    throw new AwsError(
+      'IncorrectInstanceState',
+      `The instance '${id}' is not in a valid state for this operation.`,
+    );
+  }
+  const tokens = str(p, 'HttpTokens');
+  const hop = num(p, 'HttpPutResponseHopLimit');
+  if (tokens !== undefined && tokens !== 'required' && tokens !== 'optional')
+    throw new AwsError('InvalidParameterValue', `Invalid value '${tokens}' for HttpTokens`);
+  if (hop !== undefined && (hop < 1 || hop > 64))
+    throw new AwsError('InvalidParameterValue', 'HttpPutResponseHopLimit must be between 1 and 64');
+  if (tokens !== undefined) inst.MetadataOptions.HttpTokens = tokens;
+  if (hop !== undefined) inst.MetadataOptions.HttpPutResponseHopLimit = hop;
+  return (
+    el('instanceId', id) +
+    wrap(
+      'instanceMetadataOptions',
+      el('state', 'pending') +
+        el('httpTokens', inst.MetadataOptions.HttpTokens) +
+        el('httpPutResponseHopLimit', inst.MetadataOptions.HttpPutResponseHopLimit) +
+        el('httpEndpoint', inst.MetadataOptions.HttpEndpoint),
+    )
+  );
 }
 
 function replaceIamInstanceProfileAssociation(world: World, p: QObject): string {
