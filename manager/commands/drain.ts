@@ -1,17 +1,13 @@
 import { request } from '../control/client.js';
-import { loadConfigOrReport } from './load-config.js';
+import { socketOrReport } from './load-config.js';
 
 export async function drainCommand(options: {
   wait: boolean;
   config: string | undefined;
   socket: string | undefined;
 }): Promise<number> {
-  let socket = options.socket;
-  if (!socket) {
-    const config = loadConfigOrReport(options.config);
-    if (typeof config === 'number') return config;
-    socket = config.socket;
-  }
+  const socket = socketOrReport(options);
+  if (typeof socket === 'number') return socket;
   try {
     const result = await request<{ leased: number }>(
       socket,

@@ -13,3 +13,13 @@ export function loadConfigOrReport(flag: string | undefined): Config | number {
     throw error;
   }
 }
+
+/** The control socket for an operator command: --socket, else the config's. */
+export function socketOrReport(options: {
+  socket: string | undefined;
+  config: string | undefined;
+}): string | number {
+  if (options.socket) return options.socket;
+  const config = loadConfigOrReport(options.config);
+  return typeof config === 'number' ? config : config.socket;
+}

@@ -1,18 +1,14 @@
 import { request } from '../control/client.js';
 import type { StatusReport } from '../control/protocol.js';
-import { loadConfigOrReport } from './load-config.js';
+import { socketOrReport } from './load-config.js';
 
 export async function statusCommand(options: {
   json: boolean;
   config: string | undefined;
   socket: string | undefined;
 }): Promise<number> {
-  let socket = options.socket;
-  if (!socket) {
-    const config = loadConfigOrReport(options.config);
-    if (typeof config === 'number') return config;
-    socket = config.socket;
-  }
+  const socket = socketOrReport(options);
+  if (typeof socket === 'number') return socket;
   let report: StatusReport;
   try {
     report = await request<StatusReport>(socket, { op: 'status' });

@@ -4,10 +4,10 @@
  * the helper inside schema.ts that would be an import cycle evaluated in the wrong order.
  */
 import { z } from 'zod';
-import { parseDuration } from './duration.js';
+import { formatDuration, parseDuration } from './duration.js';
 
-/** A duration string ("30s", "5m", "1h30m") parsed to milliseconds. */
-export const duration = (fallback: string) =>
+/** A duration string ("30s", "5m", "1h30m") parsed to milliseconds, optionally within a range. */
+export const duration = (fallback: string, range?: { minMs: number; maxMs: number }) =>
   z
     .string()
     .default(fallback)
@@ -17,6 +17,13 @@ export const duration = (fallback: string) =>
         ctx.addIssue({
           code: 'custom',
           message: `expected a duration like "30s", "5m" or "1h30m", got "${text}"`,
+        });
+        return z.NEVER;
+      }
+      if (range && (ms < range.minMs || ms > range.maxMs)) {
+        ctx.addIssue({
+          code: 'custom',
+          message: `duration "${text}" out of range (${formatDuration(range.minMs)} to ${formatDuration(range.maxMs)})`,
         });
         return z.NEVER;
       }

@@ -5,34 +5,14 @@
  * role to a job; the output carries compiled matchers so selection is a pure, cheap function.
  */
 import { z } from 'zod';
-import { parseDuration } from '../config/duration.js';
+import { duration as sharedDuration } from '../config/zod-duration.js';
 import { compileGlob, GlobError } from './glob.js';
 
 // ---------------------------------------------------------------------------------------------
 // Durations: the same syntax as the rest of the config ("30s", "5m", "1h30m", "250ms").
 
 function duration(fallback: string, minMs: number, maxMs: number) {
-  return z
-    .string()
-    .default(fallback)
-    .transform((text, ctx) => {
-      const ms = parseDuration(text);
-      if (ms === undefined) {
-        ctx.addIssue({
-          code: 'custom',
-          message: `invalid duration "${text}" (use e.g. "500ms", "30s", "5m", "1h30m")`,
-        });
-        return z.NEVER;
-      }
-      if (ms < minMs || ms > maxMs) {
-        ctx.addIssue({
-          code: 'custom',
-          message: `duration "${text}" out of range (${minMs}ms to ${maxMs}ms)`,
-        });
-        return z.NEVER;
-      }
-      return ms;
-    });
+  return sharedDuration(fallback, { minMs, maxMs });
 }
 
 // ---------------------------------------------------------------------------------------------

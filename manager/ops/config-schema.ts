@@ -4,25 +4,7 @@
  * where the job AMI's package manifest is published (`[image]`). Imported into `configSchema`.
  */
 import { z } from 'zod';
-import { parseDuration } from '../config/duration.js';
-
-// Own copy of the duration field: config/schema.ts imports this module, so importing its helper
-// back would be an ESM cycle evaluated in the wrong order.
-const duration = (fallback: string) =>
-  z
-    .string()
-    .default(fallback)
-    .transform((text, ctx) => {
-      const ms = parseDuration(text);
-      if (ms === undefined) {
-        ctx.addIssue({
-          code: 'custom',
-          message: `expected a duration like "30s", "5m" or "1h30m", got "${text}"`,
-        });
-        return z.NEVER;
-      }
-      return ms;
-    });
+import { duration } from '../config/zod-duration.js';
 
 const ssmParameterName = z
   .string()
