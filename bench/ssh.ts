@@ -92,9 +92,13 @@ export async function benchSsh(): Promise<Record<string, number | string>> {
 
     const muxTrue = ['ssh', '-S', baselineCtl, '-p', String(sshd.port), '-l', sshd.user, sshd.host, 'true'];
     const muxTrueNoConfig = ['ssh', '-F', 'none', ...muxTrue.slice(1)];
+    // The same stage the way a plain OpenSSH setup runs it: the script streamed to `bash -s`
+    // through the master. Apples to apples with what runStage does.
+    const muxScript = [...muxTrue.slice(0, -1), 'bash', '-s'];
     const ours: number[] = [];
     const openssh: number[] = [];
     const opensshNoConfig: number[] = [];
+    const opensshScript: number[] = [];
     for (let i = 0; i < 5; i++) {
       await stage(trueScript);
       await timed(muxTrue);
@@ -103,6 +107,7 @@ export async function benchSsh(): Promise<Record<string, number | string>> {
       ours.push(await stage(trueScript));
       openssh.push(await timed(muxTrue));
       opensshNoConfig.push(await timed(muxTrueNoConfig));
+      opensshScript.push(await timed(muxScript, 'ignore', trueScript));
     }
 
     const blob = join(work, 'blob');
@@ -139,6 +144,8 @@ export async function benchSsh(): Promise<Record<string, number | string>> {
       openssh_mux_true_no_config_ms: round(median(opensshNoConfig)),
       ssh_stage_overhead_ratio: round(pairedRatio(ours, openssh), 3),
       ssh_stage_overhead_ratio_vs_no_config: round(pairedRatio(ours, opensshNoConfig), 3),
+      openssh_mux_bash_s_script_ms: round(median(opensshScript)),
+      ssh_stage_overhead_ratio_vs_mux_bash_s: round(pairedRatio(ours, opensshScript), 3),
       ssh_stream_mib_s: rate(streamOurs),
       openssh_cat_mib_s: rate(streamDirect),
       openssh_mux_cat_mib_s: rate(streamMux),
@@ -155,9 +162,15 @@ export async function benchSsh(): Promise<Record<string, number | string>> {
   }
 }
 
-function run(argv: string[], stdout: number | 'ignore' = 'ignore'): Promise<{ code: number | null }> {
+function run(
+  argv: string[],
+  stdout: number | 'ignore' = 'ignore',
+  stdinFile?: string,
+): Promise<{ code: number | null }> {
   return new Promise((resolve, reject) => {
-    const child = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', stdout, 'ignore'] });
+    const stdin = stdinFile ? openSync(stdinFile, 'r') : 'ignore';
+    const child = spawn(argv[0]!, argv.slice(1), { stdio: [stdin, stdout, 'ignore'] });
+    if (typeof stdin === 'number') closeSync(stdin);
     const timer = setTimeout(() => child.kill('SIGKILL'), 120_000);
     child.once('error', reject);
     child.once('exit', (code) => {
@@ -167,9 +180,13 @@ function run(argv: string[], stdout: number | 'ignore' = 'ignore'): Promise<{ co
   });
 }
 
-async function timed(argv: string[], stdout: number | 'ignore' = 'ignore'): Promise<number> {
+async function timed(
+  argv: string[],
+  stdout: number | 'ignore' = 'ignore',
+  stdinFile?: string,
+): Promise<number> {
   const started = process.hrtime.bigint();
-  const { code } = await run(argv, stdout);
+  const { code } = await run(argv, stdout, stdinFile);
   if (code !== 0) throw new Error(`${argv.join(' ')} exited with ${code}`);
   return ms(started);
 }
