@@ -10,10 +10,12 @@ export function configHook(options: { socket?: string }): Promise<number> {
     const env = readHookEnv();
     let config: ExecutorConfig;
     try {
-      config = await request<ExecutorConfig>(hookSocketPath(options.socket), {
-        op: 'config',
-        jobId: env.jobId,
-      });
+      // connectWaitMs, as prepare and cleanup: a daemon restarting right now must not fail the job.
+      config = await request<ExecutorConfig>(
+        hookSocketPath(options.socket),
+        { op: 'config', jobId: env.jobId },
+        { connectWaitMs: 30_000 },
+      );
     } catch (error) {
       throw new SystemFailure((error as Error).message);
     }

@@ -47,6 +47,11 @@ export interface AwsWorld {
   readonly sshPort: number;
   readonly templateId: string;
   readonly backed: Map<string, Sshd>;
+  /**
+   * Cut every TCP connection to the instance's SSH address (the relay) while the instance and its
+   * sshd stay up, as a network blip would; new connections are accepted again. False if unknown.
+   */
+  cutConnections(instanceId: string): boolean;
   close(): Promise<void>;
 }
 
@@ -105,6 +110,12 @@ export async function startAwsWorld(
     sshPort,
     templateId: template.LaunchTemplateId,
     backed,
+    cutConnections(instanceId: string) {
+      const r = relays.get(instanceId);
+      if (!r) return false;
+      r.cut();
+      return true;
+    },
     async close() {
       await fake.close();
       await Promise.all([...relays.values()].map((r) => r.close()));
@@ -194,6 +205,8 @@ async function freePort(): Promise<number> {
 }
 
 interface Relay {
+  /** Drop the open connections, keep listening. */
+  cut(): void;
   close(): Promise<void>;
 }
 
@@ -208,6 +221,8 @@ async function relay(host: string, port: number, target: number): Promise<Relay>
     const end = () => {
       socket.destroy();
       upstream.destroy();
+      sockets.delete(socket);
+      sockets.delete(upstream);
     };
     socket.on('error', end);
     upstream.on('error', end);
@@ -232,6 +247,10 @@ async function relay(host: string, port: number, target: number): Promise<Relay>
     }
   }
   return {
+    cut: () => {
+      for (const socket of [...sockets]) socket.destroy();
+      sockets.clear();
+    },
     close: () =>
       new Promise<void>((resolve) => {
         // A vanished instance drops its connections too.

@@ -26,6 +26,8 @@ export interface TestDaemon {
   readonly configPath: string;
   /** Everything the daemon processes printed so far (all restarts). */
   output(): string;
+  /** The running daemon process's pid, if one runs (e.g. to sample its memory). */
+  pid(): number | undefined;
   entry(): RunnerEntry;
   status(): Promise<StatusReport>;
   /** SIGKILL the daemon (no clean stop) and wait for it to die. */
@@ -59,6 +61,7 @@ export async function startTestDaemon(
     socket,
     configPath,
     output: () => out,
+    pid: () => (child && child.exitCode === null && child.signalCode === null ? child.pid : undefined),
     entry: () =>
       parseRunnerEntry(
         execFileSync(process.execPath, [CLI, 'runner-config', '--config', configPath], { encoding: 'utf8' }),

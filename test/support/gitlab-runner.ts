@@ -56,6 +56,13 @@ export interface JobSpec {
   onBuildStarted?: () => Promise<void> | void;
   /** Override the graceful kill timeout, in seconds. */
   gracefulKillTimeout?: number;
+  /**
+   * Cancel while `prepare` runs instead (SIGTERM to its group this long after it started), as
+   * gitlab-runner does for a job canceled while it waits for an instance.
+   */
+  cancelPrepareAfterMs?: number;
+  /** Called as each hook starts (the soak suite times faults by the job's phase). */
+  onPhase?: (phase: 'config' | 'prepare' | 'run' | 'cleanup', stage?: string) => void;
 }
 
 export interface HookCall {
@@ -147,6 +154,7 @@ export async function runJob(
 
   try {
     // config_exec: stdout is JSON, stderr goes to the job log.
+    job.onPhase?.('config');
     const config = await runHook(custom.config_exec, [...custom.config_args], baseEnv(), tmpDir, 'config');
     calls.push(config);
     log.push(config.stderr);
@@ -163,15 +171,29 @@ export async function runJob(
     variables.CI_BUILDS_DIR = executorConfig.builds_dir;
     variables.CI_PROJECT_DIR = projectDir;
 
+    job.onPhase?.('prepare');
     const prepare = await runHook(
       custom.prepare_exec,
       [...custom.prepare_args],
       baseEnv(),
       tmpDir,
       'prepare',
+      job.cancelPrepareAfterMs !== undefined
+        ? {
+            cancelAfterMs: job.cancelPrepareAfterMs,
+            graceMs,
+            onCanceled: (at) => {
+              canceledAtMs = at;
+            },
+          }
+        : {},
     );
     calls.push(prepare);
     log.push(prepare.stdout, prepare.stderr);
+    if (canceledAtMs !== undefined) {
+      result = { outcome: 'canceled', log: log.join(''), projectDir, canceledAtMs };
+      return finish();
+    }
     if (prepare.exitCode !== 0) {
       result = { outcome: classify(prepare.exitCode), log: log.join(''), projectDir };
       return finish();
@@ -231,6 +253,7 @@ export async function runJob(
     const exitFile = join(tmpDir, `exit-code-${stage}`);
     rmSync(exitFile, { force: true });
     const env = { ...baseEnv(), BUILD_EXIT_CODE_FILE: exitFile };
+    job.onPhase?.('run', stage);
     const cancelAt = isBuild && job.cancelAfterMs !== undefined ? job.cancelAfterMs : undefined;
     const call = await runHook(custom.run_exec, [...custom.run_args, scriptPath, stage], env, tmpDir, 'run', {
       stage,
@@ -259,6 +282,7 @@ export async function runJob(
 
   async function finish(): Promise<JobResult> {
     // cleanup_exec always runs; its output goes to the runner's log, not the job's.
+    job.onPhase?.('cleanup');
     const cleanup = await runHook(
       custom.cleanup_exec,
       [...custom.cleanup_args],
