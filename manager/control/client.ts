@@ -82,12 +82,18 @@ function requestOnce<T>(socketPath: string, message: ControlRequest, options: Re
       }
     });
     socket.on('error', (error: NodeJS.ErrnoException) => {
-      const unreachable = !connected && ['ENOENT', 'ECONNREFUSED', 'EAGAIN'].includes(error.code ?? '');
+      // A daemon that dies mid-request resets the connection rather than closing it when our
+      // request is still unread: the same as a close before the answer, so the same retry.
+      const unreachable =
+        (!connected && ['ENOENT', 'ECONNREFUSED', 'EAGAIN'].includes(error.code ?? '')) ||
+        (connected && ['ECONNRESET', 'EPIPE'].includes(error.code ?? ''));
       finish(() =>
         reject(
           unreachable
             ? new DaemonUnreachableError(
-                `runner-fleet daemon is not reachable at ${socketPath} (${error.code}): is it running? (systemctl status runner-fleet)`,
+                connected
+                  ? `runner-fleet daemon closed the connection before answering (${error.code})`
+                  : `runner-fleet daemon is not reachable at ${socketPath} (${error.code}): is it running? (systemctl status runner-fleet)`,
               )
             : error.code === 'EACCES'
               ? new DaemonUnreachableError(
