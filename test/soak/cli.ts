@@ -1,7 +1,7 @@
 /**
  * `npm run soak`: the long run with default settings; prints the report, writes it as JSON to
  * .bench/soak.json, exits 1 if any invariant failed.
- *   npm run soak -- --seed 7 --jobs 100 --second 20 --concurrency 6 --minutes 5
+ *   npm run soak -- --seed 7 --jobs 100 --second 20 --concurrency 6 --minutes 5 --fault-rate 0.3 --min-per-kind 3
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -18,6 +18,7 @@ const { values } = parseArgs({
     concurrency: { type: 'string' },
     minutes: { type: 'string' },
     'fault-rate': { type: 'string' },
+    'min-per-kind': { type: 'string' },
     out: { type: 'string' },
   },
 });
@@ -39,6 +40,7 @@ const report = await runSoak({
   concurrency: num(values.concurrency, DEFAULT_SOAK.concurrency),
   maxWallMs: num(values.minutes, DEFAULT_SOAK.maxWallMs / 60_000) * 60_000,
   faultRate: num(values['fault-rate'], DEFAULT_SOAK.faultRate),
+  minPerKind: num(values['min-per-kind'], DEFAULT_SOAK.minPerKind),
   progress: (line) => process.stderr.write(`[soak ${Math.round((Date.now() - started) / 1000)}s] ${line}\n`),
 });
 process.stdout.write(`${formatReport(report)}\n`);

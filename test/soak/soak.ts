@@ -177,6 +177,12 @@ export async function runSoak(options: Partial<SoakOptions> = {}): Promise<SoakR
   const leasedBy = new Map<string, string[]>();
   const faultWindows: Array<Promise<void>> = [];
   let neverReadyArmed = 0;
+  // The fake forgets terminated instances after a minute, as EC2 does: remember every one seen,
+  // with its last state, so launches and reuse are counted over the whole run.
+  const everSeen = new Map<string, ReturnType<AwsWorld['fake']['instances']>[number]>();
+  const seen = () => {
+    for (const inst of world.fake.instances()) everSeen.set(inst.InstanceId, inst);
+  };
   let hung = 0;
   try {
     for (const [name, id, max] of [
@@ -191,6 +197,7 @@ export async function runSoak(options: Partial<SoakOptions> = {}): Promise<SoakR
     const entryA = a.daemon.entry();
     const entryB = b.daemon.entry();
     sampler = setInterval(() => {
+      seen();
       const pid = a.daemon.pid();
       const kb = pid ? readRssKb(pid) : undefined;
       if (pid && kb) rss.push({ pid, kb });
@@ -459,7 +466,8 @@ export async function runSoak(options: Partial<SoakOptions> = {}): Promise<SoakR
     clearInterval(sampler);
     sampler = undefined;
 
-    const all = world.fake.instances();
+    seen();
+    const all = [...everSeen.values()];
     const managerOf = (inst: (typeof all)[number]) => inst.Tags.find((t) => t.Key === TAG.manager)?.Value;
     const ours = all.filter((i) => managerOf(i) === a.id);
     const theirs = new Set(all.filter((i) => managerOf(i) === b.id).map((i) => i.InstanceId));
