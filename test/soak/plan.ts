@@ -15,6 +15,11 @@ export const FAULT_KINDS = [
   'daemon-kill-stage',
   /** SIGKILL the manager while this job's cleanup hook releases the lease. */
   'daemon-kill-release',
+  /**
+   * The fake launched, but the answer to CreateFleet is lost on the wire: the SDK retries with the
+   * same ClientToken, which must not launch a second instance.
+   */
+  'launch-answer-lost',
   /** Every AWS action answers RequestLimitExceeded for a few seconds (both managers). */
   'throttle',
   /** InsufficientInstanceCapacity for the first instance type, sometimes for every type. */
@@ -43,6 +48,7 @@ export const ABSORBED: ReadonlySet<FaultKind> = new Set([
   'daemon-kill-acquire',
   'daemon-kill-stage',
   'daemon-kill-release',
+  'launch-answer-lost',
   'throttle',
   'insufficient-capacity',
   'slow-pending',

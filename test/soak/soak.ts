@@ -332,6 +332,12 @@ export async function runSoak(options: Partial<SoakOptions> = {}): Promise<SoakR
                 );
                 return 'drop';
               });
+            } else if (k === 'launch-answer-lost') {
+              m.proxy.onceAnswered('CreateFleet', async () => {
+                fired = true;
+                count(k);
+                return 'drop';
+              });
             } else if (k === 'daemon-kill-acquire') {
               later(fault.delayMs, () => killAndRestart(m, fault.durationMs));
             }
