@@ -2,7 +2,9 @@
  * Tiny client for the control socket, used by the hooks on every stage: node:net only, so the
  * hooks start fast.
  */
+import { existsSync } from 'node:fs';
 import { connect } from 'node:net';
+import { dirname } from 'node:path';
 import type { ControlRequest, ControlResponse } from './protocol.js';
 
 export class DaemonUnreachableError extends Error {
@@ -37,7 +39,11 @@ export async function request<T = unknown>(
     try {
       return await requestOnce<T>(socketPath, message, options);
     } catch (error) {
-      const retriable = error instanceof DaemonUnreachableError && !options.signal?.aborted;
+      // No state directory at all means no daemon ever ran here: waiting for a restart is pointless.
+      const retriable =
+        error instanceof DaemonUnreachableError &&
+        !options.signal?.aborted &&
+        existsSync(dirname(socketPath));
       if (!retriable || Date.now() >= deadline) throw error;
       await new Promise((r) => setTimeout(r, Math.min(250 * 2 ** attempt, 2000)));
     }
