@@ -88,6 +88,17 @@ export interface LeaseGrant {
   readonly waitedMs: number;
 }
 
+/** Figures read at every metrics scrape. */
+export interface FleetGauges {
+  byState: Record<InstanceState, number>;
+  waiting: number;
+  launching: number;
+  desired: number;
+  idleTarget: number;
+  maxInstances: number;
+  draining: boolean;
+}
+
 export class FleetError extends Error {
   override name = 'FleetError';
   constructor(
@@ -471,15 +482,7 @@ export class Fleet {
   }
 
   /** Cheap figures for metrics scrapes and the simulator: no copies. */
-  gauges(): {
-    byState: Record<InstanceState, number>;
-    waiting: number;
-    launching: number;
-    desired: number;
-    idleTarget: number;
-    maxInstances: number;
-    draining: boolean;
-  } {
+  gauges(): FleetGauges {
     const byState = {
       creating: 0,
       booting: 0,

@@ -5,21 +5,13 @@
  * registry (not prom-client's global one) so tests and the simulator can make as many as they like.
  */
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
-import type { FleetObserver, InstanceRecord } from '../fleet/fleet.js';
+import type { FleetGauges, FleetObserver, InstanceRecord } from '../fleet/fleet.js';
 import { INSTANCE_STATES, type InstanceState } from '../fleet/states.js';
 import type { LaunchFailure, Provider } from '../providers/provider.js';
 
 /** What the gauges read at scrape time; the Fleet satisfies it. */
 export interface GaugeSource {
-  gauges(): {
-    byState: Record<InstanceState, number>;
-    waiting: number;
-    launching: number;
-    desired: number;
-    idleTarget: number;
-    maxInstances: number;
-    draining: boolean;
-  };
+  gauges(): FleetGauges;
 }
 
 const SECONDS_BUCKETS = [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 45, 60, 90, 120, 180, 300, 600];
