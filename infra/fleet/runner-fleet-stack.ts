@@ -132,6 +132,8 @@ export class RunnerFleetStack extends Stack {
           launchTemplateId: this.jobLaunchTemplate.launchTemplateId,
           runnerTokenParameterName: props.runnerTokenParameter,
           cacheBucketName: cache.bucketName,
+          // The manager config's [image] manifest_parameter_prefix default.
+          amiManifestParameterPrefix: '/runner-fleet/ami',
         }),
       ),
     });
@@ -204,6 +206,14 @@ export class RunnerFleetStack extends Stack {
         ),
         reason:
           'Instance ids are unknown before launch; every statement on instances is conditioned on the fleet tag.',
+      },
+      {
+        id: wildcardResourceFinding(
+          this,
+          `arn:${this.partition}:ssm:${this.region}:${this.account}:parameter/runner-fleet/ami/*`,
+        ),
+        reason:
+          'ssm:GetParameter (read only) on the AMI manifests the image build publishes, one parameter per AMI id; doctor reads them.',
       },
       {
         id: wildcardResourceFinding(this, `arn:${this.partition}:s3:::${cache.bucketName}/*`),

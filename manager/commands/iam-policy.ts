@@ -64,6 +64,11 @@ export async function iamPolicyCommand(options: IamPolicyOptions): Promise<numbe
     instanceProfileArns: profiles,
     jobRoleArns: list(options.jobRoles),
     ...(templateId ? { launchTemplateId: templateId } : {}),
+    ...(config.gitlab.runner_token_parameter
+      ? { runnerTokenParameterName: config.gitlab.runner_token_parameter }
+      : {}),
+    ...(config.cache.bucket ? { cacheBucketName: config.cache.bucket } : {}),
+    amiManifestParameterPrefix: config.image.manifest_parameter_prefix,
   });
   process.stdout.write(`${JSON.stringify(document, null, 2)}\n`);
   return 0;

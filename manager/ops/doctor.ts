@@ -481,6 +481,7 @@ async function checkPermissions(
       ? { runnerTokenParameterName: config.gitlab.runner_token_parameter }
       : {}),
     ...(config.cache.bucket ? { cacheBucketName: config.cache.bucket } : {}),
+    amiManifestParameterPrefix: config.image.manifest_parameter_prefix,
   });
   const actions = [...new Set(policy.Statement.flatMap((s) => s.Action))];
   // An instance of this fleet, for the tag-scoped calls: on any other instance a correct policy denies.

@@ -224,7 +224,8 @@ describe('AWS provider on the wire-level fake', () => {
       const config = join(dir, 'config.toml');
       writeFileSync(
         config,
-        `provider = "aws"\nfleet_name = "ci"\nstate_dir = "${dir}"\n${awsToml(world, mode)}`,
+        `provider = "aws"\nfleet_name = "ci"\nstate_dir = "${dir}"\n${awsToml(world, mode)}\n` +
+          '[gitlab]\nrunner_token_parameter = "/runner-fleet/ci/token"\n[cache]\nbucket = "ci-cache"\n',
       );
       // Asynchronous: the CLI asks the fake (in this process) for the account id through STS.
       const { stdout: out } = await execFileAsync(process.execPath, [CLI, 'iam-policy', '--config', config], {
@@ -242,6 +243,15 @@ describe('AWS provider on the wire-level fake', () => {
         expect(resources).not.toContain('*');
       }
       expect(JSON.stringify(doc)).toContain(world.fake.world.accountId);
+      // Everything the config names is in the printed policy, exactly scoped.
+      const resources = doc.Statement.flatMap((s) => [s.Resource].flat());
+      expect(resources).toContain(
+        `arn:aws:ssm:eu-west-1:${world.fake.world.accountId}:parameter/runner-fleet/ci/token`,
+      );
+      expect(resources).toContain(
+        `arn:aws:ssm:eu-west-1:${world.fake.world.accountId}:parameter/runner-fleet/ami/*`,
+      );
+      expect(resources).toContain('arn:aws:s3:::ci-cache');
       await world.close();
       world = undefined;
       rmSync(dir, { recursive: true, force: true });

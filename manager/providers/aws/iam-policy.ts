@@ -34,6 +34,8 @@ export interface ManagerPolicyOptions {
   runnerTokenParameterName?: string;
   /** The gitlab-runner S3 cache: the runner presigns cache URLs with the manager's credentials. */
   cacheBucketName?: string;
+  /** SSM path under which the image build publishes each AMI's package manifest (`doctor` reads it). */
+  amiManifestParameterPrefix?: string;
 }
 
 export type PolicyCondition = Record<string, Record<string, string | string[]>>;
@@ -160,6 +162,18 @@ export function managerPolicyDocument(o: ManagerPolicyOptions): ManagerPolicyDoc
       // A SecureString under the AWS-managed aws/ssm key needs no kms grant; a customer key would.
       Action: ['ssm:GetParameter'],
       Resource: `arn:${partition}:ssm:${o.region}:${o.account}:parameter/${name}`,
+    });
+  }
+
+  if (o.amiManifestParameterPrefix) {
+    const partition = o.partition ?? 'aws';
+    const prefix = o.amiManifestParameterPrefix.replace(/^\//, '').replace(/\/$/, '');
+    statements.push({
+      Sid: 'ReadAmiManifests',
+      Effect: 'Allow',
+      // `runner-fleet doctor` checks the job AMI's git, git-lfs and gitlab-runner from here.
+      Action: ['ssm:GetParameter'],
+      Resource: `arn:${partition}:ssm:${o.region}:${o.account}:parameter/${prefix}/*`,
     });
   }
 
