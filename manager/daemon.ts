@@ -223,6 +223,18 @@ async function chooseCredentials(
       : job.idToken
         ? { ok: false as const, reason: 'ID tokens are not checked: [credentials] gitlab_url is not set' }
         : undefined;
+  if (
+    verification &&
+    !verification.ok &&
+    verification.transient &&
+    config.credentials.whenJwksUnavailable === 'fail'
+  ) {
+    // A deploy job run without its role fails later and less clearly; GitLab can retry this one.
+    throw new ControlError(
+      `the job's ID token could not be checked (${verification.reason}); [credentials] when_jwks_unavailable = "fail"`,
+      'credentials-unavailable',
+    );
+  }
   const selection = selectCredentials(config.credentials, verification);
   const project = selection.verifiedProject ?? (job.projectId ? `project-id:${job.projectId}` : undefined);
   return {

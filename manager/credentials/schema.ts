@@ -208,6 +208,11 @@ export interface CredentialsConfig {
   /** Least-privileged profile for every job that matches no rule; undefined means none. */
   readonly defaultProfile?: string;
   readonly defaultHopLimit: number;
+  /**
+   * When a job brings a token but GitLab's keys cannot be fetched: `default` runs it with the
+   * default profile; `fail` ends prepare as a system failure so GitLab can retry it later.
+   */
+  readonly whenJwksUnavailable: 'default' | 'fail';
   readonly rules: readonly CredentialRule[];
 }
 
@@ -259,6 +264,7 @@ export const credentialsSchema = z
         message: 'must be "" (no profile), an instance profile name or an instance-profile ARN',
       }),
     default_hop_limit: hopLimit.default(1),
+    when_jwks_unavailable: z.enum(['default', 'fail']).default('default'),
     rule: z.array(z.unknown()).default([]),
   })
   .transform((raw, ctx): CredentialsConfig => {
@@ -340,6 +346,7 @@ export const credentialsSchema = z
       jwksCacheTtlMs: raw.jwks_cache_ttl,
       defaultProfile: raw.default_profile === '' ? undefined : raw.default_profile,
       defaultHopLimit: raw.default_hop_limit,
+      whenJwksUnavailable: raw.when_jwks_unavailable,
       rules,
     };
   });

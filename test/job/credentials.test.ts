@@ -115,3 +115,59 @@ describe('instance profile chosen by verified ID-token claims', () => {
     expect(result.log).not.toContain('prod-deploy');
   });
 });
+
+describe('when GitLab cannot be asked for its keys', () => {
+  it('runs with the default profile by default, and fails prepare as a system failure with when_jwks_unavailable = "fail"', async () => {
+    const downKey = await makeKey('down-1');
+    const down = await startJwksServer([downKey]);
+    down.mode = 'down';
+    const strict = await startTestDaemon(`
+[credentials]
+gitlab_url = "${down.url}"
+jwks_timeout = "1s"
+when_jwks_unavailable = "fail"
+[[credentials.rule]]
+name = "deploy-prod"
+project_path = "platform/**"
+instance_profile = "${PROD}"
+`);
+    try {
+      const token = await signToken(downKey, gitlabClaims(down.url));
+      const failed = await runJob(strict.entry(), {
+        id: '456',
+        projectId: 20,
+        projectPath: 'platform/api',
+        variables: { RUNNER_FLEET_ID_TOKEN: token },
+        script: 'true',
+      });
+      expect(failed.outcome).toBe('system-failure');
+      expect(failed.log).toMatch(/ID token could not be checked .*when_jwks_unavailable = "fail"/);
+      expect(failed.log).not.toContain(token);
+
+      // The lenient default: the job runs, with the default profile and a line that says why.
+      const lenient = await job(await signToken(key, gitlabClaims(jwks.url)));
+      expect(lenient.outcome).toBe('success');
+      jwks.mode = 'down';
+      const outage = await runJob(entry, {
+        id: '458',
+        projectId: 20,
+        projectPath: 'platform/api',
+        variables: {
+          RUNNER_FLEET_ID_TOKEN: await signToken(
+            await makeKey('k9'),
+            gitlabClaims(jwks.url, { job_id: '458' }),
+            { kid: 'k9' },
+          ),
+        },
+        script: 'true',
+      });
+      expect(outage.outcome).toBe('success');
+      expect(outage.log).not.toContain('prod-deploy');
+      expect(outage.log).toMatch(/Credentials: .*default/);
+    } finally {
+      jwks.mode = 'serve';
+      await strict.cleanup();
+      await down.close();
+    }
+  });
+});
