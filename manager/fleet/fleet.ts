@@ -164,9 +164,12 @@ const JOB_CHECK_CONCURRENCY = 8;
 /** Used as the adaptive pool's lead time until some boot has been observed. */
 const DEFAULT_LEAD_TIME_MS = 60_000;
 
-/** Reuse stays within one credential class and one scope (verified project, else project path). */
-function scopeOf(job: JobInfo, credentials: CredentialChoice): string | undefined {
-  return credentials.reuseScope ?? job.projectPath;
+/**
+ * Reuse stays within one credential class and one scope: the verified project, else the project
+ * id from gitlab-runner's job response. Never CI_PROJECT_PATH: a job sets its own variables.
+ */
+function scopeOf(_job: JobInfo, credentials: CredentialChoice): string | undefined {
+  return credentials.reuseScope;
 }
 
 export class Fleet {
