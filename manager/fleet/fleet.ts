@@ -740,28 +740,40 @@ export class Fleet {
     }
   }
 
-  private async awaitReady(instance: InstanceRecord): Promise<void> {
-    const deadline = instance.createdAt + this.tuning.readyTimeoutMs;
+  private async awaitReady(instance: InstanceRecord, options: { adopted?: boolean } = {}): Promise<void> {
+    // An instance adopted after a restart may be past its deadline already (the daemon was down
+    // while it booted): it still gets probed for a while before it is called a failure.
+    const deadline = Math.max(
+      instance.createdAt + this.tuning.readyTimeoutMs,
+      options.adopted ? this.clock.now() + Math.min(this.tuning.readyTimeoutMs, 30_000) : 0,
+    );
     let delay = 1000;
     let lastReason = 'not checked yet';
-    while (!this.stopped && instance.state === 'booting' && this.clock.now() < deadline) {
+    let ready = false;
+    // Always probe at least once, and once more at the deadline: never fail an instance unasked.
+    while (!this.stopped && instance.state === 'booting') {
       try {
         const check = await this.options.provider.checkReady(instance.id);
-        if (check.ready) break;
+        if (check.ready) {
+          ready = true;
+          break;
+        }
         lastReason = check.reason;
       } catch (error) {
         lastReason = (error as Error).message;
       }
+      const left = deadline - this.clock.now();
+      if (left <= 0) break;
       // Probing long before a boot can be done only costs calls (on AWS a probe may describe the
       // instance): once boots have been observed, skip ahead to 70 % of the usual boot time.
       const early = this.leadTime.observed()
         ? instance.createdAt + 0.7 * this.leadTime.median() - this.clock.now()
         : 0;
-      await sleep(this.clock, Math.max(delay, early), this.stopController.signal);
+      await sleep(this.clock, Math.min(Math.max(delay, early), left), this.stopController.signal);
       delay = Math.min(delay * 2, 5000);
     }
     if (this.stopped || instance.state !== 'booting') return;
-    if (this.clock.now() >= deadline) {
+    if (!ready) {
       this.log.warn(
         { instanceId: instance.id, reason: lastReason },
         'terminating instance that failed readiness',
@@ -1023,7 +1035,7 @@ export class Fleet {
       // We had decided to terminate it before the restart: finish that.
       record.state = 'failed';
       this.retire(record, 'was being terminated before the restart');
-    } else if (record.state === 'booting') this.track(this.awaitReady(record));
+    } else if (record.state === 'booting') this.track(this.awaitReady(record, { adopted: true }));
     else if (record.state === 'idle') record.idleSince = this.clock.now();
     else if (['draining', 'failed', 'terminating'].includes(record.state)) {
       record.state = 'failed';

@@ -235,6 +235,39 @@ describe('restart', () => {
   });
 });
 
+describe('readiness', () => {
+  it('probes an instance once more at the deadline instead of failing it unasked', async () => {
+    const clock = startClock();
+    // Boot takes exactly the ready timeout: a probe schedule that sleeps past the deadline
+    // without a last look would replace a healthy instance.
+    const provider = new MemoryProvider(clock, undefined, 10_000);
+    const { fleet } = makeFleet(clock, provider, tuning({ readyTimeoutMs: 10_000 }, { idleCount: 1 }));
+    await fleet.start();
+    await advance(clock, 11_000);
+    expect(provider.terminated).toEqual([]);
+    expect(fleet.snapshot().instances.map((i) => i.state)).toEqual(['idle']);
+    await fleet.stop();
+  });
+
+  it('gives an instance adopted after a restart time to answer, even past its original deadline', async () => {
+    const clock = startClock();
+    const provider = new MemoryProvider(clock, undefined, 60_000);
+    const first = makeFleet(clock, provider, tuning({ readyTimeoutMs: 20_000 }, { idleCount: 1 })).fleet;
+    await first.start();
+    await advance(clock, 5_000);
+    await first.stop();
+    // The daemon was down while the instance booted (60 s boot, 20 s ready timeout): when the new
+    // daemon adopts it at 65 s, its original deadline is long past, but it is ready.
+    await advance(clock, 60_000);
+    const second = makeFleet(clock, provider, tuning({ readyTimeoutMs: 20_000 }, { idleCount: 1 })).fleet;
+    await second.start();
+    await advance(clock, 3_000);
+    expect(provider.terminated).toEqual([]);
+    expect(second.snapshot().instances.map((i) => i.state)).toEqual(['idle']);
+    await second.stop();
+  });
+});
+
 describe('orphan reaping against GitLab', () => {
   let gitlab: Server;
   let url: string;

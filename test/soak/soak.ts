@@ -5,7 +5,7 @@
  * the fake's instances and call logs, the job and runner logs, the daemon's output and memory —
  * never from what the daemon says about itself.
  */
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { TAG } from '../../manager/providers/tags.js';
@@ -177,6 +177,7 @@ export async function runSoak(options: Partial<SoakOptions> = {}): Promise<SoakR
   const leasedBy = new Map<string, string[]>();
   const faultWindows: Array<Promise<void>> = [];
   let neverReadyArmed = 0;
+  let failBootArmed = 0;
   // The fake forgets terminated instances after a minute, as EC2 does: remember every one seen,
   // with its last state, so launches and reuse are counted over the whole run.
   const everSeen = new Map<string, ReturnType<AwsWorld['fake']['instances']>[number]>();
@@ -278,6 +279,7 @@ export async function runSoak(options: Partial<SoakOptions> = {}): Promise<SoakR
             if (k === 'never-ready') {
               later(fault.delayMs, () => {
                 neverReadyArmed++;
+                if (fault.variant) failBootArmed++;
                 if (fault.variant) world.fake.failBoot({ count: 1 });
                 else world.fake.stuckPending({ count: 1 });
                 return true;
@@ -488,9 +490,14 @@ export async function runSoak(options: Partial<SoakOptions> = {}): Promise<SoakR
     const doubleLaunches = [...byToken.values()].filter((n) => n > 1).length;
     const createFleet = a.proxy.calls('CreateFleet');
     // Policy asks for nothing beyond the jobs (idle_count = 0): every instance beyond one per
-    // acquire is surplus, unless a boot fault took one away (armed faults may land on B: an
-    // upper bound).
-    const beyondDemand = Math.max(0, ours.length - prepares.a - neverReadyArmed);
+    // acquire is surplus, unless a boot fault took one away, or the daemon replaced an instance
+    // that missed instance_ready_timeout (policy: "terminated and replaced"; a loaded machine can
+    // make a slow boot miss it). Armed faults may land on B: an upper bound.
+    const readinessReplacements = (
+      a.daemon.output().match(/"msg":"terminating instance that failed readiness"/g) ?? []
+    ).length;
+    const replaced = failBootArmed + Math.max(neverReadyArmed - failBootArmed, readinessReplacements);
+    const beyondDemand = Math.max(0, ours.length - prepares.a - replaced);
 
     const reuse = [...leasedBy.entries()].filter(([, jobs]) => jobs.length > 1);
     const touches = (calls: ReturnType<RecordingProxy['calls']>, ids: Set<string>) =>
@@ -499,6 +506,8 @@ export async function runSoak(options: Partial<SoakOptions> = {}): Promise<SoakR
     const otherTouched = touches(a.proxy.calls(), theirs) + touches(b.proxy.calls(), oursIds);
 
     const daemonOutput = managers.map((m) => m.daemon.output()).join('\n');
+    // Kept for whoever has to read a failed run: the daemons' own account of it (no secrets: checked below).
+    if (process.env.RUNNER_FLEET_SOAK_LOG) writeFileSync(process.env.RUNNER_FLEET_SOAK_LOG, daemonOutput);
     const secretHits =
       countOf(daemonOutput, SECRET_SENTINEL) +
       runnerLogs.reduce((n, l) => n + countOf(l, SECRET_SENTINEL), 0);
@@ -552,7 +561,7 @@ export async function runSoak(options: Partial<SoakOptions> = {}): Promise<SoakR
         name: 'launches beyond one per acquire plus boot faults',
         value: beyondDemand,
         ok: beyondDemand === 0,
-        detail: `${ours.length} launched, ${prepares.a} acquires, ${neverReadyArmed} boot faults armed`,
+        detail: `${ours.length} launched, ${prepares.a} acquires, ${neverReadyArmed} boot faults armed, ${readinessReplacements} readiness replacements`,
       },
       {
         name: 'instances that served more than one job',
