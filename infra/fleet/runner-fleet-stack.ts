@@ -12,6 +12,7 @@ import * as cr from 'aws-cdk-lib/custom-resources';
 import type { Construct } from 'constructs';
 import { managerPolicyDocument } from '../../manager/providers/aws/iam-policy.js';
 import { TAG } from '../../manager/providers/tags.js';
+import type { InfraConfig } from '../config.js';
 import { accessLogBucket, privateBucket } from '../shared/buckets.js';
 import { acknowledge, wildcardResourceFinding } from '../shared/nag.js';
 import { renderJobBootScript, renderManagerBootScript } from './boot-scripts.js';
@@ -29,18 +30,11 @@ export interface CredentialClass {
   assumableRoleArns?: string[];
 }
 
-export interface RunnerFleetStackProps extends StackProps {
+/** The `fleet` settings of infra/config.ts, plus what the stage wires in. */
+export interface RunnerFleetStackProps extends StackProps, Omit<InfraConfig['fleet'], 'name'> {
   vpc: ec2.IVpc;
   fleetName: string;
-  mode: 'asg' | 'fleet';
   gitlabUrl: string;
-  runnerTokenParameter: string;
-  cacheExpiryDays: number;
-  maxJobInstances: number;
-  jobInstanceType: string;
-  managerInstanceType: string;
-  jobMaxLifetimeMinutes: number;
-  packageSpec: string;
   /** The first class is the default: what every job gets unless a credential rule says otherwise. */
   credentialClasses: CredentialClass[];
 }
