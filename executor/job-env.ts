@@ -11,6 +11,8 @@ export interface HookEnv {
   readonly projectId: string | undefined;
   /** The job variable that carries the GitLab ID token (without CUSTOM_ENV_). */
   readonly idTokenVariable: string;
+  /** How long to keep trying a daemon that is restarting ([executor] daemon_wait, via job_env). */
+  readonly daemonWaitMs: number;
   readonly tmpDir: string;
   readonly buildFailureExitCode: number;
   readonly systemFailureExitCode: number;
@@ -32,7 +34,11 @@ export const JOB_ENV = {
   jobId: 'RUNNER_FLEET_JOB_ID',
   projectId: 'RUNNER_FLEET_PROJECT_ID',
   idTokenVariable: 'RUNNER_FLEET_ID_TOKEN_VARIABLE',
+  daemonWaitMs: 'RUNNER_FLEET_DAEMON_WAIT_MS',
 } as const;
+
+/** How long hooks wait for a restarting daemon before config_exec has told them ([executor] daemon_wait). */
+export const DEFAULT_DAEMON_WAIT_MS = 30_000;
 
 export interface JobIdentity {
   readonly jobId: string;
@@ -91,6 +97,7 @@ export function readHookEnv(env: NodeJS.ProcessEnv = process.env): HookEnv {
     jobId,
     projectId,
     idTokenVariable: env[JOB_ENV.idTokenVariable] || 'RUNNER_FLEET_ID_TOKEN',
+    daemonWaitMs: waitMs(env[JOB_ENV.daemonWaitMs]),
     tmpDir,
     buildFailureExitCode: exitCode(env.BUILD_FAILURE_EXIT_CODE, 1),
     systemFailureExitCode: exitCode(env.SYSTEM_FAILURE_EXIT_CODE, 2),
@@ -108,6 +115,11 @@ export function fallbackExitCodes(env: NodeJS.ProcessEnv = process.env): { build
     build: exitCode(env.BUILD_FAILURE_EXIT_CODE, 1),
     system: exitCode(env.SYSTEM_FAILURE_EXIT_CODE, 2),
   };
+}
+
+function waitMs(value: string | undefined): number {
+  const n = Number(value);
+  return value && Number.isInteger(n) && n >= 0 && n <= 3_600_000 ? n : DEFAULT_DAEMON_WAIT_MS;
 }
 
 function exitCode(value: string | undefined, fallback: number): number {

@@ -260,6 +260,7 @@ function executorConfig(config: Config, provider: Provider, jobId: string): Exec
     driver: { name: `runner-fleet (${provider.name})`, version: version() },
     shell: 'bash',
     idTokenVariable: config.credentials.tokenVariable,
+    daemonWaitMs: config.executor.daemon_wait,
   };
 }
 

@@ -27,7 +27,7 @@ export function cleanupHook(options: { socket?: string }): Promise<number> {
       result = await request(
         hookSocketPath(options.socket),
         { op: 'release', jobId: env.jobId, reason: 'cleanup' },
-        { connectWaitMs: 30_000 },
+        { connectWaitMs: env.daemonWaitMs },
       );
     } catch (error) {
       throw new SystemFailure(

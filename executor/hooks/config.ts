@@ -10,20 +10,21 @@ export function configHook(options: { socket?: string }): Promise<number> {
     const env = readHookEnv();
     let config: ExecutorConfig;
     try {
-      // connectWaitMs, as prepare and cleanup: a daemon restarting right now must not fail the job.
+      // A daemon restarting right now must not fail the job (daemon_wait is not known yet here).
       config = await request<ExecutorConfig>(
         hookSocketPath(options.socket),
         { op: 'config', jobId: env.jobId },
-        { connectWaitMs: 30_000 },
+        { connectWaitMs: env.daemonWaitMs },
       );
     } catch (error) {
       throw new SystemFailure((error as Error).message);
     }
-    const { idTokenVariable, ...executor } = config;
+    const { idTokenVariable, daemonWaitMs, ...executor } = config;
     // job_env reaches only our later hooks (unprefixed), never the job: a trusted channel.
     const jobEnv: Record<string, string> = {
       [JOB_ENV.jobId]: env.jobId,
       [JOB_ENV.idTokenVariable]: idTokenVariable,
+      [JOB_ENV.daemonWaitMs]: String(daemonWaitMs),
       ...(env.projectId ? { [JOB_ENV.projectId]: env.projectId } : {}),
     };
     process.stdout.write(`${JSON.stringify({ ...executor, job_env: jobEnv })}\n`);

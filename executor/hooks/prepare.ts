@@ -29,7 +29,7 @@ export function prepareHook(options: { socket?: string }): Promise<number> {
       lease = await request<Lease>(
         hookSocketPath(options.socket),
         { op: 'acquire', job },
-        { onProgress: (message) => say(`runner-fleet: ${message}`), connectWaitMs: 30_000 },
+        { onProgress: (message) => say(`runner-fleet: ${message}`), connectWaitMs: env.daemonWaitMs },
       );
     } catch (error) {
       throw new SystemFailure(`could not acquire an instance: ${(error as Error).message}`);

@@ -23,7 +23,7 @@ export function runStageHook(options: { socket?: string; positionals: string[] }
     } catch {
       throw new SystemFailure(`stage ${stage}: script ${scriptPath} does not exist or is not a file`);
     }
-    const lease = await findLease(env.tmpDir, env.jobId, options.socket);
+    const lease = await findLease(env.tmpDir, env.jobId, options.socket, env.daemonWaitMs);
     const transport = await loadTransport(lease.connect);
 
     const controller = new AbortController();
@@ -75,7 +75,12 @@ async function askFate(jobId: string, socket: string | undefined): Promise<strin
   }
 }
 
-async function findLease(tmpDir: string, jobId: string, socket: string | undefined): Promise<Lease> {
+async function findLease(
+  tmpDir: string,
+  jobId: string,
+  socket: string | undefined,
+  daemonWaitMs: number,
+): Promise<Lease> {
   let lease: Lease | undefined;
   try {
     lease = readLeaseFile(tmpDir);
@@ -84,7 +89,11 @@ async function findLease(tmpDir: string, jobId: string, socket: string | undefin
   }
   if (lease) return lease;
   try {
-    return await request<Lease>(hookSocketPath(socket), { op: 'lease', jobId }, { connectWaitMs: 15_000 });
+    return await request<Lease>(
+      hookSocketPath(socket),
+      { op: 'lease', jobId },
+      { connectWaitMs: daemonWaitMs },
+    );
   } catch (error) {
     throw new SystemFailure(
       `job ${jobId} has no instance (did prepare succeed?): ${(error as Error).message}`,

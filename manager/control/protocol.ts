@@ -41,6 +41,8 @@ export interface ExecutorConfig {
   readonly shell: 'bash';
   /** The job variable holding the GitLab ID token ([credentials] token_variable). */
   readonly idTokenVariable: string;
+  /** [executor] daemon_wait: how long later hooks wait for a restarting daemon. */
+  readonly daemonWaitMs: number;
 }
 
 /** Everything the run and cleanup hooks need, persisted by prepare in the job's TMPDIR. */
