@@ -3,6 +3,7 @@
  * (`cdk.json` or `-c key=value`) and validated here. Defaults let `cdk synth` run offline with no
  * credentials; real deployments override them in cdk.json or on the command line.
  */
+import { type HaSize, haSize, SIZE_NAMES, type SizeName } from './gitlab/ha/sizes.js';
 import { type SizingName, sizing } from './sizing.js';
 
 export interface AccountIds {
@@ -22,6 +23,10 @@ export interface InfraConfig {
   /** Public hosted zone for DNS validation and the alias record (no lookup: id and name given). */
   hostedZone?: { id: string; name: string };
   natGateways: 1 | 2;
+  /** `poc`: one GitLab node (preset `sizing`); `3k`: the HA reference architecture (`ha`). */
+  size: SizeName;
+  /** The 3k layout with `sizeOverrides` applied (used when size is `3k`). */
+  ha: HaSize;
   sizing: SizingName;
   multiAz: boolean;
   /** Who may reach the load balancer (HTTPS, HTTP redirect, git over SSH). */
@@ -94,6 +99,10 @@ export function readInfraConfig(context: ContextReader): InfraConfig {
   if (natGateways !== 1 && natGateways !== 2) throw new Error('context natGateways must be 1 or 2');
   const sizingName = str('sizing', '1k');
   sizing(sizingName);
+  const size = oneOf('size', SIZE_NAMES, 'poc');
+  const overrides = context('sizeOverrides');
+  const hasOverrides = overrides !== undefined && overrides !== null && overrides !== '';
+  if (hasOverrides && size !== '3k') throw new Error('context sizeOverrides applies to size=3k only');
   const fleetName = str('fleetName', 'ci');
   if (!/^[a-z0-9-]{1,32}$/.test(fleetName)) throw new Error('context fleetName must match [a-z0-9-]{1,32}');
 
@@ -110,6 +119,8 @@ export function readInfraConfig(context: ContextReader): InfraConfig {
     certificateArn: optional('certificateArn'),
     hostedZone: zoneId ? { id: zoneId, name: str('hostedZoneName', domainName) } : undefined,
     natGateways,
+    size,
+    ha: haSize(hasOverrides ? overrides : {}),
     sizing: sizingName as SizingName,
     multiAz: bool('multiAz', false),
     allowedCidr: str('allowedCidr', '0.0.0.0/0'),
