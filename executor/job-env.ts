@@ -20,7 +20,6 @@ export interface HookEnv {
   readonly projectPath: string | undefined;
   readonly pipelineId: string | undefined;
   readonly jobToken: string | undefined;
-  readonly serverUrl: string | undefined;
 }
 
 export class HookInputError extends Error {
@@ -105,7 +104,6 @@ export function readHookEnv(env: NodeJS.ProcessEnv = process.env): HookEnv {
     projectPath: env.CUSTOM_ENV_CI_PROJECT_PATH || undefined,
     pipelineId: env.CUSTOM_ENV_CI_PIPELINE_ID || undefined,
     jobToken: env.CUSTOM_ENV_CI_JOB_TOKEN || undefined,
-    serverUrl: env.CUSTOM_ENV_CI_SERVER_URL || undefined,
   };
 }
 

@@ -10,7 +10,7 @@ import type { ControlRequest, ExecutorConfig, JobInfo, Lease, StatusReport } fro
 import { ControlError, listenControl } from './control/server.js';
 import { type IdTokenVerifier, selectCredentials, verifierFor } from './credentials/index.js';
 import { type CredentialChoice, Fleet, FleetError, type FleetTuning } from './fleet/fleet.js';
-import { gitlabJobChecker } from './fleet/job-check.js';
+import { gitlabJobChecker, jobCheckUrl } from './fleet/job-check.js';
 import { LeaseJournal } from './fleet/lease-journal.js';
 import { fleetTuningFrom } from './fleet/tuning.js';
 import { FleetMetrics, instrumentProvider } from './metrics/metrics.js';
@@ -35,6 +35,11 @@ export async function startDaemon(config: Config, log: Logger): Promise<RunningD
     ? instrumentProvider(rawProvider, (op, error) => metrics.operation(op, error))
     : rawProvider;
   const journal = new LeaseJournal(config.state_dir);
+  const checkUrl = jobCheckUrl(config);
+  if (!checkUrl)
+    log.warn(
+      'job checks are off: no [gitlab] url (nor [credentials] gitlab_url), so leases of jobs that ended without cleanup end only at max_job_lifetime',
+    );
   const fleet = new Fleet({
     provider,
     journal,
@@ -42,7 +47,9 @@ export async function startDaemon(config: Config, log: Logger): Promise<RunningD
     fleetName: config.fleet_name,
     managerId: config.manager_id,
     tuning: fleetTuning(config),
-    jobChecker: gitlabJobChecker({ timeoutMs: config.pool.job_check_timeout }),
+    ...(checkUrl
+      ? { jobChecker: gitlabJobChecker({ gitlabUrl: checkUrl, timeoutMs: config.pool.job_check_timeout }) }
+      : {}),
     ...(metrics ? { observer: metrics } : {}),
   });
   metrics?.attach(fleet);

@@ -21,7 +21,6 @@ export function prepareHook(options: { socket?: string }): Promise<number> {
       ...(env.pipelineId ? { pipelineId: env.pipelineId } : {}),
       ...(idToken ? { idToken } : {}),
       ...(env.jobToken ? { jobToken: env.jobToken } : {}),
-      ...(env.serverUrl ? { serverUrl: env.serverUrl } : {}),
     };
     let lease: Lease;
     try {

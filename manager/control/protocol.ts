@@ -15,10 +15,11 @@ export interface JobInfo {
   readonly pipelineId?: string;
   /** GitLab ID token (id_tokens:) for credential rules; verified by the daemon, never logged. */
   readonly idToken?: string;
-  /** CI_JOB_TOKEN, used only to ask GitLab whether the job is still running; never logged. */
+  /**
+   * CI_JOB_TOKEN, used only to ask the configured GitLab whether the job is still running; never
+   * logged. No server URL travels with it: CI_SERVER_URL is the job author's to set.
+   */
   readonly jobToken?: string;
-  /** CI_SERVER_URL, where the job token is checked. */
-  readonly serverUrl?: string;
 }
 
 export type ControlRequest =

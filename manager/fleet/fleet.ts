@@ -550,7 +550,6 @@ export class Fleet {
       credentialClass: credentials.credentialClass,
       ...(scopeOf(job, credentials) ? { projectPath: scopeOf(job, credentials) } : {}),
       ...(job.jobToken ? { jobToken: job.jobToken } : {}),
-      ...(job.serverUrl ? { serverUrl: job.serverUrl } : {}),
     };
     // Journal before anything else: from here on a restart knows this instance is busy.
     this.options.journal.put(entry);
@@ -929,7 +928,7 @@ export class Fleet {
       for (const instance of this.instances.values()) {
         if (instance.state !== 'leased' || !instance.jobId) continue;
         const entry = this.options.journal.get(instance.jobId);
-        if (!entry?.jobToken || !entry.serverUrl) continue;
+        if (!entry?.jobToken) continue;
         const since = instance.jobCheckedAt ?? instance.leasedAt ?? now;
         if (instance.orphanMarkedAt !== undefined || now - since >= interval) due.push({ instance, entry });
       }
@@ -938,11 +937,7 @@ export class Fleet {
         while (next < due.length && !this.stopped) {
           const item = due[next++];
           if (!item) break;
-          const verdict = await checker(
-            item.entry.serverUrl as string,
-            item.entry.jobToken as string,
-            this.stopController.signal,
-          );
+          const verdict = await checker(item.entry.jobToken as string, this.stopController.signal);
           // The lease may have ended while we asked; the answer is only about that job.
           if (item.instance.jobId === item.entry.jobId) {
             item.instance.jobVerdict = verdict;

@@ -3,20 +3,29 @@
  * 200 while the job runs and 401/403 once it has ended (GitLab revokes the token). Everything else
  * (5xx, timeouts, a proxy's 404, no network) proves nothing, and the reaper treats it as "maybe
  * running": an unknown answer must never kill a job.
+ *
+ * The GitLab asked is the one in our config, bound here once. Never CI_SERVER_URL: the job author
+ * can set that variable, and the manager would then send a job token to any host it can reach.
  */
 import type { JobVerdict } from './policy.js';
 
-export type JobChecker = (serverUrl: string, jobToken: string, signal?: AbortSignal) => Promise<JobVerdict>;
+export type JobChecker = (jobToken: string, signal?: AbortSignal) => Promise<JobVerdict>;
 
-export function gitlabJobChecker(options: { timeoutMs: number }): JobChecker {
-  return async (serverUrl, jobToken, signal) => {
-    let url: URL;
-    try {
-      url = new URL('api/v4/job', serverUrl.endsWith('/') ? serverUrl : `${serverUrl}/`);
-    } catch {
-      return 'unknown';
-    }
-    if (url.protocol !== 'https:' && url.protocol !== 'http:') return 'unknown';
+/** The GitLab the job checks go to: [gitlab] url, else [credentials] gitlab_url; undefined: checks off. */
+export function jobCheckUrl(config: {
+  gitlab: { url?: string | undefined };
+  credentials: { gitlabUrl?: string | undefined };
+}): string | undefined {
+  return config.gitlab.url ?? config.credentials.gitlabUrl;
+}
+
+export function gitlabJobChecker(options: { gitlabUrl: string; timeoutMs: number }): JobChecker {
+  const base = options.gitlabUrl.endsWith('/') ? options.gitlabUrl : `${options.gitlabUrl}/`;
+  // Checked when the config loads; a bad URL here is a bug, not a job's doing.
+  const url = new URL('api/v4/job', base);
+  if (url.protocol !== 'https:' && url.protocol !== 'http:')
+    throw new Error(`job checks need an http(s) GitLab URL, not ${url.protocol}`);
+  return async (jobToken, signal) => {
     const timeout = AbortSignal.timeout(options.timeoutMs);
     try {
       const response = await fetch(url, {

@@ -18,9 +18,8 @@ export interface LeaseEntry {
   readonly leasedAt: string;
   readonly credentialClass: string;
   readonly projectPath?: string;
-  /** CI_JOB_TOKEN and server URL, to ask GitLab whether the job still runs (orphan reaping). */
+  /** CI_JOB_TOKEN, to ask the configured GitLab whether the job still runs (orphan reaping). */
   readonly jobToken?: string;
-  readonly serverUrl?: string;
 }
 
 /** What the fleet needs from a lease record; the simulator uses the in-memory one. */

@@ -34,6 +34,7 @@ import { GetCallerIdentityCommand, STSClient } from '@aws-sdk/client-sts';
 import { parse } from 'smol-toml';
 import type { Config } from '../config/schema.js';
 import { request } from '../control/client.js';
+import { jobCheckUrl } from '../fleet/job-check.js';
 import { managerPolicyDocument } from '../providers/aws/iam-policy.js';
 import { TAG } from '../providers/tags.js';
 import {
@@ -101,6 +102,7 @@ export async function runDoctor(o: DoctorOptions): Promise<CheckResult[]> {
   progress('asking the daemon on its control socket');
   add(await checkSocket(config));
   add(checkRunnerEntry(config, o.runnerConfigPath ?? DEFAULT_RUNNER_CONFIG_PATH));
+  add(checkJobChecks(config));
 
   const aws = awsSection(config);
   if (config.provider !== 'aws' || !aws) {
@@ -142,6 +144,24 @@ function checkStateDir(config: Config): CheckResult {
       fix: '`runner-fleet install` creates it (systemd also does, through StateDirectory=, at start)',
     };
   }
+}
+
+/** Leases whose cleanup never ran end early only if GitLab can be asked: the configured GitLab. */
+function checkJobChecks(config: Config): CheckResult {
+  const url = jobCheckUrl(config);
+  if (!url)
+    return {
+      id: 'job checks',
+      status: 'warn',
+      detail:
+        'off: no [gitlab] url nor [credentials] gitlab_url, so a lease whose cleanup never ran ends only at max_job_lifetime',
+      fix: "set [gitlab] url to the GitLab root URL (never the job's CI_SERVER_URL, which the job author sets)",
+    };
+  return {
+    id: 'job checks',
+    status: 'pass',
+    detail: `leases' jobs are checked at ${url}/api/v4/job every ${Math.round(config.pool.job_check_interval / 1000)} s`,
+  };
 }
 
 async function checkSocket(config: Config): Promise<CheckResult> {

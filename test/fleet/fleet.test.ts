@@ -300,12 +300,12 @@ describe('orphan reaping against GitLab', () => {
       { idleCount: 5 },
     );
     const { fleet, journal } = makeFleet(clock, provider, t, {
-      jobChecker: gitlabJobChecker({ timeoutMs: 5000 }),
+      jobChecker: gitlabJobChecker({ gitlabUrl: url, timeoutMs: 5000 }),
     });
     await fleet.start();
     await advance(clock, MIN);
     const lease = async (id: string, jobToken?: string) =>
-      (await fleet.acquire(job(id, jobToken ? { jobToken, serverUrl: url } : {}), cred, noop)).instanceId;
+      (await fleet.acquire(job(id, jobToken ? { jobToken } : {}), cred, noop)).instanceId;
     const over = await lease('over', 'tok-over');
     const forbidden = await lease('forbidden', 'tok-forbidden');
     const running = await lease('running', 'tok-running');

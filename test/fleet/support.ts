@@ -165,7 +165,7 @@ export function makeFleet(
   return { fleet, journal };
 }
 
-export const job = (id: string, extra: { jobToken?: string; serverUrl?: string } = {}) => ({ id, ...extra });
+export const job = (id: string, extra: { jobToken?: string } = {}) => ({ id, ...extra });
 export const cred = { credentialClass: 'default', notes: [] };
 export const noop = () => undefined;
 

@@ -174,6 +174,7 @@ describe('doctor', () => {
     const after = await doctor(config, runnerToml);
     expect(failing(after.results), renderReport(after.results)).toEqual([]);
     expect(byId(after.results).get('gitlab accepts token')?.detail).toContain('runner 100');
+    expect(byId(after.results).get('job checks')?.detail).toContain(`${gitlab.url}/api/v4/job`);
     expect(renderReport(after.results)).toContain('all checks passed');
     // The runner token never shows up in what doctor prints.
     const token = fake.parameter('/runner-fleet/blue/runner-token')?.Value as string;
@@ -222,5 +223,7 @@ describe('doctor', () => {
     expect(r.get('state directory')).toMatchObject({ status: 'fail', fix: `chmod 0700 ${state}` });
     expect(r.get('aws identity')?.status).toBe('skip');
     expect(r.get('cache bucket')?.status).toBe('skip');
+    // No GitLab URL in the config: job checks are off, and doctor says so.
+    expect(r.get('job checks')).toMatchObject({ status: 'warn', detail: expect.stringContaining('off') });
   });
 });
