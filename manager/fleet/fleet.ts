@@ -1,5 +1,7 @@
 /**
- * The fleet: instances and their leases, the acquire queue, and the reconcile loop.
+ * The fleet: instances and their leases, the acquire queue, scaling, and the reconcile loop that
+ * applies what reconcile.ts (listing merge, orphans) and adoption.ts (instances we did not know)
+ * decide.
  *
  * All state changes happen synchronously on the event loop, so "check the instance is idle, then
  * lease it" is a compare-and-set: a scale-in that runs meanwhile sees `leased` and leaves it. Cloud
@@ -11,17 +13,17 @@ import type { Logger } from 'pino';
 import type { JobInfo } from '../control/protocol.js';
 import type { ConnectInfo, LaunchFailure, Provider, ProviderInstance } from '../providers/provider.js';
 import { TAG } from '../providers/tags.js';
+import { adoptionOf } from './adoption.js';
 import { type Clock, sleep, systemClock } from './clock.js';
+import { type InstanceRecord, recordFrom, tagsOf } from './instance.js';
 import type { JobChecker } from './job-check.js';
 import type { LeaseEntry, LeaseStore } from './lease-journal.js';
 import {
   ArrivalRate,
   adaptiveIdleTarget,
-  type JobVerdict,
   LeadTime,
   type PoolPolicy,
   type PoolSnapshot,
-  planReap,
   planScale,
   type ReapPolicy,
   refill,
@@ -29,34 +31,10 @@ import {
   type TokenBucket,
   take,
 } from './policy.js';
-import { canTransition, type InstanceState, isInstanceState } from './states.js';
+import { checkLeasedJobs, mergeListing, planOrphans } from './reconcile.js';
+import { canTransition, type InstanceState } from './states.js';
 
-export interface InstanceRecord {
-  readonly id: string;
-  state: InstanceState;
-  readonly createdAt: number;
-  readyAt?: number;
-  idleSince?: number;
-  jobId?: string;
-  leasedAt?: number;
-  useCount: number;
-  /** Credential class and project of the jobs it served: reuse stays within both. */
-  credentialClass?: string;
-  projectPath?: string;
-  detail: Record<string, string>;
-  /** When the listing last showed it; instances missing from a listing long enough are gone. */
-  lastSeen: number;
-  /** How to reach it, asked once when it became ready so that acquiring makes no provider call. */
-  connect?: ConnectInfo;
-  /** Orphan reaping: when the first phase marked it, and why. */
-  orphanMarkedAt?: number;
-  orphanReason?: string;
-  /** Last GitLab answer about the lease's job, and when it was asked. */
-  jobVerdict?: JobVerdict;
-  jobCheckedAt?: number;
-  /** When its tags were last queued for writing; a listing older than that shows stale tags. */
-  tagsWrittenAt?: number;
-}
+export type { InstanceRecord } from './instance.js';
 
 /** Hooks for metrics and the simulator; every one is optional and must not throw. */
 export interface FleetObserver {
@@ -150,8 +128,6 @@ interface Waiter {
   reject(error: Error): void;
 }
 
-/** How long an instance we know may be missing from listings before we call it gone. */
-const LISTING_GRACE_MS = 60_000;
 /**
  * Launches and terminations that come close together go out as one call: a burst of 200 acquires
  * becomes one launch, and a wave of releases one terminate. Both are off the job's critical path
@@ -159,8 +135,6 @@ const LISTING_GRACE_MS = 60_000;
  */
 const LAUNCH_BATCH_MS = 200;
 const TERMINATE_BATCH_MS = 1000;
-/** GitLab checks in flight at once, so that a thousand leases do not open a thousand sockets. */
-const JOB_CHECK_CONCURRENCY = 8;
 /** Used as the adaptive pool's lead time until some boot has been observed. */
 const DEFAULT_LEAD_TIME_MS = 60_000;
 
@@ -716,7 +690,7 @@ export class Fleet {
       this.observer.launched?.(count, result.launched.length, result.failures, this.clock.now() - now);
       for (const launched of result.launched) {
         if (this.instances.has(launched.id)) continue;
-        const record = this.recordFrom(launched, 'booting');
+        const record = recordFrom(launched, 'booting', this.clock.now());
         this.instances.set(record.id, record);
         this.observer.instanceState?.(record, undefined, this.clock.now());
         log.info({ instanceId: record.id, ...record.detail }, 'instance launched');
@@ -884,85 +858,33 @@ export class Fleet {
 
   /** The synchronous part of a tick (public for the bench, which times it at scale). */
   mergeListing(listing: readonly ProviderInstance[], listedFrom = this.clock.now()): void {
-    const now = this.clock.now();
-    const seen = new Set<string>();
-    for (const listed of listing) {
-      seen.add(listed.id);
-      const known = this.instances.get(listed.id);
-      if (listed.status === 'gone') {
-        if (known) this.forgetVanished(known, 'the provider reports it terminated');
-        continue;
-      }
-      if (known) {
-        known.lastSeen = now;
-        // Tags written since the listing began are newer than what it shows: no drift.
-        if ((known.tagsWrittenAt ?? Number.NEGATIVE_INFINITY) < listedFrom) this.repairTags(known, listed);
-        continue;
-      }
-      this.adopt(listed);
-    }
-    for (const known of [...this.instances.values()]) {
-      if (seen.has(known.id)) continue;
-      if (known.state === 'terminating' && !this.pendingTerminations.has(known.id)) {
-        this.forgetVanished(known, 'terminated');
-        continue;
-      }
-      if (now - known.lastSeen > LISTING_GRACE_MS)
-        this.forgetVanished(known, 'it is missing from the listing');
-    }
+    const merge = mergeListing(this.instances, listing, {
+      now: this.clock.now(),
+      listedFrom,
+      terminationPending: (id) => this.pendingTerminations.has(id),
+      retiring: this.options.journal.retiring(),
+    });
+    for (const { instance, why } of merge.vanished) this.forgetVanished(instance, why);
+    for (const instance of merge.drifted) if (!this.tagWrites.has(instance.id)) this.syncTags(instance);
+    for (const listed of merge.unknown) this.adopt(listed);
     // Retiring records of instances that no longer exist are done with.
-    const stale = this.options.journal.retiring().filter((id) => !seen.has(id) && !this.instances.has(id));
-    if (stale.length > 0) this.options.journal.removeRetiring(stale);
+    if (merge.staleRetiring.length > 0) this.options.journal.removeRetiring(merge.staleRetiring);
   }
 
-  /**
-   * Orphan reaping, two phases: a first sighting marks the instance (tag + log), and only a
-   * second sighting at least `recheckAfterMs` later terminates it, after asking GitLab again.
-   */
+  /** Orphan reaping (see reconcile.ts): ask GitLab about due leases, then apply the plan. */
   private async reap(policy: ReapPolicy): Promise<void> {
-    const checker = this.options.jobChecker;
-    const interval = this.tuning.jobCheckIntervalMs ?? 5 * 60_000;
-    if (checker) {
-      const now = this.clock.now();
-      const due: Array<{ instance: InstanceRecord; entry: LeaseEntry }> = [];
-      for (const instance of this.instances.values()) {
-        if (instance.state !== 'leased' || !instance.jobId) continue;
-        const entry = this.options.journal.get(instance.jobId);
-        if (!entry?.jobToken) continue;
-        const since = instance.jobCheckedAt ?? instance.leasedAt ?? now;
-        if (instance.orphanMarkedAt !== undefined || now - since >= interval) due.push({ instance, entry });
-      }
-      let next = 0;
-      const worker = async () => {
-        while (next < due.length && !this.stopped) {
-          const item = due[next++];
-          if (!item) break;
-          const verdict = await checker(item.entry.jobToken as string, this.stopController.signal);
-          // The lease may have ended while we asked; the answer is only about that job.
-          if (item.instance.jobId === item.entry.jobId) {
-            item.instance.jobVerdict = verdict;
-            item.instance.jobCheckedAt = this.clock.now();
-          }
-        }
-      };
-      await Promise.all(Array.from({ length: Math.min(JOB_CHECK_CONCURRENCY, due.length) }, worker));
+    if (this.options.jobChecker) {
+      await checkLeasedJobs(this.instances.values(), {
+        journal: this.options.journal,
+        checker: this.options.jobChecker,
+        clock: this.clock,
+        intervalMs: this.tuning.jobCheckIntervalMs ?? 5 * 60_000,
+        signal: this.stopController.signal,
+      });
     }
     if (this.stopped) return;
     const now = this.clock.now();
-    const candidates = [];
-    for (const i of this.instances.values()) {
-      if (i.state !== 'leased' && i.state !== 'booting' && i.state !== 'creating') continue;
-      candidates.push({
-        id: i.id,
-        state: i.state,
-        createdAt: i.createdAt,
-        ...(i.leasedAt !== undefined ? { leasedAt: i.leasedAt } : {}),
-        ...(i.jobVerdict !== undefined ? { verdict: i.jobVerdict } : {}),
-        ...(i.orphanMarkedAt !== undefined ? { markedAt: i.orphanMarkedAt } : {}),
-        jobId: i.jobId,
-      });
-    }
-    const plan = planReap(candidates, now, policy);
+    const plan = planOrphans(this.instances.values(), now, policy);
     for (const { id, reason } of plan.mark) {
       const instance = this.instances.get(id);
       if (!instance) continue;
@@ -982,11 +904,10 @@ export class Fleet {
       instance.orphanReason = undefined;
       this.syncTags(instance);
     }
-    const byId = new Map(candidates.map((c) => [c.id, c]));
     this.options.journal.batch(() => {
       for (const { id, reason } of plan.terminate) {
         const instance = this.instances.get(id);
-        const seen = byId.get(id);
+        const seen = plan.seen.get(id);
         // Compare-and-set: still the same state and job as when the plan was made.
         if (!instance || !seen || instance.state !== seen.state || instance.jobId !== seen.jobId) continue;
         if (instance.orphanMarkedAt === undefined) continue;
@@ -1000,42 +921,18 @@ export class Fleet {
 
   /** An instance we did not know (daemon restart, or a crash between launch and bookkeeping). */
   private adopt(listed: ProviderInstance): void {
-    const tagState = listed.tags[TAG.state] ?? '';
-    const lease = this.options.journal.byInstance(listed.id);
-    let state: InstanceState = isInstanceState(tagState) ? tagState : 'booting';
-    if (lease) state = 'leased';
-    const retiring = this.options.journal.isRetiring(listed.id);
-    const record = this.recordFrom(listed, state === 'creating' ? 'booting' : state);
-    record.useCount = Number(listed.tags[TAG.useCount] ?? '0') || 0;
-    const marked = Date.parse(listed.tags[TAG.orphanMarkedAt] ?? '');
-    if (!Number.isNaN(marked)) record.orphanMarkedAt = marked;
-    if (lease) {
-      record.jobId = lease.jobId;
-      record.leasedAt = Date.parse(lease.leasedAt);
-      record.credentialClass = lease.credentialClass;
-      record.projectPath = lease.projectPath;
-    } else if (state === 'leased') {
-      // Tagged leased but no journal entry: the job may still run. Keep it leased; the orphan
-      // reaper decides, never this guess.
-      record.jobId = listed.tags[TAG.jobId];
-      record.leasedAt = Date.parse(listed.tags[TAG.leasedAt] ?? '') || this.clock.now();
-    }
+    const { record, next, retiring } = adoptionOf(listed, this.options.journal, this.clock.now());
     this.instances.set(record.id, record);
     this.observer.instanceState?.(record, undefined, this.clock.now());
     this.log.info(
       { instanceId: record.id, state: record.state, jobId: record.jobId, retiring },
       'adopted instance from tags',
     );
-    if (retiring && !lease) {
-      // We had decided to terminate it before the restart: finish that.
+    if (next.kind === 'retire') {
       record.state = 'failed';
-      this.retire(record, 'was being terminated before the restart');
-    } else if (record.state === 'booting') this.track(this.awaitReady(record, { adopted: true }));
-    else if (record.state === 'idle') record.idleSince = this.clock.now();
-    else if (['draining', 'failed', 'terminating'].includes(record.state)) {
-      record.state = 'failed';
-      this.retire(record, 'found half-terminated after restart');
-    }
+      this.retire(record, next.reason);
+    } else if (next.kind === 'await-ready') this.track(this.awaitReady(record, { adopted: true }));
+    else if (next.kind === 'idle') record.idleSince = this.clock.now();
   }
 
   private forgetVanished(instance: InstanceRecord, why: string): void {
@@ -1052,19 +949,6 @@ export class Fleet {
     this.observer.instanceState?.(instance, from, this.clock.now());
     this.instances.delete(instance.id);
     this.options.journal.removeRetiring([instance.id]);
-  }
-
-  /** Only states a restart must see are kept in tags; see syncTags for which. */
-  private repairTags(known: InstanceRecord, listed: ProviderInstance): void {
-    if (!this.tagsMatter(known)) return;
-    const want = this.tagsOf(known);
-    let drift = false;
-    for (const key in want) if ((listed.tags[key] ?? '') !== want[key]) drift = true;
-    if (drift && !this.tagWrites.has(known.id)) this.syncTags(known);
-  }
-
-  private tagsMatter(instance: InstanceRecord): boolean {
-    return instance.state === 'leased' || (instance.state === 'idle' && instance.useCount > 0);
   }
 
   private scheduleReconcile(): void {
@@ -1101,17 +985,6 @@ export class Fleet {
     this.observer.instanceState?.(instance, from, this.clock.now());
   }
 
-  private tagsOf(instance: InstanceRecord): Record<string, string> {
-    return {
-      [TAG.state]: instance.state,
-      [TAG.jobId]: instance.jobId ?? '',
-      [TAG.leasedAt]: instance.leasedAt ? new Date(instance.leasedAt).toISOString() : '',
-      [TAG.useCount]: String(instance.useCount),
-      [TAG.credentialClass]: instance.credentialClass ?? '',
-      [TAG.orphanMarkedAt]: instance.orphanMarkedAt ? new Date(instance.orphanMarkedAt).toISOString() : '',
-    };
-  }
-
   /**
    * Tag writes are serialized per instance so a late write never overtakes a newer one, and
    * coalesced: a write still waiting in the queue reads the state when it runs, so a second
@@ -1128,7 +1001,7 @@ export class Fleet {
       this.tagQueued.delete(instance.id);
       if (instance.state === 'terminated' || !this.instances.has(instance.id)) return;
       try {
-        await this.options.provider.setTags(instance.id, this.tagsOf(instance));
+        await this.options.provider.setTags(instance.id, tagsOf(instance));
       } catch (error) {
         this.log.warn(
           { instanceId: instance.id, error: (error as Error).message },
@@ -1140,18 +1013,6 @@ export class Fleet {
     void next.finally(() => {
       if (this.tagWrites.get(instance.id) === next) this.tagWrites.delete(instance.id);
     });
-  }
-
-  private recordFrom(listed: ProviderInstance, state: InstanceState): InstanceRecord {
-    const createdTag = Date.parse(listed.tags[TAG.createdAt] ?? '');
-    return {
-      id: listed.id,
-      state,
-      createdAt: Number.isNaN(createdTag) ? listed.launchedAt.getTime() : createdTag,
-      useCount: 0,
-      detail: { ...(listed.detail ?? {}) },
-      lastSeen: this.clock.now(),
-    };
   }
 
   private notifyWaiters(message: string): void {

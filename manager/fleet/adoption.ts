@@ -1,0 +1,63 @@
+/**
+ * Adoption: taking back an instance the fleet did not know (after a daemon restart, or a crash
+ * between a launch and its bookkeeping). The provider's tags and the lease journal say in what
+ * state it is; the journal wins over tags, since it is written before a lease is handed out.
+ */
+import type { ProviderInstance } from '../providers/provider.js';
+import { TAG } from '../providers/tags.js';
+import { type InstanceRecord, recordFrom } from './instance.js';
+import type { LeaseStore } from './lease-journal.js';
+import { type InstanceState, isInstanceState } from './states.js';
+
+/** What the fleet does with an adopted instance once it is recorded. */
+export type AdoptionNext =
+  | { readonly kind: 'await-ready' }
+  | { readonly kind: 'idle' }
+  /** Leased (the orphan reaper decides about it), or a state that needs nothing now. */
+  | { readonly kind: 'keep' }
+  /** Terminate it: it was on its way out before the restart. */
+  | { readonly kind: 'retire'; readonly reason: string };
+
+export interface Adoption {
+  readonly record: InstanceRecord;
+  readonly next: AdoptionNext;
+  /** The journal had it as being retired. */
+  readonly retiring: boolean;
+}
+
+/** Rebuild the record of a listed instance from its tags and the lease journal. */
+export function adoptionOf(
+  listed: ProviderInstance,
+  journal: Pick<LeaseStore, 'byInstance' | 'isRetiring'>,
+  now: number,
+): Adoption {
+  const tagState = listed.tags[TAG.state] ?? '';
+  const lease = journal.byInstance(listed.id);
+  let state: InstanceState = isInstanceState(tagState) ? tagState : 'booting';
+  if (lease) state = 'leased';
+  const retiring = journal.isRetiring(listed.id);
+  const record = recordFrom(listed, state === 'creating' ? 'booting' : state, now);
+  record.useCount = Number(listed.tags[TAG.useCount] ?? '0') || 0;
+  const marked = Date.parse(listed.tags[TAG.orphanMarkedAt] ?? '');
+  if (!Number.isNaN(marked)) record.orphanMarkedAt = marked;
+  if (lease) {
+    record.jobId = lease.jobId;
+    record.leasedAt = Date.parse(lease.leasedAt);
+    record.credentialClass = lease.credentialClass;
+    record.projectPath = lease.projectPath;
+  } else if (state === 'leased') {
+    // Tagged leased but no journal entry: the job may still run. Keep it leased; the orphan
+    // reaper decides, never this guess.
+    record.jobId = listed.tags[TAG.jobId];
+    record.leasedAt = Date.parse(listed.tags[TAG.leasedAt] ?? '') || now;
+  }
+  let next: AdoptionNext;
+  // We had decided to terminate it before the restart: finish that.
+  if (retiring && !lease) next = { kind: 'retire', reason: 'was being terminated before the restart' };
+  else if (record.state === 'booting') next = { kind: 'await-ready' };
+  else if (record.state === 'idle') next = { kind: 'idle' };
+  else if (record.state === 'draining' || record.state === 'failed' || record.state === 'terminating')
+    next = { kind: 'retire', reason: 'found half-terminated after restart' };
+  else next = { kind: 'keep' };
+  return { record, next, retiring };
+}
