@@ -1,15 +1,13 @@
 /**
- * User data of the two kinds of fleet instance. Neither holds a secret: the manager reads the
- * runner token from an SSM SecureString with its instance role at boot.
+ * User data of the two kinds of fleet instance. Neither holds a secret: on the manager,
+ * `runner-fleet runner-config --write` reads the runner token from an SSM SecureString with the
+ * instance role and writes it straight into gitlab-runner's root-only config.toml.
  */
-import { RUNNER_TOKEN_PLACEHOLDER } from './runner-configs.js';
 
 export interface ManagerBootScriptOptions {
   region: string;
   /** npm spec of the runner-fleet package. */
   packageSpec: string;
-  runnerTokenParameter: string;
-  gitlabRunnerConfig: string;
   fleetConfig: string;
   systemdUnit: string;
   logGroupName: string;
@@ -54,18 +52,10 @@ FLEET_CONFIG_EOF
 chown root:gitlab-runner /etc/runner-fleet/config.toml
 chmod 0640 /etc/runner-fleet/config.toml
 
-# The token goes from SSM straight into gitlab-runner's root-only config: it travels in an
-# environment variable, never on a command line, and is not in this script.
-umask 077
-RUNNER_TOKEN="$(aws ssm get-parameter --name '${o.runnerTokenParameter}' --with-decryption \\
-  --query Parameter.Value --output text)"
-export RUNNER_TOKEN
-python3 -c 'import os, sys; sys.stdout.write(sys.stdin.read().replace("${RUNNER_TOKEN_PLACEHOLDER}", os.environ["RUNNER_TOKEN"]))' \\
-  > /etc/gitlab-runner/config.toml <<'RUNNER_CONFIG_EOF'
-${o.gitlabRunnerConfig}
-RUNNER_CONFIG_EOF
-unset RUNNER_TOKEN
-umask 022
+# gitlab-runner's [[runners]] entry from the same code an operator runs: it reads the token from
+# the SSM parameter in [gitlab] and writes it into /etc/gitlab-runner/config.toml (0600), never
+# onto a command line or into this script.
+runner-fleet runner-config --write --config /etc/runner-fleet/config.toml
 
 cat > /etc/systemd/system/runner-fleet.service <<'UNIT_EOF'
 ${o.systemdUnit}

@@ -1,51 +1,17 @@
 /**
- * The two config files of the manager instance: gitlab-runner's config.toml (the custom executor
- * entry, whose token is filled in at boot from SSM) and runner-fleet's own config.toml.
- * Neither rendered text contains a secret.
+ * runner-fleet's own config.toml for the manager instance, rendered from what the fleet stack
+ * created. gitlab-runner's config.toml is not rendered here: the boot script runs
+ * `runner-fleet runner-config --write`, so the [[runners]] entry (hook paths, `--socket`,
+ * timeouts, S3 cache, the token read from SSM) comes from the same code an operator runs by hand.
+ * The rendered text holds no secret.
  */
 
-/** Stands in for the runner token in the rendered text; the boot script substitutes it. */
-export const RUNNER_TOKEN_PLACEHOLDER = '__RUNNER_TOKEN__';
-
-export interface GitlabRunnerConfigOptions {
-  gitlabUrl: string;
-  runnerName: string;
-  concurrent: number;
-  binPath: string;
-  cacheBucket: string;
-  region: string;
-}
+/** Where the daemon serves /metrics and /healthz on the manager (loopback only). */
+export const MANAGER_METRICS_LISTEN = '127.0.0.1:9402';
 
 /** TOML basic string. */
 export function tomlString(value: string | number): string {
   return JSON.stringify(String(value));
-}
-
-/** gitlab-runner's config.toml, with a placeholder where the boot script puts the token. */
-export function renderGitlabRunnerConfig(o: GitlabRunnerConfigOptions): string {
-  const hook = (stage: string) =>
-    `    ${stage}_exec = ${tomlString(o.binPath)}\n    ${stage}_args = [${tomlString(stage)}]`;
-  return `concurrent = ${o.concurrent}
-check_interval = 3
-shutdown_timeout = 0
-
-[[runners]]
-  name = ${tomlString(o.runnerName)}
-  url = ${tomlString(o.gitlabUrl)}
-  token = "${RUNNER_TOKEN_PLACEHOLDER}"
-  executor = "custom"
-  builds_dir = "/builds"
-  cache_dir = "/cache"
-  [runners.custom]
-${['config', 'prepare', 'run', 'cleanup'].map(hook).join('\n')}
-  [runners.cache]
-    Type = "s3"
-    Shared = true
-    [runners.cache.s3]
-      AuthenticationType = "iam"
-      BucketName = ${tomlString(o.cacheBucket)}
-      BucketLocation = ${tomlString(o.region)}
-`;
 }
 
 export interface CredentialClassProfile {
@@ -59,19 +25,32 @@ export interface FleetConfigOptions {
   mode: 'asg' | 'fleet';
   maxInstances: number;
   maxInstanceLifetimeMinutes: number;
+  /** `fleet` mode launches from this template; in `asg` mode the group's own template is used. */
   launchTemplateId: string;
+  /** Required in `asg` mode. */
   autoScalingGroupName?: string;
   subnetIds: string[];
   gitlabUrl: string;
+  /** SSM SecureString with the runner authentication token (read by `runner-config --write`). */
+  runnerTokenParameter: string;
+  cacheBucket: string;
   defaultProfile: CredentialClassProfile;
   profiles: CredentialClassProfile[];
 }
 
 /**
- * runner-fleet's config.toml. The `[aws]` table mirrors what the stack created; credential rules
- * that pick a non-default profile are site policy and are added by ops (docs/credentials.example.toml).
+ * runner-fleet's config.toml, in the daemon's own keys (manager/config/schema.ts). Credential rules
+ * that pick a non-default profile are site policy and are added by ops (docs/security.md).
  */
 export function renderFleetConfig(o: FleetConfigOptions): string {
+  if (o.mode === 'asg' && !o.autoScalingGroupName) throw new Error('asg mode needs the job group name');
+  const aws =
+    o.mode === 'asg'
+      ? [`asg_name = ${tomlString(o.autoScalingGroupName!)}`]
+      : [
+          `launch_template = ${tomlString(o.launchTemplateId)}`,
+          `subnets = [${o.subnetIds.map(tomlString).join(', ')}]`,
+        ];
   const lines = [
     '# Rendered by infra/fleet/runner-configs.ts from the runner fleet stack.',
     `fleet_name = ${tomlString(o.fleetName)}`,
@@ -84,9 +63,20 @@ export function renderFleetConfig(o: FleetConfigOptions): string {
     '[aws]',
     `region = ${tomlString(o.region)}`,
     `mode = ${tomlString(o.mode)}`,
-    `launch_template_id = ${tomlString(o.launchTemplateId)}`,
-    ...(o.autoScalingGroupName ? [`auto_scaling_group_name = ${tomlString(o.autoScalingGroupName)}`] : []),
-    `subnets = [${o.subnetIds.map(tomlString).join(', ')}]`,
+    ...aws,
+    `instance_profile = ${tomlString(o.defaultProfile.instanceProfileArn)}`,
+    '',
+    '[gitlab]',
+    `url = ${tomlString(o.gitlabUrl)}`,
+    `runner_token_parameter = ${tomlString(o.runnerTokenParameter)}`,
+    '',
+    '[cache]',
+    `bucket = ${tomlString(o.cacheBucket)}`,
+    `region = ${tomlString(o.region)}`,
+    '',
+    '# /healthz and /metrics for the health check timer and a Prometheus scraper on this host.',
+    '[metrics]',
+    `listen = ${tomlString(MANAGER_METRICS_LISTEN)}`,
     '',
     '# Instance profiles the stack created, one per credential class.',
     ...o.profiles.map((p) => `# ${p.name}: ${p.instanceProfileArn}`),

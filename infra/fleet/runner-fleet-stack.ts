@@ -16,11 +16,7 @@ import type { InfraConfig } from '../config.js';
 import { accessLogBucket, privateBucket } from '../shared/buckets.js';
 import { acknowledge, wildcardResourceFinding } from '../shared/nag.js';
 import { renderJobBootScript, renderManagerBootScript } from './boot-scripts.js';
-import {
-  type CredentialClassProfile,
-  renderFleetConfig,
-  renderGitlabRunnerConfig,
-} from './runner-configs.js';
+import { type CredentialClassProfile, renderFleetConfig } from './runner-configs.js';
 import { renderManagerUnit } from './systemd-unit.js';
 
 /** A set of AWS permissions a job can be given, as an instance profile (see docs/credentials.example.toml). */
@@ -140,17 +136,8 @@ export class RunnerFleetStack extends Stack {
     const bootScript = renderManagerBootScript({
       region: this.region,
       packageSpec: props.packageSpec,
-      runnerTokenParameter: props.runnerTokenParameter,
       logGroupName: logGroup.logGroupName,
       systemdUnit: renderManagerUnit({ binPath: BIN_PATH }),
-      gitlabRunnerConfig: renderGitlabRunnerConfig({
-        gitlabUrl: props.gitlabUrl,
-        runnerName: `runner-fleet-${props.fleetName}`,
-        concurrent: props.maxJobInstances,
-        binPath: BIN_PATH,
-        cacheBucket: cache.bucketName,
-        region: this.region,
-      }),
       fleetConfig: renderFleetConfig({
         fleetName: props.fleetName,
         region: this.region,
@@ -161,6 +148,8 @@ export class RunnerFleetStack extends Stack {
         autoScalingGroupName,
         subnetIds: props.vpc.selectSubnets(privateSubnets).subnetIds,
         gitlabUrl: props.gitlabUrl,
+        runnerTokenParameter: props.runnerTokenParameter,
+        cacheBucket: cache.bucketName,
         defaultProfile: classProfiles[0]!,
         profiles: classProfiles,
       }),

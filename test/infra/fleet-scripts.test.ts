@@ -1,11 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import { renderJobBootScript, renderManagerBootScript } from '../../infra/fleet/boot-scripts.js';
-import {
-  RUNNER_TOKEN_PLACEHOLDER,
-  renderFleetConfig,
-  renderGitlabRunnerConfig,
-} from '../../infra/fleet/runner-configs.js';
+import { renderFleetConfig } from '../../infra/fleet/runner-configs.js';
 import { renderManagerUnit } from '../../infra/fleet/systemd-unit.js';
+import { parseConfigText } from '../../manager/config/load.js';
 
 /** `Key=value` pairs of one systemd section. */
 function section(unit: string, name: string): Map<string, string[]> {
@@ -56,65 +53,30 @@ describe('renderManagerUnit', () => {
   });
 });
 
-describe('renderGitlabRunnerConfig', () => {
-  const toml = renderGitlabRunnerConfig({
-    gitlabUrl: 'https://gitlab.example.com',
-    runnerName: 'runner-fleet-ci',
-    concurrent: 20,
-    binPath: '/usr/bin/runner-fleet',
-    cacheBucket: 'ci-cache',
-    region: 'eu-west-1',
-  });
-
-  it('wires every custom executor stage to the CLI', () => {
-    expect(toml).toContain('executor = "custom"');
-    for (const stage of ['config', 'prepare', 'run', 'cleanup']) {
-      expect(toml).toContain(`${stage}_exec = "/usr/bin/runner-fleet"\n    ${stage}_args = ["${stage}"]`);
-    }
-    expect(toml).toMatch(/builds_dir = "\/builds"\n\s+cache_dir = "\/cache"/);
-  });
-
-  it('leaves a placeholder for the token and uses the S3 cache with IAM credentials', () => {
-    expect(toml).toContain(`token = "${RUNNER_TOKEN_PLACEHOLDER}"`);
-    expect(toml).toContain('AuthenticationType = "iam"');
-    expect(toml).toContain('BucketName = "ci-cache"');
-    expect(toml).not.toMatch(/AccessKey|SecretKey/);
-  });
-});
-
 describe('renderManagerBootScript', () => {
-  const gitlabRunnerConfig = `token = "${RUNNER_TOKEN_PLACEHOLDER}"\n`;
   const script = renderManagerBootScript({
     region: 'eu-west-1',
     packageSpec: 'runner-fleet@0.1.0',
-    runnerTokenParameter: '/runner-fleet/ci/runner-token',
-    gitlabRunnerConfig,
     fleetConfig: 'fleet_name = "ci"\n',
     systemdUnit: renderManagerUnit(),
     logGroupName: '/runner-fleet/ci',
   });
 
-  it('reads the runner token from the SSM SecureString at boot, never holding it in user data', () => {
-    expect(script).toContain(
-      "aws ssm get-parameter --name '/runner-fleet/ci/runner-token' --with-decryption",
+  it('writes the runner entry with runner-config (token from SSM inside the command, never in the script)', () => {
+    expect(script).toContain('runner-fleet runner-config --write --config /etc/runner-fleet/config.toml');
+    expect(script).not.toMatch(/glrt-|RUNNER_TOKEN|get-parameter/);
+    // The runner-fleet config exists before runner-config reads it.
+    expect(script.indexOf('> /etc/runner-fleet/config.toml')).toBeLessThan(
+      script.indexOf('runner-fleet runner-config --write'),
     );
-    expect(script).toMatch(/os\.environ\["RUNNER_TOKEN"\]/);
-    expect(script).toContain('unset RUNNER_TOKEN');
-    expect(script).not.toMatch(/glrt-/);
-    // The token is substituted from the environment, never passed as an argument.
-    expect(script).not.toMatch(/sed .*RUNNER_TOKEN/);
   });
 
-  it('writes gitlab-runner config root-only and the unit, then starts both services', () => {
-    const umask = script.indexOf('umask 077');
-    expect(umask).toBeGreaterThan(-1);
-    expect(umask).toBeLessThan(script.indexOf('> /etc/gitlab-runner/config.toml'));
+  it('writes the unit, then starts both services', () => {
     expect(script).toContain(
       `cat > /etc/systemd/system/runner-fleet.service <<'UNIT_EOF'\n${renderManagerUnit()}`,
     );
     expect(script).toContain('systemctl enable --now runner-fleet.service');
     expect(script).toContain('systemctl restart gitlab-runner.service');
-    expect(script).toContain('npm install --global --prefix /usr runner-fleet@0.1.0');
   });
 
   it('ships the daemon log to the log group', () => {
@@ -140,25 +102,36 @@ describe('renderJobBootScript', () => {
 });
 
 describe('renderFleetConfig', () => {
-  it('describes the stack resources for the daemon', () => {
-    const toml = renderFleetConfig({
-      fleetName: 'ci',
-      region: 'eu-west-1',
-      mode: 'asg',
-      maxInstances: 20,
-      maxInstanceLifetimeMinutes: 240,
-      launchTemplateId: 'lt-1',
-      autoScalingGroupName: 'runner-fleet-ci-jobs',
-      subnetIds: ['subnet-a', 'subnet-b'],
-      gitlabUrl: 'https://gitlab.example.com',
-      defaultProfile: { name: 'default', instanceProfileArn: 'arn:aws:iam::1:instance-profile/d' },
-      profiles: [{ name: 'default', instanceProfileArn: 'arn:aws:iam::1:instance-profile/d' }],
-    });
-    expect(toml).toContain('fleet_name = "ci"');
-    expect(toml).toContain('provider = "aws"');
-    expect(toml).toContain('max_instance_lifetime = "240m"');
-    expect(toml).toContain('auto_scaling_group_name = "runner-fleet-ci-jobs"');
-    expect(toml).toContain('subnets = ["subnet-a", "subnet-b"]');
-    expect(toml).toContain('default_profile = "arn:aws:iam::1:instance-profile/d"');
+  const options = {
+    fleetName: 'ci',
+    region: 'eu-west-1',
+    mode: 'asg' as const,
+    maxInstances: 20,
+    maxInstanceLifetimeMinutes: 240,
+    launchTemplateId: 'lt-0123456789abcdef0',
+    autoScalingGroupName: 'runner-fleet-ci-jobs',
+    subnetIds: ['subnet-0123456789abcdef0', 'subnet-0123456789abcdef1'],
+    gitlabUrl: 'https://gitlab.example.com',
+    runnerTokenParameter: '/runner-fleet/ci/runner-token',
+    cacheBucket: 'ci-cache',
+    defaultProfile: { name: 'default', instanceProfileArn: 'arn:aws:iam::111111111111:instance-profile/d' },
+    profiles: [{ name: 'default', instanceProfileArn: 'arn:aws:iam::111111111111:instance-profile/d' }],
+  };
+
+  it('uses only keys the daemon knows (its own loader parses it)', () => {
+    for (const mode of ['asg', 'fleet'] as const) {
+      const config = parseConfigText(
+        renderFleetConfig({ ...options, mode }),
+        '/etc/runner-fleet/config.toml',
+        {},
+      );
+      expect(config.aws?.mode).toBe(mode);
+      if (mode === 'asg') expect(config.aws?.asg_name).toBe('runner-fleet-ci-jobs');
+      else expect(config.aws?.launch_template).toBe('lt-0123456789abcdef0');
+    }
+  });
+
+  it('refuses asg mode without a group name', () => {
+    expect(() => renderFleetConfig({ ...options, autoScalingGroupName: undefined })).toThrow(/group name/);
   });
 });

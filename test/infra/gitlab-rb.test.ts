@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { EMPTY_GITLAB_SECRETS, renderGitlabBootScript } from '../../infra/gitlab/boot-script.js';
 import { OBJECT_TYPES, renderGitlabRb, rubyString, SECRET_FILES } from '../../infra/gitlab/gitlab-rb.js';
+import { evaluateGitlabRb } from './gitlab-rb-ruby.js';
 
 const buckets = Object.fromEntries(OBJECT_TYPES.map((t) => [t, `poc-${t.replace(/_/g, '-')}`])) as Record<
   (typeof OBJECT_TYPES)[number],
@@ -78,6 +79,45 @@ describe('renderGitlabRb', () => {
     expect(s.get("gitlab_rails['backup_upload_remote_directory']")).toBe("'poc-backups'");
     expect(s.get("gitlab_rails['backup_encryption']")).toBe("'AES256'");
     expect(rb).toMatch(/backup_upload_connection'\] = \{[^}]*'use_iam_profile' => true/s);
+  });
+
+  it('is Ruby that the Linux package evaluates into the settings GitLab reads', () => {
+    const g = evaluateGitlabRb(rb);
+    expect(g.external_url).toBe('https://gitlab.example.com');
+    expect(g.nginx).toMatchObject({ listen_port: 80, listen_https: false });
+    expect(g.letsencrypt.enable).toBe(false);
+    expect(g.postgresql.enable).toBe(false);
+    expect(g.redis.enable).toBe(false);
+    expect(g.gitlab_rails).toMatchObject({
+      db_adapter: 'postgresql',
+      db_host: 'db.internal',
+      db_port: '5432',
+      db_database: 'gitlabhq_production',
+      db_username: 'gitlab',
+      db_password: `<secret from ${SECRET_FILES.dbPassword}>`,
+      db_sslmode: 'require',
+      redis_host: 'redis.internal',
+      redis_ssl: true,
+      redis_password: `<secret from ${SECRET_FILES.redisPassword}>`,
+      initial_root_password: `<secret from ${SECRET_FILES.rootPassword}>`,
+      gitlab_shell_ssh_port: 22,
+      backup_upload_remote_directory: 'poc-backups',
+    });
+    expect(g.gitlab_rails.object_store.connection).toEqual({
+      provider: 'AWS',
+      region: 'eu-west-1',
+      use_iam_profile: true,
+    });
+    expect(Object.keys(g.gitlab_rails.object_store.objects).sort()).toEqual([...OBJECT_TYPES].sort());
+    for (const type of OBJECT_TYPES)
+      expect(g.gitlab_rails.object_store.objects[type]).toEqual({ bucket: buckets[type] });
+  });
+
+  it('fails the Ruby check on a misspelt setting or a syntax error', () => {
+    expect(() => evaluateGitlabRb(`${rb}\ngitlab_rail['db_host'] = 'x'\n`)).toThrow(
+      /unknown setting gitlab_rail/,
+    );
+    expect(() => evaluateGitlabRb(`${rb}\ngitlab_rails['db_host'] = 'x\n`)).toThrow(/syntax|unterminated/i);
   });
 
   it('quotes values as Ruby strings and refuses a non-https URL', () => {

@@ -3,6 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { GitlabPocStack, type GitlabPocStackProps } from '../../infra/gitlab/gitlab-stack.js';
 import { SIZINGS } from '../../infra/sizing.js';
 import { appWithContext } from './cdk-context.js';
+import { evaluateGitlabRb } from './gitlab-rb-ruby.js';
 import {
   acknowledgements,
   asList,
@@ -11,6 +12,7 @@ import {
   SYNTH_TIMEOUT_MS,
   Synthesized,
 } from './synth.js';
+import { bashSyntaxCheck, heredoc, userDataOf } from './user-data.js';
 
 const env = { account: '222222222222', region: 'eu-west-1' };
 const base: GitlabPocStackProps = {
@@ -193,6 +195,24 @@ describe('GitLab POC stack: GitLab instance', () => {
     expect(userData).toContain('aws secretsmanager get-secret-value');
     expect(userData).toContain('use_iam_profile');
     expect(userData).not.toMatch(/resolve:secretsmanager|SecretString\\":|MasterUserPassword/);
+  });
+});
+
+describe('GitLab POC stack: the rendered gitlab.rb and boot script', () => {
+  it('the boot script, with deploy-time values, is valid bash', () => {
+    bashSyntaxCheck(userDataOf(t, 'GitlabLaunchTemplate', env));
+  });
+
+  it('the gitlab.rb it writes evaluates in Ruby to the stack’s endpoints and buckets', () => {
+    const g = evaluateGitlabRb(heredoc(userDataOf(t, 'GitlabLaunchTemplate', env), '/etc/gitlab/gitlab.rb'));
+    expect(g.external_url).toBe('https://gitlab.example.com');
+    expect(g.gitlab_rails.db_host).toMatch(/\.rds\.amazonaws\.com$/);
+    expect(g.gitlab_rails.db_port).toBe('5432');
+    expect(g.gitlab_rails.redis_host).toMatch(/\.cache\.amazonaws\.com$/);
+    expect(g.gitlab_rails.object_store.connection.region).toBe('eu-west-1');
+    const buckets = Object.values(g.gitlab_rails.object_store.objects).map((o) => (o as Json).bucket);
+    expect(new Set(buckets).size).toBe(buckets.length);
+    expect(g.gitlab_rails.backup_upload_remote_directory).toMatch(/^stack-/);
   });
 });
 

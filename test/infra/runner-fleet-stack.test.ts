@@ -1,10 +1,17 @@
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { Stack } from 'aws-cdk-lib';
 import { Match, type Template } from 'aws-cdk-lib/assertions';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RunnerFleetStack, type RunnerFleetStackProps } from '../../infra/fleet/runner-fleet-stack.js';
 import { Network } from '../../infra/gitlab/network.js';
 import { accessLogBucket } from '../../infra/shared/buckets.js';
+import { loadConfig } from '../../manager/config/load.js';
 import { TAG } from '../../manager/providers/tags.js';
+import { CLI } from '../support/daemon.js';
+import { parseRunnerEntry } from '../support/gitlab-runner.js';
 import { appWithContext } from './cdk-context.js';
 import {
   acknowledgements,
@@ -14,6 +21,7 @@ import {
   SYNTH_TIMEOUT_MS,
   Synthesized,
 } from './synth.js';
+import { bashSyntaxCheck, heredoc, userDataOf } from './user-data.js';
 
 const env = { account: '222222222222', region: 'eu-west-1' };
 
@@ -92,15 +100,84 @@ describe('runner fleet stack: launch templates', () => {
     }
   });
 
-  it('runs the manager with the daemon unit and reads the runner token from SSM at boot', () => {
-    const userData = JSON.stringify(launchTemplate(asg, 'ManagerLaunchTemplate').UserData);
+  it('runs the manager with the daemon unit and writes the runner entry with runner-config at boot', () => {
+    const userData = userDataOf(asg, 'ManagerLaunchTemplate', env);
     expect(userData).toContain(
       'ExecStart=/usr/bin/runner-fleet daemon --config /etc/runner-fleet/config.toml',
     );
-    expect(userData).toContain(
-      "aws ssm get-parameter --name '/runner-fleet/ci/runner-token' --with-decryption",
+    expect(userData).toContain('runner-fleet runner-config --write --config /etc/runner-fleet/config.toml');
+    expect(userData).not.toMatch(/glrt-|get-parameter/);
+  });
+});
+
+/**
+ * The seam between the stack and the daemon: the manager config the stack renders into user data,
+ * with deploy-time values filled in, must load in the daemon's own loader, and `runner-config`
+ * (the command the boot script runs) must render a usable [[runners]] entry from it.
+ */
+describe('runner fleet stack: the manager config loads in the daemon', () => {
+  let dir: string;
+  beforeAll(() => {
+    dir = mkdtempSync(join(tmpdir(), 'rf-manager-config-'));
+  });
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+  const rendered = (template: Template, name: string) => {
+    const script = userDataOf(template, 'ManagerLaunchTemplate', env);
+    const file = join(dir, `${name}.toml`);
+    writeFileSync(file, heredoc(script, '/etc/runner-fleet/config.toml'));
+    return { script, file };
+  };
+
+  it('in asg mode: the group, the default profile, GitLab, the token parameter and the cache', () => {
+    const { file } = rendered(asg, 'asg');
+    const config = loadConfig({ path: file, explicit: true }, {});
+    expect(config.provider).toBe('aws');
+    expect(config.fleet_name).toBe('ci');
+    expect(config.aws).toMatchObject({ region: 'eu-west-1', mode: 'asg', asg_name: 'runner-fleet-ci-jobs' });
+    expect(config.aws!.instance_profile).toMatch(
+      /^arn:aws:iam::222222222222:instance-profile\/JobDefaultProfile/,
     );
-    expect(userData).toContain('__RUNNER_TOKEN__');
+    expect(config.gitlab).toEqual({
+      url: 'https://gitlab.example.com',
+      runner_token_parameter: '/runner-fleet/ci/runner-token',
+    });
+    expect(config.cache.bucket).toMatch(/^stack-cache/);
+    expect(config.pool.max_instances).toBe(20);
+    expect(config.pool.max_instance_lifetime).toBe(240 * 60_000);
+    expect(config.metrics.listen).toBe('127.0.0.1:9402');
+  });
+
+  it('in fleet mode: the launch template and the private subnets', () => {
+    const { file } = rendered(fleet, 'fleet');
+    const config = loadConfig({ path: file, explicit: true }, {});
+    expect(config.aws!.mode).toBe('fleet');
+    expect(config.aws!.launch_template).toMatch(/^lt-[0-9a-f]{17}$/);
+    expect(config.aws!.subnets).toHaveLength(2);
+    for (const subnet of config.aws!.subnets) expect(subnet).toMatch(/^subnet-[0-9a-f]{17}$/);
+  });
+
+  it('runner-config renders the entry from it: every hook with --socket, the S3 cache, the url', () => {
+    const { file } = rendered(asg, 'asg-entry');
+    const config = loadConfig({ path: file, explicit: true }, {});
+    const text = execFileSync(process.execPath, [CLI, 'runner-config', '--config', file], {
+      encoding: 'utf8',
+      env: { ...process.env, RUNNER_FLEET_CONFIG: '' },
+    });
+    const entry = parseRunnerEntry(text);
+    for (const hook of ['config', 'prepare', 'run', 'cleanup'] as const) {
+      expect(entry.custom[`${hook}_exec`]).toBe(process.execPath);
+      expect(entry.custom[`${hook}_args`]).toEqual([CLI, hook, '--socket', config.socket]);
+    }
+    expect(config.socket).toBe('/var/lib/runner-fleet/control.sock');
+    expect(text).toContain(`BucketName = "${config.cache.bucket}"`);
+    expect(text).toContain('AuthenticationType = "iam"');
+    expect(text).toContain('url = "https://gitlab.example.com"');
+  });
+
+  it('the whole manager user data is valid bash', () => {
+    bashSyntaxCheck(rendered(asg, 'asg-bash').script);
+    bashSyntaxCheck(rendered(fleet, 'fleet-bash').script);
   });
 });
 
