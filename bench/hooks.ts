@@ -31,6 +31,7 @@ export async function benchHooks(options: { jobs?: number } = {}): Promise<Recor
     const entry = daemon.entry();
     const waitIdle = () =>
       eventually(
+        'an idle instance',
         () => daemon.status(),
         (s) => s.instances.some((i) => i.state === 'idle'),
       );

@@ -9,6 +9,13 @@ import type { ControlRequest, ControlResponse } from './protocol.js';
 
 export class DaemonUnreachableError extends Error {
   override name = 'DaemonUnreachableError';
+  constructor(
+    message: string,
+    /** The daemon answered at least one line on this connection before it went away. */
+    readonly heard = false,
+  ) {
+    super(message);
+  }
 }
 
 export class DaemonError extends Error {
@@ -28,13 +35,29 @@ export interface RequestOptions {
   signal?: AbortSignal;
 }
 
-/** Send one request and resolve with the final `ok` payload; progress lines go to onProgress. */
+/**
+ * Every way a connection fails while the daemon restarts (SIGKILL, then systemd starts it again):
+ * nobody listens yet (ENOENT, ECONNREFUSED), the accept backlog is full (EAGAIN), or the dying
+ * daemon resets a connection still queued in its backlog or half-served (ECONNRESET, EPIPE), before
+ * or after our connect completed.
+ */
+const RESTART_CODES = new Set(['ENOENT', 'ECONNREFUSED', 'EAGAIN', 'ECONNRESET', 'EPIPE', 'ECONNABORTED']);
+
+/**
+ * Send one request and resolve with the final `ok` payload; progress lines go to onProgress.
+ * A daemon that goes away is asked again until it has been gone for connectWaitMs: every op is
+ * idempotent by job id (acquire answers the lease the job already has, release twice is fine), so
+ * a request the dead daemon had already applied is safe to repeat.
+ */
 export async function request<T = unknown>(
   socketPath: string,
   message: ControlRequest,
   options: RequestOptions = {},
 ): Promise<T> {
-  const deadline = Date.now() + (options.connectWaitMs ?? 0);
+  const waitMs = options.connectWaitMs ?? 0;
+  // The window opens when the daemon goes away, not when the request started: an acquire may
+  // wait many minutes for an instance before a restart cuts it.
+  let windowEnd: number | undefined;
   for (let attempt = 0; ; attempt++) {
     try {
       return await requestOnce<T>(socketPath, message, options);
@@ -44,8 +67,14 @@ export async function request<T = unknown>(
         error instanceof DaemonUnreachableError &&
         !options.signal?.aborted &&
         existsSync(dirname(socketPath));
-      if (!retriable || Date.now() >= deadline) throw error;
-      await new Promise((r) => setTimeout(r, Math.min(250 * 2 ** attempt, 2000)));
+      if (!retriable) throw error;
+      if (windowEnd === undefined || error.heard) {
+        windowEnd = Date.now() + waitMs;
+        attempt = 0;
+      }
+      const left = windowEnd - Date.now();
+      if (left <= 0) throw error;
+      await new Promise((r) => setTimeout(r, Math.min(100 * 2 ** attempt, 1000, left)));
     }
   }
 }
@@ -56,6 +85,7 @@ function requestOnce<T>(socketPath: string, message: ControlRequest, options: Re
     let buffer = '';
     let settled = false;
     let connected = false;
+    let heard = false;
     const finish = (fn: () => void) => {
       if (settled) return;
       settled = true;
@@ -72,6 +102,7 @@ function requestOnce<T>(socketPath: string, message: ControlRequest, options: Re
     });
     socket.on('data', (chunk: string) => {
       buffer += chunk;
+      heard ||= chunk.includes('\n');
       for (let newline = buffer.indexOf('\n'); newline >= 0; newline = buffer.indexOf('\n')) {
         const line = buffer.slice(0, newline);
         buffer = buffer.slice(newline + 1);
@@ -88,23 +119,18 @@ function requestOnce<T>(socketPath: string, message: ControlRequest, options: Re
       }
     });
     socket.on('error', (error: NodeJS.ErrnoException) => {
-      // A daemon that dies mid-request resets the connection rather than closing it when our
-      // request is still unread: the same as a close before the answer, so the same retry.
-      const unreachable =
-        (!connected && ['ENOENT', 'ECONNREFUSED', 'EAGAIN'].includes(error.code ?? '')) ||
-        (connected && ['ECONNRESET', 'EPIPE'].includes(error.code ?? ''));
+      const code = error.code ?? '';
       finish(() =>
         reject(
-          unreachable
+          RESTART_CODES.has(code)
             ? new DaemonUnreachableError(
                 connected
-                  ? `runner-fleet daemon closed the connection before answering (${error.code})`
-                  : `runner-fleet daemon is not reachable at ${socketPath} (${error.code}): is it running? (systemctl status runner-fleet)`,
+                  ? `runner-fleet daemon closed the connection before answering (${code})`
+                  : `runner-fleet daemon is not reachable at ${socketPath} (${code}): is it running? (systemctl status runner-fleet)`,
+                heard,
               )
-            : error.code === 'EACCES'
-              ? new DaemonUnreachableError(
-                  `permission denied on ${socketPath}: run the hooks as the user the daemon serves`,
-                )
+            : code === 'EACCES'
+              ? new Error(`permission denied on ${socketPath}: run the hooks as the user the daemon serves`)
               : error,
         ),
       );
@@ -112,9 +138,12 @@ function requestOnce<T>(socketPath: string, message: ControlRequest, options: Re
     socket.on('close', () =>
       finish(() =>
         reject(
-          connected
-            ? new DaemonUnreachableError('runner-fleet daemon closed the connection before answering')
-            : new DaemonUnreachableError(`runner-fleet daemon is not reachable at ${socketPath}`),
+          new DaemonUnreachableError(
+            connected
+              ? 'runner-fleet daemon closed the connection before answering'
+              : `runner-fleet daemon is not reachable at ${socketPath}`,
+            heard,
+          ),
         ),
       ),
     );

@@ -253,8 +253,12 @@ export class Fleet {
     const existing = this.options.journal.get(job.id);
     if (existing) {
       const instance = this.instances.get(existing.instanceId);
-      if (instance && instance.state === 'leased' && instance.jobId === job.id)
+      if (instance && instance.state === 'leased' && instance.jobId === job.id) {
+        // The first answer may have died with the daemon halfway through preparing the instance
+        // (e.g. its instance profile): finish that again (idempotent) before answering.
+        await this.prepareLeased(instance, job, credentials);
         return this.grantFor(instance, existing, started);
+      }
       this.options.journal.delete(job.id);
     }
     if (this.draining) {
@@ -537,6 +541,15 @@ export class Fleet {
       },
       'lease acquired',
     );
+    await this.prepareLeased(instance, job, credentials);
+    return this.grantFor(instance, entry, started);
+  }
+
+  private async prepareLeased(
+    instance: InstanceRecord,
+    job: JobInfo,
+    credentials: CredentialChoice,
+  ): Promise<void> {
     try {
       await this.options.provider.prepareLease?.(instance.id, {
         jobId: job.id,
@@ -555,7 +568,6 @@ export class Fleet {
         'provider',
       );
     }
-    return this.grantFor(instance, entry, started);
   }
 
   private async grantFor(instance: InstanceRecord, entry: LeaseEntry, started: number): Promise<LeaseGrant> {

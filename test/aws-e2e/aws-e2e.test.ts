@@ -63,9 +63,9 @@ describe.each(['asg', 'fleet'] as const)('AWS end to end (%s mode)', (mode) => {
     const d = daemon;
     // The idle instance the pool keeps ready is an EC2 instance, by its id.
     const ready = await eventually(
+      'an idle instance',
       () => statusJson(d),
       (s) => s.instances.some((i) => i.state === 'idle'),
-      30_000,
     );
     const idle = ready.instances.find((i) => i.state === 'idle');
     expect(idle?.id).toMatch(/^i-[0-9a-f]{17}$/);
@@ -82,9 +82,9 @@ describe.each(['asg', 'fleet'] as const)('AWS end to end (%s mode)', (mode) => {
     // max_use_count = 1: the instance goes after its job, and the pool replaces it.
     await w.fake.waitFor(() => w.fake.instance(used)?.State === 'terminated', 20_000);
     const after = await eventually(
+      'the used instance gone and no lease',
       () => statusJson(d),
       (s) => s.leases.length === 0 && !s.instances.some((i) => i.id === used),
-      20_000,
     );
     expect(after.instances.some((i) => i.id === used)).toBe(false);
     if (mode === 'asg') expect(w.fake.callCount('TerminateInstanceInAutoScalingGroup')).toBeGreaterThan(0);
@@ -103,9 +103,9 @@ describe('SSH job path through the hooks', () => {
     });
     const d = daemon;
     await eventually(
+      'two idle instances',
       () => statusJson(d),
       (s) => s.instances.filter((i) => i.state === 'idle').length >= 2,
-      30_000,
     );
 
     const marker = `rf-ssh-cancel-${process.pid}-${Date.now()}`;

@@ -223,6 +223,7 @@ describe('corrupted state', () => {
     expect(daemon.output()).toMatch(/lease journal .* is corrupt/);
     expect(spawnSync(process.execPath, entry.custom.cleanup_args, { env }).status).toBe(0);
     const cleaned = await eventually(
+      'the leased instance cleaned up',
       () => daemon.status(),
       (s) => !s.instances.some((i) => i.id === leased?.id),
     );

@@ -61,6 +61,7 @@ describe('restart and upgrade safety', () => {
     expect(refused.outcome).toBe('system-failure');
     expect(refused.log).toMatch(/draining/);
     const status = await eventually(
+      'every instance gone after drain',
       () => d.status(),
       (s) => s.instances.length === 0,
     );
@@ -71,6 +72,7 @@ describe('restart and upgrade safety', () => {
   it('a second daemon on the same state refuses to start and the first keeps serving', async () => {
     const d = await daemon('[pool]\nidle_count = 1\nreconcile_interval = "1s"\n');
     await eventually(
+      'an idle instance',
       () => d.status(),
       (s) => s.instances.some((i) => i.state === 'idle'),
     );
@@ -87,6 +89,7 @@ describe('restart and upgrade safety', () => {
       '[pool]\nidle_count = 2\nreconcile_interval = "1s"\ndelete_instances_on_shutdown = true\n',
     );
     await eventually(
+      'two idle instances',
       () => d.status(),
       (s) => s.instances.filter((i) => i.state === 'idle').length === 2,
     );
@@ -98,6 +101,7 @@ describe('restart and upgrade safety', () => {
   it('without it, instances survive a stop and are adopted by the next start', async () => {
     const d = await daemon('[pool]\nidle_count = 2\nreconcile_interval = "1s"\n');
     const before = await eventually(
+      'two idle instances',
       () => d.status(),
       (s) => s.instances.filter((i) => i.state === 'idle').length === 2,
     );
@@ -138,7 +142,11 @@ describe('two managers on one provider', () => {
     await a.fleet.start();
     await b.fleet.start();
     const owners = async () => (await a.provider.listAll()).map((i) => i.tags[TAG.manager]).sort();
-    await eventually(owners, (o) => o.join() === 'manager-a,manager-a,manager-b');
+    await eventually(
+      'instances owned by a, a and b',
+      owners,
+      (o) => o.join() === 'manager-a,manager-a,manager-b',
+    );
     expect(await owners()).toEqual(['manager-a', 'manager-a', 'manager-b']);
     // b leases and releases its own instance, shrinks its pool to zero and shuts everything down.
     const grant = await b.fleet.acquire(job('b-job'), cred, noop);
@@ -150,7 +158,7 @@ describe('two managers on one provider', () => {
     await b.fleet.reconcile();
     await b.fleet.terminateAll();
     await b.fleet.stop();
-    const left = await eventually(owners, (o) => !o.includes('manager-b'));
+    const left = await eventually("b's instances gone", owners, (o) => !o.includes('manager-b'));
     expect(left).toEqual(['manager-a', 'manager-a']);
     // a never adopted or counted b's instances.
     expect(a.fleet.snapshot().instances.every((i) => !i.id.includes(grant.instanceId))).toBe(true);
@@ -165,11 +173,13 @@ describe('metrics', () => {
       '[pool]\nidle_count = 1\nreconcile_interval = "1s"\n[metrics]\nlisten = "127.0.0.1:0"\n',
     );
     const address = await eventually(
+      'the metrics address in the log',
       async () => /"address":"(127\.0\.0\.1:\d+)"[^\n]*metrics listening/.exec(d.output())?.[1],
       (a) => a !== undefined,
     );
     expect(address).toBeDefined();
     await eventually(
+      'an idle instance',
       () => d.status(),
       (s) => s.instances.some((i) => i.state === 'idle'),
     );

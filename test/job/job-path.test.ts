@@ -24,6 +24,7 @@ afterAll(async () => {
 
 const noLeases = () =>
   eventually(
+    'no lease and no leased instance',
     () => daemon.status(),
     (s) => s.leases.length === 0 && s.instances.every((i) => i.state !== 'leased'),
   );
@@ -116,6 +117,7 @@ describe('job path on the local provider', () => {
     expect(laterInstance).toBeDefined();
     expect(instances).not.toContain(laterInstance);
     const status = await eventually(
+      'every instance gone',
       () => daemon.status(),
       (s) => s.instances.length === 0,
     );

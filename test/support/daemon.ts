@@ -30,6 +30,13 @@ export interface TestDaemon {
   pid(): number | undefined;
   entry(): RunnerEntry;
   status(): Promise<StatusReport>;
+  /**
+   * Resolves with the daemon's output from now on once it matches `pattern` (every restart
+   * counts). No deadline of its own: the test's timeout bounds it.
+   */
+  waitForOutput(pattern: RegExp): Promise<string>;
+  /** SIGSTOP the daemon: it accepts nothing more and answers nothing until killed. */
+  freeze(): void;
   /** SIGKILL the daemon (no clean stop) and wait for it to die. */
   kill(): Promise<void>;
   /** SIGTERM and wait for a clean exit; resolves with the exit code. */
@@ -52,6 +59,16 @@ export async function startTestDaemon(
     `state_dir = ${JSON.stringify(stateDir)}\nlog_level = "debug"\n${configBody.includes('[pool]') ? '' : '[pool]\nreconcile_interval = "1s"\n'}${configBody}\n`,
   );
   let out = '';
+  let watchers: Array<{ from: number; pattern: RegExp; resolve: (text: string) => void }> = [];
+  const append = (chunk: Buffer) => {
+    out += chunk.toString('utf8');
+    watchers = watchers.filter((w) => {
+      const text = out.slice(w.from);
+      if (!w.pattern.test(text)) return true;
+      w.resolve(text);
+      return false;
+    });
+  };
   let child: ChildProcess | undefined;
   let exited: Promise<number | null> = Promise.resolve(null);
 
@@ -67,6 +84,13 @@ export async function startTestDaemon(
         execFileSync(process.execPath, [CLI, 'runner-config', '--config', configPath], { encoding: 'utf8' }),
       ),
     status: () => request<StatusReport>(socket, { op: 'status' }),
+    waitForOutput: (pattern) =>
+      new Promise((resolve) => {
+        watchers.push({ from: out.length, pattern, resolve });
+      }),
+    freeze() {
+      if (child && child.exitCode === null && child.signalCode === null) child.kill('SIGSTOP');
+    },
     async kill() {
       if (!child || child.exitCode !== null || child.signalCode !== null) return;
       child.kill('SIGKILL');
@@ -83,12 +107,8 @@ export async function startTestDaemon(
         stdio: ['ignore', 'pipe', 'pipe'],
       });
       child = proc;
-      proc.stdout?.on('data', (c: Buffer) => {
-        out += c.toString('utf8');
-      });
-      proc.stderr?.on('data', (c: Buffer) => {
-        out += c.toString('utf8');
-      });
+      proc.stdout?.on('data', append);
+      proc.stderr?.on('data', append);
       exited = new Promise((resolve) => proc.once('exit', (code) => resolve(code)));
       const deadline = Date.now() + 15_000;
       for (;;) {
@@ -117,17 +137,26 @@ export async function startTestDaemon(
   return daemon;
 }
 
-/** Wait until `check` passes or the time is up; returns the last value. */
+/**
+ * Wait until `check` passes on what `probe` returns, probing again every 100 ms; throws (naming
+ * `what` and the last value) if it still fails after `ms`. The bound is generous on purpose: it
+ * only turns a hang into a clear failure, it never states how fast something must be.
+ */
 export async function eventually<T>(
+  what: string,
   probe: () => Promise<T>,
   check: (value: T) => boolean,
-  ms = 10_000,
+  ms = 60_000,
 ): Promise<T> {
   const deadline = Date.now() + ms;
-  let last = await probe();
-  while (!check(last) && Date.now() < deadline) {
+  for (;;) {
+    const last = await probe();
+    if (check(last)) return last;
+    if (Date.now() >= deadline) {
+      throw new Error(
+        `timed out after ${ms / 1000} s waiting for ${what}; last value: ${JSON.stringify(last)}`,
+      );
+    }
     await new Promise((r) => setTimeout(r, 100));
-    last = await probe();
   }
-  return last;
 }
