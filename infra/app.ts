@@ -38,8 +38,8 @@ export function buildApp(app: App): App {
       cdkQualifier: config.pipeline.cdkQualifier,
     });
   }
-  new RunnerFleetStage(app, 'Dev', { config, account: accounts.dev });
-  new RunnerFleetStage(app, 'Prod', { config, account: accounts.prod });
+  new RunnerFleetStage(app, 'Dev', { config, stage: config.stages.dev, account: accounts.dev });
+  new RunnerFleetStage(app, 'Prod', { config, stage: config.stages.prod, account: accounts.prod });
 
   // Any unacknowledged cdk-nag finding fails the synth, in CI and on a laptop alike.
   Validations.of(app).addPlugins(new AwsSolutionsChecks(app));

@@ -13,15 +13,44 @@ export interface AccountIds {
   prod: string;
 }
 
-export interface InfraConfig {
-  region: string;
-  accounts: AccountIds;
-  /** Host name of the POC GitLab, e.g. gitlab.example.com. */
+export const STAGE_NAMES = ['dev', 'prod'] as const;
+export type StageName = (typeof STAGE_NAMES)[number];
+
+/** What differs between Dev and Prod: names that must never collide (checked in readInfraConfig). */
+export interface StageConfig {
+  name: StageName;
+  /** Host name of this stage's GitLab, e.g. gitlab.dev.example.com. */
   domainName: string;
   /** Import an existing ACM certificate instead of requesting one. */
   certificateArn?: string;
   /** Public hosted zone for DNS validation and the alias record (no lookup: id and name given). */
   hostedZone?: { id: string; name: string };
+  /** Value of the fleet tag, log group and default token parameter of this stage's runner fleet. */
+  fleetName: string;
+  /** SSM SecureString holding the runner authentication token, created outside CloudFormation. */
+  runnerTokenParameter: string;
+}
+
+/** Context keys that are per stage (`stages.<stage>.<key>`), never top-level. */
+const STAGE_KEYS = [
+  'domainName',
+  'certificateArn',
+  'hostedZoneId',
+  'hostedZoneName',
+  'fleetName',
+  'runnerTokenParameter',
+] as const;
+
+/** Used when cdk.json has no `stages` (e.g. a bare `cdk synth` in a fresh checkout). */
+const DEFAULT_STAGES: Record<StageName, Record<string, string>> = {
+  dev: { domainName: 'gitlab.dev.example.com', fleetName: 'ci-dev' },
+  prod: { domainName: 'gitlab.example.com', fleetName: 'ci' },
+};
+
+export interface InfraConfig {
+  region: string;
+  accounts: AccountIds;
+  stages: Record<StageName, StageConfig>;
   natGateways: 1 | 2;
   /** `poc`: one GitLab node (preset `sizing`); `3k`: the HA reference architecture (`ha`). */
   size: SizeName;
@@ -45,10 +74,7 @@ export interface InfraConfig {
     cdkQualifier: string;
   };
   fleet: {
-    name: string;
     mode: 'asg' | 'fleet';
-    /** SSM SecureString holding the runner authentication token, created outside CloudFormation. */
-    runnerTokenParameter: string;
     cacheExpiryDays: number;
     maxJobInstances: number;
     jobInstanceType: string;
@@ -93,8 +119,13 @@ export function readInfraConfig(context: ContextReader): InfraConfig {
     return v as T;
   };
 
-  const domainName = str('domainName', 'gitlab.example.com');
-  const zoneId = optional('hostedZoneId');
+  const stages = readStages(context('stages'));
+  for (const key of STAGE_KEYS) {
+    if (optional(key) !== undefined)
+      throw new Error(
+        `context ${key} is set per stage: use stages.dev.${key} and stages.prod.${key} (cdk.json "stages") so Dev and Prod cannot collide`,
+      );
+  }
   const natGateways = int('natGateways', 1);
   if (natGateways !== 1 && natGateways !== 2) throw new Error('context natGateways must be 1 or 2');
   const sizingName = str('sizing', '1k');
@@ -103,8 +134,6 @@ export function readInfraConfig(context: ContextReader): InfraConfig {
   const overrides = context('sizeOverrides');
   const hasOverrides = overrides !== undefined && overrides !== null && overrides !== '';
   if (hasOverrides && size !== '3k') throw new Error('context sizeOverrides applies to size=3k only');
-  const fleetName = str('fleetName', 'ci');
-  if (!/^[a-z0-9-]{1,32}$/.test(fleetName)) throw new Error('context fleetName must match [a-z0-9-]{1,32}');
 
   const region = str('region', 'eu-west-1');
 
@@ -115,9 +144,7 @@ export function readInfraConfig(context: ContextReader): InfraConfig {
       dev: account('devAccount', '222222222222'),
       prod: account('prodAccount', '333333333333'),
     },
-    domainName,
-    certificateArn: optional('certificateArn'),
-    hostedZone: zoneId ? { id: zoneId, name: str('hostedZoneName', domainName) } : undefined,
+    stages,
     natGateways,
     size,
     ha: haSize(hasOverrides ? overrides : {}),
@@ -127,16 +154,14 @@ export function readInfraConfig(context: ContextReader): InfraConfig {
     gitlabEdition: oneOf('gitlabEdition', ['gitlab-ee', 'gitlab-ce'], 'gitlab-ee'),
     gitlabVersion: optional('gitlabVersion'),
     pipeline: {
-      gitlabUrl: str('pipelineGitlabUrl', `https://${domainName}`).replace(/\/+$/, ''),
+      gitlabUrl: str('pipelineGitlabUrl', `https://${stages.prod.domainName}`).replace(/\/+$/, ''),
       audience: str('pipelineAudience', 'sts.amazonaws.com'),
       projectPath: str('pipelineProjectPath', 'ops/runner-fleet'),
       productionBranch: str('productionBranch', 'main'),
       cdkQualifier: str('cdkQualifier', 'hnb659fds'),
     },
     fleet: {
-      name: fleetName,
       mode: oneOf('fleetMode', ['asg', 'fleet'], 'asg'),
-      runnerTokenParameter: str('runnerTokenParameter', `/runner-fleet/${fleetName}/runner-token`),
       cacheExpiryDays: int('cacheExpiryDays', 14),
       maxJobInstances: int('maxJobInstances', 20),
       jobInstanceType: str('jobInstanceType', 'm7i.large'),
@@ -145,4 +170,93 @@ export function readInfraConfig(context: ContextReader): InfraConfig {
       packageSpec: str('runnerFleetPackage', 'runner-fleet'),
     },
   };
+}
+
+const HOSTNAME = /^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$/;
+const FLEET_NAME = /^[a-z0-9-]{1,32}$/;
+
+/**
+ * `stages` from cdk.json (an object) or `-c stages='{…}'` (JSON text): one entry per stage with its
+ * own host name, certificate, zone and fleet name. Two stages sharing a host name would fight over
+ * one DNS record and certificate; sharing a fleet name would mix their instances' tags, logs and
+ * token parameter. Both are refused here, before anything is synthesized.
+ */
+export function readStages(raw: unknown): Record<StageName, StageConfig> {
+  let value = raw ?? DEFAULT_STAGES;
+  if (typeof value === 'string') {
+    try {
+      value = JSON.parse(value);
+    } catch (error) {
+      throw new Error(`context stages is not valid JSON: ${(error as Error).message}`);
+    }
+  }
+  if (typeof value !== 'object' || value === null || Array.isArray(value))
+    throw new Error('context stages must be an object: {"dev": {...}, "prod": {...}}');
+  const entries = value as Record<string, unknown>;
+  for (const key of Object.keys(entries)) {
+    if (!(STAGE_NAMES as readonly string[]).includes(key))
+      throw new Error(`context stages.${key}: unknown stage (the stages are ${STAGE_NAMES.join(', ')})`);
+  }
+  const out = {} as Record<StageName, StageConfig>;
+  for (const name of STAGE_NAMES) {
+    const entry = entries[name];
+    if (typeof entry !== 'object' || entry === null || Array.isArray(entry))
+      throw new Error(`context stages.${name} is missing: give it at least domainName and fleetName`);
+    const e = entry as Record<string, unknown>;
+    for (const key of Object.keys(e)) {
+      if (!(STAGE_KEYS as readonly string[]).includes(key))
+        throw new Error(
+          `context stages.${name}.${key}: unknown key (per-stage keys: ${STAGE_KEYS.join(', ')})`,
+        );
+    }
+    const text = (key: (typeof STAGE_KEYS)[number]) => {
+      const v = e[key];
+      if (v === undefined || v === null || v === '') return undefined;
+      if (typeof v !== 'string') throw new Error(`context stages.${name}.${key} must be a string`);
+      return v;
+    };
+    const domainName = text('domainName')?.toLowerCase();
+    if (!domainName || !HOSTNAME.test(domainName))
+      throw new Error(
+        `context stages.${name}.domainName must be a host name like gitlab.example.com, got "${domainName ?? ''}"`,
+      );
+    const fleetName = text('fleetName');
+    if (!fleetName || !FLEET_NAME.test(fleetName))
+      throw new Error(
+        `context stages.${name}.fleetName must match [a-z0-9-]{1,32}, got "${fleetName ?? ''}"`,
+      );
+    const zoneId = text('hostedZoneId');
+    const zoneName = (text('hostedZoneName') ?? domainName).toLowerCase().replace(/\.$/, '');
+    if (zoneId && domainName !== zoneName && !domainName.endsWith(`.${zoneName}`))
+      throw new Error(
+        `context stages.${name}: domainName ${domainName} is not inside hostedZoneName ${zoneName}`,
+      );
+    const certificateArn = text('certificateArn');
+    if (certificateArn && !/^arn:aws[\w-]*:acm:[a-z0-9-]+:\d{12}:certificate\/[\w-]+$/.test(certificateArn))
+      throw new Error(
+        `context stages.${name}.certificateArn must be an ACM certificate ARN, got "${certificateArn}"`,
+      );
+    out[name] = {
+      name,
+      domainName,
+      certificateArn,
+      hostedZone: zoneId ? { id: zoneId, name: zoneName } : undefined,
+      fleetName,
+      runnerTokenParameter: text('runnerTokenParameter') ?? `/runner-fleet/${fleetName}/runner-token`,
+    };
+  }
+  const [dev, prod] = [out.dev, out.prod];
+  if (dev.domainName === prod.domainName)
+    throw new Error(
+      `context stages: dev and prod both use the host name ${dev.domainName}; give each stage its own (e.g. gitlab.dev.example.com)`,
+    );
+  if (dev.fleetName === prod.fleetName)
+    throw new Error(
+      `context stages: dev and prod both use the fleet name "${dev.fleetName}"; give each stage its own`,
+    );
+  if (dev.runnerTokenParameter === prod.runnerTokenParameter)
+    throw new Error(
+      `context stages: dev and prod both read the runner token from ${dev.runnerTokenParameter}; give each stage its own`,
+    );
+  return out;
 }

@@ -1,13 +1,15 @@
 /** One deployment stage (Dev or Prod): the POC GitLab and the runner fleet that serves it. */
 import { Stage, type StageProps } from 'aws-cdk-lib';
 import type { Construct } from 'constructs';
-import type { InfraConfig } from './config.js';
+import type { InfraConfig, StageConfig } from './config.js';
 import { RunnerFleetStack } from './fleet/runner-fleet-stack.js';
 import { GitlabPocStack } from './gitlab/gitlab-stack.js';
 import { sizing } from './sizing.js';
 
 export interface RunnerFleetStageProps extends StageProps {
   config: InfraConfig;
+  /** This stage's names (host, certificate, fleet), distinct from every other stage's. */
+  stage: StageConfig;
   account: string;
 }
 
@@ -17,14 +19,14 @@ export class RunnerFleetStage extends Stage {
 
   constructor(scope: Construct, id: string, props: RunnerFleetStageProps) {
     super(scope, id, props);
-    const { config } = props;
+    const { config, stage } = props;
     const env = { account: props.account, region: config.region };
     this.gitlab = new GitlabPocStack(this, 'GitLab', {
       env,
       description: 'runner-fleet: POC GitLab (VPC, NLB + ACM, EC2, RDS PostgreSQL, ElastiCache Redis, S3)',
-      domainName: config.domainName,
-      certificateArn: config.certificateArn,
-      hostedZone: config.hostedZone,
+      domainName: stage.domainName,
+      certificateArn: stage.certificateArn,
+      hostedZone: stage.hostedZone,
       natGateways: config.natGateways,
       sizing: sizing(config.sizing),
       multiAz: config.multiAz,
@@ -36,10 +38,10 @@ export class RunnerFleetStage extends Stage {
       env,
       description: 'runner-fleet: manager instance, job launch template and group, cache, job profiles',
       vpc: this.gitlab.vpc,
-      fleetName: config.fleet.name,
+      fleetName: stage.fleetName,
       mode: config.fleet.mode,
-      gitlabUrl: `https://${config.domainName}`,
-      runnerTokenParameter: config.fleet.runnerTokenParameter,
+      gitlabUrl: `https://${stage.domainName}`,
+      runnerTokenParameter: stage.runnerTokenParameter,
       cacheExpiryDays: config.fleet.cacheExpiryDays,
       maxJobInstances: config.fleet.maxJobInstances,
       jobInstanceType: config.fleet.jobInstanceType,

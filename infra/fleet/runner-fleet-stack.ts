@@ -12,7 +12,7 @@ import * as cr from 'aws-cdk-lib/custom-resources';
 import type { Construct } from 'constructs';
 import { managerPolicyDocument } from '../../manager/providers/aws/iam-policy.js';
 import { TAG } from '../../manager/providers/tags.js';
-import type { InfraConfig } from '../config.js';
+import type { InfraConfig, StageConfig } from '../config.js';
 import { accessLogBucket, privateBucket } from '../shared/buckets.js';
 import { acknowledge, wildcardResourceFinding } from '../shared/nag.js';
 import { renderJobBootScript, renderManagerBootScript } from './boot-scripts.js';
@@ -27,9 +27,10 @@ export interface CredentialClass {
 }
 
 /** The `fleet` settings of infra/config.ts, plus what the stage wires in. */
-export interface RunnerFleetStackProps extends StackProps, Omit<InfraConfig['fleet'], 'name'> {
+type FleetSettings = InfraConfig['fleet'] & Pick<StageConfig, 'fleetName' | 'runnerTokenParameter'>;
+
+export interface RunnerFleetStackProps extends StackProps, FleetSettings {
   vpc: ec2.IVpc;
-  fleetName: string;
   gitlabUrl: string;
   /** The first class is the default: what every job gets unless a credential rule says otherwise. */
   credentialClasses: CredentialClass[];

@@ -6,7 +6,7 @@ import { AwsSolutionsChecks } from 'cdk-nag';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildApp } from '../../infra/app.js';
 import { appWithContext, cdkJson } from './cdk-context.js';
-import { SYNTH_TIMEOUT_MS, Synthesized } from './synth.js';
+import { type Json, SYNTH_TIMEOUT_MS, Synthesized } from './synth.js';
 
 /** The whole app, synthesized once as `npm run synth` does (cdk.json context, no credentials). */
 let synth: Synthesized;
@@ -56,6 +56,41 @@ describe('the CDK app', () => {
   it('has no unacknowledged cdk-nag finding and no CloudFormation-validate finding', () => {
     // The cdk-nag plugin registered by buildApp would have thrown during synth; the report says the rest.
     expect(synth.validationViolations()).toEqual([]);
+  });
+
+  it('gives Dev and Prod their own host name, certificate and fleet (from cdk.json stages)', () => {
+    const seen = { certificate: new Set<string>(), fleetTag: new Set<string>(), logGroup: new Set<string>() };
+    for (const stage of ['Dev', 'Prod']) {
+      const nested = synth.assembly.getNestedAssembly(`assembly-${stage}`);
+      const gitlab = nested.getStackByName(`${stage}-GitLab`).template;
+      const fleet = nested.getStackByName(`${stage}-Fleet`).template;
+      const certs = Object.values(gitlab.Resources).filter(
+        (r: Json) => r.Type === 'AWS::CertificateManager::Certificate',
+      ) as Json[];
+      expect(certs).toHaveLength(1);
+      seen.certificate.add(certs[0].Properties.DomainName);
+      const logs = Object.values(fleet.Resources).filter(
+        (r: Json) => r.Type === 'AWS::Logs::LogGroup',
+      ) as Json[];
+      seen.logGroup.add(logs[0].Properties.LogGroupName);
+      const lt = Object.values(fleet.Resources).find(
+        (r: Json) =>
+          r.Type === 'AWS::EC2::LaunchTemplate' && JSON.stringify(r).includes('runner-fleet:fleet'),
+      ) as Json;
+      const tags = lt.Properties.TagSpecifications.flatMap((t: Json) => t.Tags);
+      seen.fleetTag.add(tags.find((t: Json) => t.Key === 'runner-fleet:fleet').Value);
+    }
+    expect([...seen.certificate].sort()).toEqual(['gitlab.dev.example.com', 'gitlab.example.com']);
+    expect([...seen.fleetTag].sort()).toEqual(['ci', 'ci-dev']);
+    expect([...seen.logGroup].sort()).toEqual(['/runner-fleet/ci', '/runner-fleet/ci-dev']);
+  });
+
+  it('refuses at synth two stages with one host name, naming it', () => {
+    const same = { domainName: 'gitlab.example.com' };
+    const context = { stages: { dev: { ...same, fleetName: 'a' }, prod: { ...same, fleetName: 'b' } } };
+    expect(() => buildApp(appWithContext(context))).toThrow(
+      /dev and prod both use the host name gitlab.example.com/,
+    );
   });
 
   it('fails the synth on an unacknowledged cdk-nag finding', () => {
