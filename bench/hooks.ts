@@ -57,7 +57,14 @@ export async function benchHooks(options: { jobs?: number } = {}): Promise<Recor
     for (let j = 0; j < 10; j++) {
       await waitIdle();
       const id = String(95_000 + j);
-      const env = { ...process.env, CUSTOM_ENV_CI_JOB_ID: id, TMPDIR: daemon.dir };
+      // The job's secret comes from the config stage, as gitlab-runner hands it over (job_env).
+      const { jobSecret } = await request<{ jobSecret: string }>(daemon.socket, { op: 'config', jobId: id });
+      const env = {
+        ...process.env,
+        CUSTOM_ENV_CI_JOB_ID: id,
+        TMPDIR: daemon.dir,
+        RUNNER_FLEET_JOB_SECRET: jobSecret,
+      };
       const call = await runHook(
         entry.custom.prepare_exec,
         entry.custom.prepare_args,
@@ -67,13 +74,16 @@ export async function benchHooks(options: { jobs?: number } = {}): Promise<Recor
       );
       if (call.exitCode !== 0) throw new Error(`prepare failed: ${call.stderr}`);
       prepareMs.push(call.durationMs);
-      await request(daemon.socket, { op: 'release', jobId: id });
+      await request(daemon.socket, { op: 'release', jobId: id, jobSecret });
       await waitIdle();
       const inner = `${id}-inner`;
+      const innerSecret = (
+        await request<{ jobSecret: string }>(daemon.socket, { op: 'config', jobId: inner })
+      ).jobSecret;
       const started = process.hrtime.bigint();
-      await request<Lease>(daemon.socket, { op: 'acquire', job: { id: inner } });
+      await request<Lease>(daemon.socket, { op: 'acquire', job: { id: inner }, jobSecret: innerSecret });
       acquireMs.push(Number(process.hrtime.bigint() - started) / 1e6);
-      await request(daemon.socket, { op: 'release', jobId: inner });
+      await request(daemon.socket, { op: 'release', jobId: inner, jobSecret: innerSecret });
     }
     const hook = median(hookTotals);
     const bare = median(nodeTotals);

@@ -13,6 +13,8 @@ export interface HookEnv {
   readonly idTokenVariable: string;
   /** How long to keep trying a daemon that is restarting ([executor] daemon_wait, via job_env). */
   readonly daemonWaitMs: number;
+  /** The job's secret for the control socket (via job_env); undefined before config ran. */
+  readonly jobSecret: string | undefined;
   readonly tmpDir: string;
   readonly buildFailureExitCode: number;
   readonly systemFailureExitCode: number;
@@ -34,6 +36,7 @@ export const JOB_ENV = {
   projectId: 'RUNNER_FLEET_PROJECT_ID',
   idTokenVariable: 'RUNNER_FLEET_ID_TOKEN_VARIABLE',
   daemonWaitMs: 'RUNNER_FLEET_DAEMON_WAIT_MS',
+  jobSecret: 'RUNNER_FLEET_JOB_SECRET',
 } as const;
 
 /** How long hooks wait for a restarting daemon before config_exec has told them ([executor] daemon_wait). */
@@ -97,6 +100,7 @@ export function readHookEnv(env: NodeJS.ProcessEnv = process.env): HookEnv {
     projectId,
     idTokenVariable: env[JOB_ENV.idTokenVariable] || 'RUNNER_FLEET_ID_TOKEN',
     daemonWaitMs: waitMs(env[JOB_ENV.daemonWaitMs]),
+    jobSecret: env[JOB_ENV.jobSecret] || undefined,
     tmpDir,
     buildFailureExitCode: exitCode(env.BUILD_FAILURE_EXIT_CODE, 1),
     systemFailureExitCode: exitCode(env.SYSTEM_FAILURE_EXIT_CODE, 2),

@@ -6,6 +6,8 @@ import { mkdirSync } from 'node:fs';
 import type { Server } from 'node:net';
 import type { Logger } from 'pino';
 import type { Config } from './config/schema.js';
+import { JobSecrets } from './control/job-secrets.js';
+import { ensureOperatorToken } from './control/operator-token.js';
 import type { ControlRequest, ExecutorConfig, JobInfo, Lease, StatusReport } from './control/protocol.js';
 import { ControlError, listenControl } from './control/server.js';
 import { type IdTokenVerifier, selectCredentials, verifierFor } from './credentials/index.js';
@@ -55,16 +57,48 @@ export async function startDaemon(config: Config, log: Logger): Promise<RunningD
   metrics?.attach(fleet);
 
   const verifier = verifierFor(config.credentials);
+  // No job outlives its instance (dead-man switch) plus the wait for it; a day more for slack.
+  const secrets = new JobSecrets(
+    config.state_dir,
+    config.pool.max_instance_lifetime + config.pool.instance_acquire_timeout + 86_400_000,
+  );
+  const busy = (jobId: string) => fleet.leaseOf(jobId) !== undefined;
+
+  /** Every op but ping proves who sends it: the job's own secret, or the operator's token. */
+  const authorize = (request: ControlRequest) => {
+    switch (request.op) {
+      case 'ping':
+      case 'config':
+        return;
+      case 'acquire':
+        return secrets.check(request.job.id, request.jobSecret);
+      case 'release':
+      case 'lease':
+      case 'fate':
+        return secrets.check(request.jobId, request.jobSecret);
+      case 'status':
+      case 'drain':
+        if (!operator.check(request.operatorToken))
+          throw new ControlError(
+            `${request.op} is an operator op: it needs the operator token from ${operator.path} (readable by root and the daemon's user), not a job's credentials`,
+            'unauthorized',
+          );
+    }
+  };
 
   const handle = async (
     request: ControlRequest,
     reply: { progress(message: string): void; signal: AbortSignal },
   ): Promise<unknown> => {
+    authorize(request);
     switch (request.op) {
       case 'ping':
         return { pid: process.pid, version: version() };
       case 'config':
-        return executorConfig(config, provider, request.jobId);
+        return {
+          ...executorConfig(config, provider, request.jobId),
+          jobSecret: secrets.mint(request.jobId, Date.now(), busy),
+        };
       case 'acquire': {
         const jobLog = log.child({ jobId: request.job.id });
         jobLog.info(
@@ -93,8 +127,11 @@ export async function startDaemon(config: Config, log: Logger): Promise<RunningD
           throw error;
         }
       }
-      case 'release':
-        return fleet.release(request.jobId, request.reason ?? 'cleanup');
+      case 'release': {
+        const result = await fleet.release(request.jobId, request.reason ?? 'cleanup');
+        secrets.released(request.jobId);
+        return result;
+      }
       case 'lease': {
         const entry = fleet.leaseOf(request.jobId);
         if (!entry) throw new ControlError(`job ${request.jobId} holds no lease`, 'no-lease');
@@ -150,6 +187,9 @@ export async function startDaemon(config: Config, log: Logger): Promise<RunningD
     },
     log.child({ module: 'control' }),
   );
+  // After the socket is ours (a second daemon must not replace the token), before any request is
+  // handled (they wait for `started`).
+  const operator = ensureOperatorToken(config.socket);
   try {
     await fleet.start();
   } catch (error) {
@@ -254,7 +294,11 @@ async function chooseCredentials(
   };
 }
 
-function executorConfig(config: Config, provider: Provider, jobId: string): ExecutorConfig {
+function executorConfig(
+  config: Config,
+  provider: Provider,
+  jobId: string,
+): Omit<ExecutorConfig, 'jobSecret'> {
   const paths = provider.jobPaths?.(jobId) ?? {
     buildsDir: config.executor.builds_dir,
     cacheDir: config.executor.cache_dir,

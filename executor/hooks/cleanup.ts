@@ -26,7 +26,12 @@ export function cleanupHook(options: { socket?: string }): Promise<number> {
     try {
       result = await request(
         hookSocketPath(options.socket),
-        { op: 'release', jobId: env.jobId, reason: 'cleanup' },
+        {
+          op: 'release',
+          jobId: env.jobId,
+          reason: 'cleanup',
+          ...(env.jobSecret ? { jobSecret: env.jobSecret } : {}),
+        },
         { connectWaitMs: env.daemonWaitMs },
       );
     } catch (error) {

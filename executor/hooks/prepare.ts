@@ -27,7 +27,7 @@ export function prepareHook(options: { socket?: string }): Promise<number> {
       // connectWaitMs: a daemon restarting right now is not a reason to fail the job.
       lease = await request<Lease>(
         hookSocketPath(options.socket),
-        { op: 'acquire', job },
+        { op: 'acquire', job, ...(env.jobSecret ? { jobSecret: env.jobSecret } : {}) },
         { onProgress: (message) => say(`runner-fleet: ${message}`), connectWaitMs: env.daemonWaitMs },
       );
     } catch (error) {

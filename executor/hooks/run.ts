@@ -23,7 +23,7 @@ export function runStageHook(options: { socket?: string; positionals: string[] }
     } catch {
       throw new SystemFailure(`stage ${stage}: script ${scriptPath} does not exist or is not a file`);
     }
-    const lease = await findLease(env.tmpDir, env.jobId, options.socket, env.daemonWaitMs);
+    const lease = await findLease(env.tmpDir, env.jobId, env.jobSecret, options.socket, env.daemonWaitMs);
     const transport = await loadTransport(lease.connect);
 
     const controller = new AbortController();
@@ -52,7 +52,7 @@ export function runStageHook(options: { socket?: string; positionals: string[] }
         );
         return env.buildFailureExitCode;
       case 'system-failure': {
-        const cause = await askFate(env.jobId, options.socket);
+        const cause = await askFate(env.jobId, env.jobSecret, options.socket);
         throw new SystemFailure(
           `stage ${stage} on instance ${lease.instanceId}: ${outcome.message}${cause ? `; ${cause}` : ''}`,
         );
@@ -62,11 +62,15 @@ export function runStageHook(options: { socket?: string; positionals: string[] }
 }
 
 /** The daemon's view of why the instance failed (e.g. a spot interruption); never blocks long. */
-async function askFate(jobId: string, socket: string | undefined): Promise<string | undefined> {
+async function askFate(
+  jobId: string,
+  jobSecret: string | undefined,
+  socket: string | undefined,
+): Promise<string | undefined> {
   try {
     const fate = await request<{ cause?: string }>(
       hookSocketPath(socket),
-      { op: 'fate', jobId },
+      { op: 'fate', jobId, ...(jobSecret ? { jobSecret } : {}) },
       { signal: AbortSignal.timeout(5000) },
     );
     return fate?.cause;
@@ -78,6 +82,7 @@ async function askFate(jobId: string, socket: string | undefined): Promise<strin
 async function findLease(
   tmpDir: string,
   jobId: string,
+  jobSecret: string | undefined,
   socket: string | undefined,
   daemonWaitMs: number,
 ): Promise<Lease> {
@@ -91,7 +96,7 @@ async function findLease(
   try {
     return await request<Lease>(
       hookSocketPath(socket),
-      { op: 'lease', jobId },
+      { op: 'lease', jobId, ...(jobSecret ? { jobSecret } : {}) },
       { connectWaitMs: daemonWaitMs },
     );
   } catch (error) {

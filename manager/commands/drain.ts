@@ -1,4 +1,5 @@
 import { request } from '../control/client.js';
+import { readOperatorToken } from '../control/operator-token.js';
 import { socketOrReport } from './load-config.js';
 
 export async function drainCommand(options: {
@@ -11,7 +12,7 @@ export async function drainCommand(options: {
   try {
     const result = await request<{ leased: number }>(
       socket,
-      { op: 'drain', wait: options.wait },
+      { op: 'drain', wait: options.wait, operatorToken: readOperatorToken(socket) },
       { onProgress: (m) => process.stdout.write(`${m}\n`) },
     );
     process.stdout.write(

@@ -1,4 +1,5 @@
 import { request } from '../control/client.js';
+import { readOperatorToken } from '../control/operator-token.js';
 import type { StatusReport } from '../control/protocol.js';
 import { socketOrReport } from './load-config.js';
 
@@ -11,7 +12,7 @@ export async function statusCommand(options: {
   if (typeof socket === 'number') return socket;
   let report: StatusReport;
   try {
-    report = await request<StatusReport>(socket, { op: 'status' });
+    report = await request<StatusReport>(socket, { op: 'status', operatorToken: readOperatorToken(socket) });
   } catch (error) {
     process.stderr.write(`runner-fleet status: ${(error as Error).message}\n`);
     return 1;

@@ -22,15 +22,22 @@ export interface JobInfo {
   readonly jobToken?: string;
 }
 
+/**
+ * Who may send what: `ping` anyone who can open the socket; `config` mints the job's secret;
+ * `acquire`, `release`, `lease` and `fate` need that job's secret (`jobSecret`, from config_exec's
+ * job_env); `status` and `drain` need the operator token (operator-token.ts). Optional in the
+ * types so an old client's request still parses and is refused with a message naming what is
+ * missing.
+ */
 export type ControlRequest =
   | { readonly op: 'ping' }
   | { readonly op: 'config'; readonly jobId: string }
-  | { readonly op: 'acquire'; readonly job: JobInfo }
-  | { readonly op: 'release'; readonly jobId: string; readonly reason?: string }
-  | { readonly op: 'lease'; readonly jobId: string }
-  | { readonly op: 'fate'; readonly jobId: string }
-  | { readonly op: 'status' }
-  | { readonly op: 'drain'; readonly wait?: boolean };
+  | { readonly op: 'acquire'; readonly job: JobInfo; readonly jobSecret?: string }
+  | { readonly op: 'release'; readonly jobId: string; readonly reason?: string; readonly jobSecret?: string }
+  | { readonly op: 'lease'; readonly jobId: string; readonly jobSecret?: string }
+  | { readonly op: 'fate'; readonly jobId: string; readonly jobSecret?: string }
+  | { readonly op: 'status'; readonly operatorToken?: string }
+  | { readonly op: 'drain'; readonly wait?: boolean; readonly operatorToken?: string };
 
 /** What config_exec prints, as the daemon computes it for the configured provider. */
 export interface ExecutorConfig {
@@ -44,6 +51,8 @@ export interface ExecutorConfig {
   readonly idTokenVariable: string;
   /** [executor] daemon_wait: how long later hooks wait for a restarting daemon. */
   readonly daemonWaitMs: number;
+  /** This job's secret, for its later hooks only (job_env); the daemon keeps its hash. */
+  readonly jobSecret: string;
 }
 
 /** Everything the run and cleanup hooks need, persisted by prepare in the job's TMPDIR. */

@@ -37,6 +37,13 @@ function hook(args: string[], env: NodeJS.ProcessEnv, input?: string) {
   return { code: result.status, stdout: result.stdout, stderr: result.stderr };
 }
 
+/** The env after the config stage, as gitlab-runner builds it: plus the config hook's job_env. */
+function configured(env: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
+  const r = spawnSync(process.execPath, entry.custom.config_args, { env, encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`config hook failed: ${r.stderr}`);
+  return { ...env, ...(JSON.parse(r.stdout) as { job_env: Record<string, string> }).job_env };
+}
+
 /** One clear line on stderr, no stack trace. */
 function expectCleanError(stderr: string, pattern: RegExp) {
   expect(stderr).toMatch(pattern);
@@ -132,7 +139,7 @@ describe('run hook with bad arguments', () => {
   it('runs a stage with an unknown name like any other', async () => {
     const id = jobId();
     const dir = mkdtempSync(join(tmpdir(), 'rf-run-'));
-    const env = { ...process.env, CUSTOM_ENV_CI_JOB_ID: id, TMPDIR: dir };
+    const env = configured({ ...process.env, CUSTOM_ENV_CI_JOB_ID: id, TMPDIR: dir });
     expect(spawnSync(process.execPath, entry.custom.prepare_args, { env }).status).toBe(0);
     const script = join(dir, 'script');
     writeFileSync(
@@ -167,7 +174,7 @@ describe('huge and odd job data', () => {
   it('passes non-UTF-8 bytes through unchanged', async () => {
     const id = jobId();
     const dir = mkdtempSync(join(tmpdir(), 'rf-bytes-'));
-    const env = { ...process.env, CUSTOM_ENV_CI_JOB_ID: id, TMPDIR: dir };
+    const env = configured({ ...process.env, CUSTOM_ENV_CI_JOB_ID: id, TMPDIR: dir });
     expect(spawnSync(process.execPath, entry.custom.prepare_args, { env }).status).toBe(0);
     const script = join(dir, 'script');
     writeFileSync(
@@ -189,7 +196,7 @@ describe('corrupted state', () => {
   it('a truncated lease file in TMPDIR falls back to the daemon and the stage still runs', async () => {
     const id = jobId();
     const dir = mkdtempSync(join(tmpdir(), 'rf-lease-'));
-    const env = { ...process.env, CUSTOM_ENV_CI_JOB_ID: id, TMPDIR: dir };
+    const env = configured({ ...process.env, CUSTOM_ENV_CI_JOB_ID: id, TMPDIR: dir });
     expect(spawnSync(process.execPath, entry.custom.prepare_args, { env }).status).toBe(0);
     const leaseFile = leaseFilePath(dir);
     writeFileSync(leaseFile, readFileSync(leaseFile, 'utf8').slice(0, 20));
@@ -208,7 +215,7 @@ describe('corrupted state', () => {
   it('a corrupt lease journal does not stop the daemon, and instances are still known from their tags', async () => {
     const id = jobId();
     const dir = mkdtempSync(join(tmpdir(), 'rf-journal-'));
-    const env = { ...process.env, CUSTOM_ENV_CI_JOB_ID: id, TMPDIR: dir };
+    const env = configured({ ...process.env, CUSTOM_ENV_CI_JOB_ID: id, TMPDIR: dir });
     expect(spawnSync(process.execPath, entry.custom.prepare_args, { env }).status).toBe(0);
     const before = await daemon.status();
     const leased = before.instances.find((i) => i.jobId === id);

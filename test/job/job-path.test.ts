@@ -161,9 +161,14 @@ describe('job path on the local provider', () => {
   it('cleanup is idempotent and works when prepare never ran', async () => {
     const result = await runJob(entry, { id: jobId(), script: 'true' });
     expect(result.cleanup.stdout).toMatch(/released instance/);
-    // A second cleanup for the same job, and one for a job that never got an instance.
+    // A second cleanup for the same job, and one for a job that never got an instance (its
+    // config stage ran: that is what hands the hooks the job's secret).
+    const env = { ...process.env, CUSTOM_ENV_CI_JOB_ID: '999999', TMPDIR: daemon.dir };
+    const config = JSON.parse(
+      execFileSync(process.execPath, [...entry.custom.config_args], { env, encoding: 'utf8' }),
+    ) as { job_env: Record<string, string> };
     const again = execFileSync(process.execPath, [...entry.custom.cleanup_args], {
-      env: { ...process.env, CUSTOM_ENV_CI_JOB_ID: '999999', TMPDIR: daemon.dir },
+      env: { ...env, ...config.job_env },
       encoding: 'utf8',
     });
     expect(again).toMatch(/held no instance; nothing to release/);

@@ -117,14 +117,16 @@ describe('a daemon SIGKILLed at each point of a request', () => {
     const d = daemon;
     let first: Lease | undefined;
     let again: Lease | undefined;
+    let jobSecret = '';
     const result = await runJob(d.entry(), {
       id: '9204',
       script: 'echo job-9204-ran',
-      onPrepared: async () => {
+      onPrepared: async (jobEnv) => {
+        jobSecret = jobEnv.RUNNER_FLEET_JOB_SECRET ?? '';
         first = (await d.status()).leases.find((l) => l.jobId === '9204') as Lease | undefined;
         await restart(d);
         // What a prepare hook sends again when the answer to its first acquire was lost.
-        again = await request<Lease>(d.socket, { op: 'acquire', job: { id: '9204' } });
+        again = await request<Lease>(d.socket, { op: 'acquire', job: { id: '9204' }, jobSecret });
       },
     });
     expect(first?.instanceId).toBeDefined();
@@ -133,7 +135,7 @@ describe('a daemon SIGKILLed at each point of a request', () => {
     expect(result.cleanup.exitCode, result.cleanup.stderr).toBe(0);
     // The release was applied by cleanup; a second one (a lost answer, asked again) still succeeds.
     await restart(d);
-    await expect(request(d.socket, { op: 'release', jobId: '9204' })).resolves.toMatchObject({
+    await expect(request(d.socket, { op: 'release', jobId: '9204', jobSecret })).resolves.toMatchObject({
       released: false,
     });
     expect(launches(d)).toBe(1);

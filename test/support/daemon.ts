@@ -8,6 +8,7 @@ import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { request } from '../../manager/control/client.js';
+import { readOperatorToken } from '../../manager/control/operator-token.js';
 import type { StatusReport } from '../../manager/control/protocol.js';
 import { parseRunnerEntry, type RunnerEntry, SECRET_SENTINEL } from './gitlab-runner.js';
 
@@ -83,7 +84,7 @@ export async function startTestDaemon(
       parseRunnerEntry(
         execFileSync(process.execPath, [CLI, 'runner-config', '--config', configPath], { encoding: 'utf8' }),
       ),
-    status: () => request<StatusReport>(socket, { op: 'status' }),
+    status: () => request<StatusReport>(socket, { op: 'status', operatorToken: readOperatorToken(socket) }),
     waitForOutput: (pattern) =>
       new Promise((resolve) => {
         watchers.push({ from: out.length, pattern, resolve });

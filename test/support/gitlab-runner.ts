@@ -51,7 +51,7 @@ export interface JobSpec {
   /** Cancel (SIGTERM to the running hook's group) this long after the build_script started. */
   cancelAfterMs?: number;
   /** Called once the prepare hook has succeeded, e.g. to kill the daemon mid-job. */
-  onPrepared?: () => Promise<void> | void;
+  onPrepared?: (jobEnv: Readonly<Record<string, string>>) => Promise<void> | void;
   /** Called when build_script starts running, with the running hook process. */
   onBuildStarted?: () => Promise<void> | void;
   /** Override the graceful kill timeout, in seconds. */
@@ -198,7 +198,7 @@ export async function runJob(
       result = { outcome: classify(prepare.exitCode), log: log.join(''), projectDir };
       return finish();
     }
-    await job.onPrepared?.();
+    await job.onPrepared?.(jobEnv);
 
     const stages: Array<[string, string]> = [
       ['prepare_script', 'echo "Running on $(hostname) via runner-fleet"'],
