@@ -37,6 +37,8 @@ export const JOB_ENV = {
   idTokenVariable: 'RUNNER_FLEET_ID_TOKEN_VARIABLE',
   daemonWaitMs: 'RUNNER_FLEET_DAEMON_WAIT_MS',
   jobSecret: 'RUNNER_FLEET_JOB_SECRET',
+  /** [container] settings as JSON (nothing secret), for prepare, run and cleanup. */
+  container: 'RUNNER_FLEET_CONTAINER',
 } as const;
 
 /** How long hooks wait for a restarting daemon before config_exec has told them ([executor] daemon_wait). */

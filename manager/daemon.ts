@@ -5,6 +5,7 @@
 import { mkdirSync } from 'node:fs';
 import type { Server } from 'node:net';
 import type { Logger } from 'pino';
+import type { ContainerSettings } from '../executor/container/spec.js';
 import type { Config } from './config/schema.js';
 import { JobSecrets } from './control/job-secrets.js';
 import { ensureOperatorToken } from './control/operator-token.js';
@@ -287,10 +288,26 @@ async function chooseCredentials(
   return {
     credentialClass: selection.credentialClass,
     ...(selection.instanceProfile ? { instanceProfile: selection.instanceProfile } : {}),
-    hopLimit: selection.hopLimit,
+    // Containers reach the instance profile through IMDSv2 one hop further; bare jobs keep theirs.
+    hopLimit: job.container ? Math.max(2, selection.hopLimit) : selection.hopLimit,
     ...(project ? { reuseScope: project } : {}),
     ...(selection.ruleName ? { ruleName: selection.ruleName } : {}),
     notes: [selection.logLine],
+  };
+}
+
+function containerSettings(config: Config, buildsDir: string): ContainerSettings {
+  const c = config.container;
+  return {
+    ...(c.default_image ? { defaultImage: c.default_image } : {}),
+    allowedImages: c.allowed_images,
+    allowedServices: c.allowed_services,
+    allowedPullPolicies: c.allowed_pull_policies,
+    pullPolicy: c.pull_policy,
+    ...(c.docker_host ? { dockerHost: c.docker_host } : {}),
+    serviceWaitMs: c.service_wait_timeout,
+    ...(c.docker_auth_config_file ? { dockerAuthConfigFile: c.docker_auth_config_file } : {}),
+    buildsDir,
   };
 }
 
@@ -312,6 +329,7 @@ function executorConfig(
     shell: 'bash',
     idTokenVariable: config.credentials.tokenVariable,
     daemonWaitMs: config.executor.daemon_wait,
+    container: containerSettings(config, paths.buildsDir),
   };
 }
 

@@ -23,6 +23,7 @@ describe('config loading', () => {
     const defaults = parseConfigText('', 'empty.toml');
     expect(config.pool).toEqual(defaults.pool);
     expect(config.executor).toEqual(defaults.executor);
+    expect(config.container).toEqual(defaults.container);
     expect(config.provider).toBe('local');
   });
 

@@ -1,5 +1,5 @@
 import { request } from '../../manager/control/client.js';
-import { readHookEnv } from '../job-env.js';
+import { JOB_ENV, readHookEnv } from '../job-env.js';
 import { readLeaseFile, removeLeaseFile } from '../lease-file.js';
 import { hookSocketPath } from '../socket.js';
 import { loadTransport } from '../transports/load.js';
@@ -17,6 +17,10 @@ export function cleanupHook(options: { socket?: string }): Promise<number> {
       lease = readLeaseFile(env.tmpDir);
     } catch {
       lease = undefined; // A corrupt lease file changes nothing: the daemon releases by job id.
+    }
+    // Containers first (by label, from the job's TMPDIR state): the instance may serve another job.
+    if (lease && process.env[JOB_ENV.container]) {
+      await (await import('../container/hooks.js')).cleanupContainers(env.tmpDir, lease.connect);
     }
     if (lease?.connect.kind === 'ssh') {
       const transport = await loadTransport(lease.connect);

@@ -19,13 +19,14 @@ export function configHook(options: { socket?: string }): Promise<number> {
     } catch (error) {
       throw new SystemFailure((error as Error).message);
     }
-    const { idTokenVariable, daemonWaitMs, jobSecret, ...executor } = config;
+    const { idTokenVariable, daemonWaitMs, jobSecret, container, ...executor } = config;
     // job_env reaches only our later hooks (unprefixed), never the job: a trusted channel.
     const jobEnv: Record<string, string> = {
       [JOB_ENV.jobId]: env.jobId,
       [JOB_ENV.idTokenVariable]: idTokenVariable,
       [JOB_ENV.daemonWaitMs]: String(daemonWaitMs),
       [JOB_ENV.jobSecret]: jobSecret,
+      ...(container ? { [JOB_ENV.container]: JSON.stringify(container) } : {}),
       ...(env.projectId ? { [JOB_ENV.projectId]: env.projectId } : {}),
     };
     process.stdout.write(`${JSON.stringify({ ...executor, job_env: jobEnv })}\n`);

@@ -1,6 +1,7 @@
 import { statSync, writeFileSync } from 'node:fs';
 import { request } from '../../manager/control/client.js';
 import type { Lease } from '../../manager/control/protocol.js';
+import { readContainerState } from '../container/state.js';
 import { readHookEnv } from '../job-env.js';
 import { readLeaseFile } from '../lease-file.js';
 import { hookSocketPath } from '../socket.js';
@@ -25,6 +26,18 @@ export function runStageHook(options: { socket?: string; positionals: string[] }
     }
     const lease = await findLease(env.tmpDir, env.jobId, env.jobSecret, options.socket, env.daemonWaitMs);
     const transport = await loadTransport(lease.connect);
+    // A container job's user stages run in its job container (executor/container/).
+    const containerJob = readContainerState(env.tmpDir);
+    const container = containerJob
+      ? (await import('../container/hooks.js')).containerStageFor(
+          containerJob.jobId,
+          stage,
+          scriptPath,
+          lease.killGraceMs,
+          env.tmpDir,
+          transport,
+        )
+      : undefined;
 
     const controller = new AbortController();
     const cancel = () => controller.abort();
@@ -38,12 +51,18 @@ export function runStageHook(options: { socket?: string; positionals: string[] }
         env: { RUNNER_FLEET_INSTANCE_ID: lease.instanceId },
         jobTmpDir: env.tmpDir,
         killGraceMs: lease.killGraceMs,
+        ...(container ? { script: container.script } : {}),
       },
       controller.signal,
     );
     switch (outcome.kind) {
       case 'exited':
         if (outcome.code === 0) return 0;
+        if (container && !(await container.alive())) {
+          throw new SystemFailure(
+            `stage ${stage}: the job container on instance ${lease.instanceId} is gone (removed or stopped)`,
+          );
+        }
         if (env.buildExitCodeFile) writeFileSync(env.buildExitCodeFile, `${outcome.code}\n`);
         return env.buildFailureExitCode;
       case 'canceled':

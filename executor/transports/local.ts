@@ -23,7 +23,10 @@ export class LocalTransport implements Transport {
   runStage(request: StageRequest, signal: AbortSignal): Promise<StageOutcome> {
     const { root } = this.connect;
     return new Promise<StageOutcome>((resolve) => {
-      const child = spawn('bash', [request.scriptPath], {
+      // A script given as content reaches bash on fd 3 (a socket, which bash cannot open as a
+      // file: cat turns it into a pipe to source) and is never written to disk.
+      const args = request.script ? ['-c', '. <(exec cat <&3)'] : [request.scriptPath];
+      const child = spawn('bash', args, {
         cwd: join(root, 'home'),
         // A clean environment, as on a fresh machine: the script itself exports the job's variables.
         env: {
@@ -36,9 +39,16 @@ export class LocalTransport implements Transport {
           SHELL: '/bin/bash',
           ...request.env,
         },
-        stdio: ['ignore', 'inherit', 'inherit'],
+        stdio: ['ignore', 'inherit', 'inherit', ...(request.script ? (['pipe'] as const) : [])],
         detached: true,
       });
+      if (request.script) {
+        const pipe = child.stdio[3] as NodeJS.WritableStream & { on(e: 'error', f: () => void): void };
+        pipe.on('error', () => {
+          // bash ended before reading it all; its exit status says why.
+        });
+        pipe.end(request.script);
+      }
       const pgidFile = child.pid ? join(root, 'pgids', String(child.pid)) : undefined;
       let canceled = false;
       let killTimer: NodeJS.Timeout | undefined;

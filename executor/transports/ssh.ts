@@ -105,7 +105,7 @@ export class SshTransport implements Transport {
     try {
       // Synchronous file work throughout the stage path: the hook has nothing else to do, and a
       // thread-pool round trip per call is measurable in per-stage overhead.
-      script = readFileSync(request.scriptPath);
+      script = request.script ?? readFileSync(request.scriptPath);
     } catch (error) {
       return systemFailure(
         `cannot read the script of stage ${request.stage}: ${(error as NodeJS.ErrnoException).code}`,

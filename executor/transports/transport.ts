@@ -8,6 +8,8 @@
 export interface StageRequest {
   /** Absolute path of the script gitlab-runner wrote (in the job's TMPDIR). */
   readonly scriptPath: string;
+  /** The script itself, when it is not a file (e.g. a container stage wrapping scriptPath's). */
+  readonly script?: Buffer;
   /** gitlab-runner's stage name; any name must be accepted. */
   readonly stage: string;
   /** Extra environment for the script, e.g. RUNNER_FLEET_INSTANCE_ID. Never job secrets. */

@@ -4,6 +4,7 @@ import { credentialsSectionSchema } from '../credentials/schema.js';
 import { metricsSchema, poolFleetKeys } from '../fleet/config-schema.js';
 import { cacheSchema, gitlabSchema, imageSchema, serviceSchema } from '../ops/config-schema.js';
 import { awsConfigSchema } from '../providers/aws/config.js';
+import { containerSchema } from './container-schema.js';
 import { duration } from './zod-duration.js';
 
 export { duration };
@@ -64,6 +65,7 @@ export const configSchema = z
       .optional(),
     provider: z.enum(['local', 'aws']).default('local'),
     executor: executorSchema,
+    container: containerSchema,
     pool: poolSchema,
     local: localSchema,
     metrics: metricsSchema,

@@ -3,6 +3,7 @@
  * number of `progress` lines and exactly one final `ok` or `error` line from the daemon. Types
  * only: the hooks import this file, so it must stay free of runtime dependencies.
  */
+import type { ContainerSettings } from '../../executor/container/spec.js';
 import type { ConnectInfo } from '../providers/provider.js';
 
 /** What prepare knows about the job. Never job variables: only ids and the ID token to verify. */
@@ -20,6 +21,8 @@ export interface JobInfo {
    * logged. No server URL travels with it: CI_SERVER_URL is the job author's to set.
    */
   readonly jobToken?: string;
+  /** The job runs in containers (image: or default_image): its instance needs IMDS hop limit 2. */
+  readonly container?: boolean;
 }
 
 /**
@@ -53,6 +56,8 @@ export interface ExecutorConfig {
   readonly daemonWaitMs: number;
   /** This job's secret, for its later hooks only (job_env); the daemon keeps its hash. */
   readonly jobSecret: string;
+  /** [container], for prepare, run and cleanup (through job_env). */
+  readonly container: ContainerSettings;
 }
 
 /** Everything the run and cleanup hooks need, persisted by prepare in the job's TMPDIR. */

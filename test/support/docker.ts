@@ -71,13 +71,13 @@ export interface DockerWorld {
 }
 
 export async function startDockerWorld(
-  options: { images?: readonly TestImage[] } = {},
+  options: { images?: readonly TestImage[]; password?: string } = {},
 ): Promise<DockerWorld> {
   const dir = mkdtempSync(join(tmpdir(), 'rf-docker-'));
   const daemon = await startDockerd(dir);
   let registry: Awaited<ReturnType<typeof startRegistry>> | undefined;
   try {
-    registry = await startRegistry(dir);
+    registry = await startRegistry(dir, options.password);
     const clientConfig = join(dir, 'client');
     mkdirSync(clientConfig, { mode: 0o700 });
     const env = { ...process.env, DOCKER_HOST: daemon.host, DOCKER_CONFIG: clientConfig };
@@ -221,11 +221,10 @@ async function containerIds(host: string): Promise<string[]> {
 }
 
 /** docker-registry on 127.0.0.1 with one htpasswd user. */
-async function startRegistry(dir: string) {
+async function startRegistry(dir: string, password = `pw-${randomBytes(8).toString('hex')}`) {
   const root = join(dir, 'registry');
   mkdirSync(join(root, 'data'), { recursive: true });
   const user = 'rf-pusher';
-  const password = `pw-${randomBytes(8).toString('hex')}`;
   execFileSync('htpasswd', ['-Bbc', join(root, 'htpasswd'), user, password], { stdio: 'ignore' });
   const port = await freePort();
   const config = join(root, 'config.yml');

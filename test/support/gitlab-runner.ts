@@ -47,7 +47,18 @@ export interface JobSpec {
   variables?: Record<string, string>;
   /** build_script commands. */
   script: string;
+  /**
+   * Container fields of the job response, as gitlab-runner fills them from .gitlab-ci.yml:
+   * `image` ({name, entrypoint, command, pull_policy, docker: {user, platform}}), `services`
+   * ([{name, alias, entrypoint, command, variables: [{key, value}]}]) and `credentials`
+   * ([{type: "registry", url, username, password}]).
+   */
+  image?: Record<string, unknown>;
+  services?: Array<Record<string, unknown>>;
+  credentials?: Array<Record<string, unknown>>;
   afterScript?: string;
+  /** Extra commands of get_sources (in CI_PROJECT_DIR), e.g. files a checkout would bring. */
+  getSources?: string;
   /** Cancel (SIGTERM to the running hook's group) this long after the build_script started. */
   cancelAfterMs?: number;
   /** Called once the prepare hook has succeeded, e.g. to kill the daemon mid-job. */
@@ -124,6 +135,10 @@ export async function runJob(
       id: Number(job.id),
       token: variables.CI_JOB_TOKEN,
       job_info: { name: 'build', stage: 'test', project_id: job.projectId ?? 42, project_name: 'project' },
+      // gitlab-runner always sends image (empty name when the job has none) and services.
+      image: job.image ?? { name: '' },
+      services: job.services ?? [],
+      ...(job.credentials ? { credentials: job.credentials } : {}),
       variables: Object.entries(variables).map(([key, value]) => ({
         key,
         value,
@@ -202,7 +217,10 @@ export async function runJob(
 
     const stages: Array<[string, string]> = [
       ['prepare_script', 'echo "Running on $(hostname) via runner-fleet"'],
-      ['get_sources', 'mkdir -p "$CI_PROJECT_DIR" && cd "$CI_PROJECT_DIR" && echo "Fetched sources"'],
+      [
+        'get_sources',
+        `mkdir -p "$CI_PROJECT_DIR" && cd "$CI_PROJECT_DIR" && echo "Fetched sources"${job.getSources ? `\n${job.getSources}` : ''}`,
+      ],
       ['build_script', job.script],
     ];
     let outcome: Outcome = 'success';

@@ -1,0 +1,243 @@
+/**
+ * The bash scripts that drive Docker on the leased instance, through the docker CLI there. They
+ * are streamed over the transport's stdin like any stage script, so nothing in them (service
+ * variables, registry credentials, the user's script) lands on a command line, and the only file
+ * written is the per-job docker config (0700 directory) that cleanup removes. Pure string building.
+ */
+import { shellQuote as q } from '../transports/ssh/args.js';
+import {
+  type ContainerJob,
+  type ContainerSettings,
+  derivedHostnames,
+  type ImageSpec,
+  jobNames,
+  pullPolicies,
+} from './spec.js';
+
+const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
+
+/** What every script starts with: where Docker is, and failures as one line on stderr. */
+function preamble(settings: ContainerSettings, hook: string): string {
+  return [
+    'set -u',
+    settings.dockerHost ? `export DOCKER_HOST=${q(settings.dockerHost)}` : '',
+    `rf_fail() { printf 'runner-fleet ${hook}: %s\\n' "$*" >&2; exit 2; }`,
+    `rf_last() { printf '%s' "$1" | sed '/^[[:space:]]*$/d' | tail -n 1; }`,
+    '',
+  ].join('\n');
+}
+
+/**
+ * prepare: check Docker, write the per-job docker config, remove leftovers of this job, pull
+ * (per pull policy), create the job network, start the services and wait for their ports, then
+ * create and start the job container that every user stage runs in.
+ */
+export function setupScript(
+  jobId: string,
+  job: ContainerJob,
+  settings: ContainerSettings,
+  dockerConfigJson: string,
+): string {
+  const n = jobNames(jobId);
+  const waitS = Math.max(1, Math.ceil(settings.serviceWaitMs / 1000));
+  const lines = [
+    preamble(settings, 'prepare'),
+    'command -v docker >/dev/null 2>&1 || rf_fail "Docker is not installed on this instance (no docker CLI on PATH); container jobs need Docker in the AMI (docs/containers.md)"',
+    `rf_err=$(docker version --format '{{.Server.Version}}' 2>&1 >/dev/null) || rf_fail "cannot reach the Docker daemon\${DOCKER_HOST:+ at $DOCKER_HOST}: $(rf_last "$rf_err")"`,
+    `rf_dir="${n.configDir}"`,
+    '(umask 077 && mkdir -p "$rf_dir") && chmod 700 "$HOME/.runner-fleet" "$HOME/.runner-fleet/jobs" "$rf_dir" || rf_fail "cannot create the per-job docker config directory"',
+    `(umask 077 && printf '%s' ${q(dockerConfigJson)} >"$rf_dir/config.json") || rf_fail "cannot write the per-job docker config"`,
+    'export DOCKER_CONFIG="$rf_dir"',
+    cleanupBody(jobId, false),
+    `mkdir -p ${q(settings.buildsDir)} && rf_builds=$(cd -P ${q(settings.buildsDir)} && pwd -P) || rf_fail "cannot create builds_dir ${settings.buildsDir}"`,
+    PULL_FUNCTION,
+    WAIT_FUNCTION,
+    `rf_err=$(docker network create --label ${q(n.label)} ${q(n.network)} 2>&1 >/dev/null) || rf_fail "cannot create the job network: $(rf_last "$rf_err")"`,
+    'rf_hosts=()',
+  ];
+  job.services.forEach((service, i) => {
+    const name = n.service(i);
+    const env: Record<string, string> = { ...job.variables, ...service.variables };
+    const names = Object.keys(env).filter((k) => ENV_NAME.test(k));
+    const hostnames = [...new Set(service.aliases)];
+    lines.push(
+      `printf 'Starting service %s as %s ...\\n' ${q(service.name)} ${q(hostnames.join(', '))}`,
+      pullLine(service, settings),
+      // Values exported in a subshell and passed by name (-e NAME): never on a command line.
+      `rf_err=$( ${names.map((k) => `export ${k}=${q(env[k]!)};`).join(' ')} docker run --detach --name ${q(name)} --label ${q(n.label)} --network ${q(n.network)} ${hostnames.map((h) => `--network-alias ${q(h)}`).join(' ')} ${names.map((k) => `-e ${k}`).join(' ')} ${createOptions(service)} 2>&1 >/dev/null) || rf_fail "cannot start service ${service.name}: $(rf_last "$rf_err")"`,
+      `rf_ip=$(docker inspect --format '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}' ${q(name)} 2>/dev/null)`,
+      ...hostnames.map((h) => `rf_hosts+=(--add-host ${q(`${h}:`)}"$rf_ip")`),
+    );
+  });
+  job.services.forEach((service, i) => {
+    const port = service.variables.HEALTHCHECK_TCP_PORT;
+    const ports =
+      port && /^\d+$/.test(port)
+        ? q(port)
+        : `$(docker image inspect --format '{{range $p, $_ := .Config.ExposedPorts}}{{$p}} {{end}}' ${q(service.name)} 2>/dev/null)`;
+    lines.push(`rf_wait ${q(n.service(i))} ${q(service.name)} ${waitS} ${ports}`);
+  });
+  const image = job.image;
+  lines.push(
+    pullLine(image, settings),
+    `rf_err=$(docker create --name ${q(n.container)} --label ${q(n.label)} --network ${q(n.network)} "\${rf_hosts[@]}" --volume "$rf_builds":${q(settings.buildsDir)} --workdir ${q(settings.buildsDir)} ${createOptions(image, KEEP_ALIVE)} 2>&1 >/dev/null) || rf_fail "cannot create the job container from ${image.name}: $(rf_last "$rf_err")"`,
+    `rf_err=$(docker start ${q(n.container)} 2>&1 >/dev/null) || rf_fail "cannot start the job container from ${image.name}: $(rf_last "$rf_err")"`,
+    `[ "$(docker inspect --format '{{.State.Running}}' ${q(n.container)} 2>/dev/null)" = true ] || rf_fail "the job container from ${image.name} stopped at once (its entrypoint must run its arguments): $(rf_last "$(docker logs --tail 5 ${q(n.container)} 2>&1)")"`,
+    `printf 'Job container %s started from %s\\n' ${q(n.container)} ${q(image.name)}`,
+    'exit 0',
+  );
+  return `${lines.filter(Boolean).join('\n')}\n`;
+}
+
+/**
+ * The job container's main process: alive until removed, whatever the image's CMD. Run through the
+ * image's entrypoint (unless overridden), which by convention ends with `exec "$@"`.
+ */
+const KEEP_ALIVE = ['sh', '-c', 'trap "exit 0" TERM; while :; do sleep 3600 & wait $!; done'];
+
+function createOptions(spec: ImageSpec, defaultCommand?: readonly string[]): string {
+  const opts: string[] = [];
+  if (spec.user) opts.push('--user', q(spec.user));
+  if (spec.platform) opts.push('--platform', q(spec.platform));
+  let command = spec.command ?? defaultCommand ?? [];
+  if (spec.entrypoint !== undefined) {
+    const [first, ...rest] = spec.entrypoint;
+    // entrypoint: [""] (or []) removes the image's entrypoint, as in the docker executor.
+    opts.push('--entrypoint', q(first ?? ''));
+    if (first) command = [...rest, ...command];
+  }
+  return [...opts, q(spec.name), ...command.map(q)].join(' ');
+}
+
+function pullLine(spec: ImageSpec, settings: ContainerSettings): string {
+  return `rf_pull ${q(spec.name)} ${q(spec.platform ?? '')} ${pullPolicies(spec, settings).map(q).join(' ')}`;
+}
+
+/** Pull policies in order, as gitlab-runner: the first that yields the image wins. */
+const PULL_FUNCTION = `rf_pull() {
+  local image=$1 platform=$2 p err=''; shift 2
+  for p in "$@"; do
+    if [ "$p" != always ] && docker image inspect "$image" >/dev/null 2>&1; then
+      printf 'Using image %s present on the instance (pull_policy %s)\\n' "$image" "$p"; return 0
+    fi
+    if [ "$p" = never ]; then err="not present on the instance and pull_policy is never"; continue; fi
+    printf 'Pulling image %s (pull_policy %s) ...\\n' "$image" "$p"
+    if err=$(docker pull --quiet \${platform:+--platform "$platform"} "$image" 2>&1 >/dev/null); then return 0; fi
+    err=$(rf_last "$err")
+  done
+  rf_fail "cannot pull image $image: $err"
+}`;
+
+/**
+ * GitLab's service health check: every exposed TCP port accepts a connection within the timeout;
+ * if not, say so with the service's last log lines and go on.
+ */
+const WAIT_FUNCTION = `rf_wait() {
+  local ctr=$1 image=$2 deadline=$((SECONDS + $3)) port ip; shift 3
+  ip=$(docker inspect --format '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}' "$ctr" 2>/dev/null)
+  for port in "$@"; do
+    case $port in */udp) continue;; esac
+    port=\${port%/tcp}
+    until timeout 3 bash -c 'exec 3<>"/dev/tcp/$0/$1"' "$ip" "$port" 2>/dev/null; do
+      if [ "$SECONDS" -ge "$deadline" ] || [ "$(docker inspect --format '{{.State.Running}}' "$ctr" 2>/dev/null)" != true ]; then
+        printf '*** WARNING: Service %s probably did not start properly: port %s did not accept a connection in time. Its last log lines:\\n' "$image" "$port"
+        docker logs --tail 20 "$ctr" 2>&1 | sed 's/^/    /'
+        printf '*********\\n'
+        return 0
+      fi
+      sleep 0.5
+    done
+  done
+}`;
+
+/** Removes everything of the job by its label (containers, then the network) and its config dir. */
+function cleanupBody(jobId: string, verbose: boolean): string {
+  const n = jobNames(jobId);
+  return [
+    `rf_ids=$(docker ps --all --quiet --filter label=${q(n.label)} 2>/dev/null)`,
+    'if [ -n "$rf_ids" ]; then docker rm --force --volumes $rf_ids >/dev/null 2>&1; fi',
+    `for rf_net in $(docker network ls --quiet --filter label=${q(n.label)} 2>/dev/null); do`,
+    '  if ! docker network rm "$rf_net" >/dev/null 2>&1; then',
+    // docker 20.10 can keep endpoints of removed containers: disconnect them, then remove.
+    `    for rf_ep in $(docker network inspect --format '{{range $k, $v := .Containers}}{{$k}} {{end}}' "$rf_net" 2>/dev/null); do docker network disconnect --force "$rf_net" "$rf_ep" >/dev/null 2>&1; done`,
+    '    docker network rm "$rf_net" >/dev/null 2>&1',
+    '  fi',
+    'done',
+    verbose
+      ? `printf 'runner-fleet: removed %s container(s) and the network of job %s\\n' "$(printf '%s' "$rf_ids" | grep -c .)" ${q(jobId)}`
+      : '',
+  ]
+    .filter(Boolean)
+    .join('\n');
+}
+
+/** cleanup: idempotent, works from labels alone (prepare may have died anywhere). */
+export function cleanupScript(jobId: string, settings: ContainerSettings): string {
+  return [
+    preamble(settings, 'cleanup'),
+    `rm -rf "${jobNames(jobId).configDir}"`,
+    'command -v docker >/dev/null 2>&1 || exit 0',
+    cleanupBody(jobId, true),
+    'exit 0',
+    '',
+  ].join('\n');
+}
+
+/**
+ * A user stage: the script goes to `docker exec -i` in the job container, read there by bash when
+ * the image has it, else sh (from fd 3, so the script's commands read /dev/null). The stage's shell
+ * records its pid (a session leader) inside the container; a cancel (TERM to this script's
+ * session) signals that session in the container, waits up to the grace, then kills it, while
+ * the docker client itself ignores the signal so the stage's last output still reaches the log.
+ */
+export function stageScript(
+  jobId: string,
+  settings: ContainerSettings,
+  userScript: Buffer,
+  token: string,
+  killGraceMs: number,
+): Buffer {
+  const n = jobNames(jobId);
+  const pidFile = `.runner-fleet-stage-${token}.pid`;
+  const inner = `{ echo $$ >/dev/shm/${pidFile}; } 2>/dev/null || echo $$ >/tmp/${pidFile}; exec 3<&0 </dev/null; if command -v bash >/dev/null 2>&1; then exec bash /dev/fd/3; else . /dev/fd/3; fi`;
+  // Signals the stage's session inside the container; with 0, exits 0 while it is alive.
+  const signal = (sig: string) =>
+    q(
+      `p=$(cat /dev/shm/${pidFile} 2>/dev/null || cat /tmp/${pidFile} 2>/dev/null); [ -n "$p" ] && kill -${sig} -- -$p 2>/dev/null`,
+    );
+  const waitS = Math.max(0.5, (killGraceMs - 1500) / 1000);
+  const head = [
+    preamble(settings, 'run'),
+    `rf_c=${q(n.container)}`,
+    `rf_signal() { docker exec "$rf_c" sh -c "$1" >/dev/null 2>&1; }`,
+    'rf_cancel() {',
+    "  trap '' TERM INT HUP",
+    `  rf_signal ${signal('TERM')}`,
+    `  local end=$(( $(date +%s%N) / 1000000 + ${Math.round(waitS * 1000)} ))`,
+    `  while [ "$(( $(date +%s%N) / 1000000 ))" -lt "$end" ] && rf_signal ${signal('0')}; do sleep 0.2; done`,
+    `  rf_signal ${signal('KILL')}`,
+    '  wait "$rf_pid" 2>/dev/null',
+    '  exit 143',
+    '}',
+    'trap rf_cancel TERM INT HUP',
+    'rf_script=',
+  ].join('\n');
+  const tail = [
+    '',
+    // The docker client ignores the cancel: the in-container session is signalled instead.
+    `( trap '' TERM INT HUP; printf '%s' "$rf_script" | exec docker exec --interactive "$rf_c" sh -c ${q(inner)} ) &`,
+    'rf_pid=$!',
+    'wait "$rf_pid"',
+    'rf_code=$?',
+    'exit "$rf_code"',
+    '',
+  ].join('\n');
+  return Buffer.concat([Buffer.from(head), Buffer.from(q(userScript.toString('utf8'))), Buffer.from(tail)]);
+}
+
+/** Exit 0 when the job container still runs (a failed stage is the script's, not the instance's). */
+export function containerAliveScript(jobId: string, settings: ContainerSettings): string {
+  return `${preamble(settings, 'run')}[ "$(docker inspect --format '{{.State.Running}}' ${q(jobNames(jobId).container)} 2>/dev/null)" = true ]\n`;
+}
+
+export { derivedHostnames };
