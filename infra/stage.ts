@@ -4,6 +4,7 @@ import type { Construct } from 'constructs';
 import type { InfraConfig, StageConfig } from './config.js';
 import { RunnerFleetStack } from './fleet/runner-fleet-stack.js';
 import { GitlabPocStack } from './gitlab/gitlab-stack.js';
+import { GitlabHaStack } from './gitlab/ha/ha-stack.js';
 import { sizing } from './sizing.js';
 
 export interface RunnerFleetStageProps extends StageProps {
@@ -14,26 +15,43 @@ export interface RunnerFleetStageProps extends StageProps {
 }
 
 export class RunnerFleetStage extends Stage {
-  readonly gitlab: GitlabPocStack;
+  readonly gitlab: GitlabPocStack | GitlabHaStack;
   readonly fleet: RunnerFleetStack;
 
   constructor(scope: Construct, id: string, props: RunnerFleetStageProps) {
     super(scope, id, props);
     const { config, stage } = props;
     const env = { account: props.account, region: config.region };
-    this.gitlab = new GitlabPocStack(this, 'GitLab', {
-      env,
-      description: 'runner-fleet: POC GitLab (VPC, NLB + ACM, EC2, RDS PostgreSQL, ElastiCache Redis, S3)',
-      domainName: stage.domainName,
-      certificateArn: stage.certificateArn,
-      hostedZone: stage.hostedZone,
-      natGateways: config.natGateways,
-      sizing: sizing(config.sizing),
-      multiAz: config.multiAz,
-      allowedCidr: config.allowedCidr,
-      edition: config.gitlabEdition,
-      version: config.gitlabVersion,
-    });
+    // The size is chosen here, once: both stacks share the network, buckets, certificate, external
+    // load balancer and data stores, and give the fleet the same VPC.
+    if (config.size === '3k') {
+      this.gitlab = new GitlabHaStack(this, 'GitLab', {
+        env,
+        description:
+          'runner-fleet: GitLab 3k reference architecture (Rails, Sidekiq, Gitaly Cluster, RDS Multi-AZ, ElastiCache, S3)',
+        domainName: stage.domainName,
+        certificateArn: stage.certificateArn,
+        hostedZone: stage.hostedZone,
+        size: config.ha,
+        allowedCidr: config.allowedCidr,
+        edition: config.gitlabEdition,
+        version: config.gitlabVersion,
+      });
+    } else {
+      this.gitlab = new GitlabPocStack(this, 'GitLab', {
+        env,
+        description: 'runner-fleet: POC GitLab (VPC, NLB + ACM, EC2, RDS PostgreSQL, ElastiCache Redis, S3)',
+        domainName: stage.domainName,
+        certificateArn: stage.certificateArn,
+        hostedZone: stage.hostedZone,
+        natGateways: config.natGateways,
+        sizing: sizing(config.sizing),
+        multiAz: config.multiAz,
+        allowedCidr: config.allowedCidr,
+        edition: config.gitlabEdition,
+        version: config.gitlabVersion,
+      });
+    }
     this.fleet = new RunnerFleetStack(this, 'Fleet', {
       env,
       description: 'runner-fleet: manager instance, job launch template and group, cache, job profiles',

@@ -14,11 +14,19 @@ import type { Sizing } from '../sizing.js';
 
 export interface DataStoresProps {
   vpc: ec2.IVpc;
-  sizing: Sizing;
+  sizing: Pick<Sizing, 'databaseInstanceType' | 'databaseStorageGiB' | 'redisNodeType'>;
   multiAz: boolean;
+  /** Redis nodes (a primary and replicas); default 2 with multiAz, else 1. */
+  redisNodes?: number;
   /** The only security group allowed to connect. */
   clients: ec2.ISecurityGroup;
 }
+
+/**
+ * A full engine version: a bare major ("16") is flagged by cfn-lint as deprecated for new
+ * instances. Minor upgrades are applied by changing this and deploying.
+ */
+export const POSTGRES_VERSION = rds.PostgresEngineVersion.VER_16_13;
 
 export const DATABASE_NAME = 'gitlabhq_production';
 export const DATABASE_USER = 'gitlab';
@@ -41,7 +49,7 @@ export class DataStores extends Construct {
     databaseSecurityGroup.addIngressRule(props.clients, ec2.Port.tcp(5432), 'PostgreSQL from GitLab');
 
     this.database = new rds.DatabaseInstance(this, 'Postgres', {
-      engine: rds.DatabaseInstanceEngine.postgres({ version: rds.PostgresEngineVersion.VER_16 }),
+      engine: rds.DatabaseInstanceEngine.postgres({ version: POSTGRES_VERSION }),
       instanceType: new ec2.InstanceType(props.sizing.databaseInstanceType),
       vpc: props.vpc,
       vpcSubnets: isolated,
@@ -86,7 +94,7 @@ export class DataStores extends Construct {
       engineVersion: '7.1',
       cacheNodeType: props.sizing.redisNodeType,
       // Cluster mode disabled: one shard, optionally with a replica in the other AZ.
-      numCacheClusters: props.multiAz ? 2 : 1,
+      numCacheClusters: props.redisNodes ?? (props.multiAz ? 2 : 1),
       automaticFailoverEnabled: props.multiAz,
       multiAzEnabled: props.multiAz,
       cacheSubnetGroupName: subnetGroup.ref,

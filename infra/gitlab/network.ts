@@ -11,8 +11,10 @@ export const VPC_CIDR = '10.40.0.0/16';
 
 export interface NetworkProps {
   /** One NAT gateway is cheaper; two keep egress up when an AZ fails. */
-  natGateways: 1 | 2;
+  natGateways: number;
   flowLogs: s3.IBucket;
+  /** Availability zones; default 2 (the 3k size uses 3). */
+  zones?: number;
 }
 
 export class Network extends Construct {
@@ -22,7 +24,7 @@ export class Network extends Construct {
     super(scope, id);
     this.vpc = new ec2.Vpc(this, 'Vpc', {
       ipAddresses: ec2.IpAddresses.cidr(VPC_CIDR),
-      maxAzs: 2,
+      maxAzs: props.zones ?? 2,
       natGateways: props.natGateways,
       subnetConfiguration: [
         { name: 'public', subnetType: ec2.SubnetType.PUBLIC, cidrMask: 24 },
