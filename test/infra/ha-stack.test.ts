@@ -118,6 +118,13 @@ describe('size 3k: nodes', () => {
       // The boot script signals exactly this group.
       expect(userDataOf(group), id).toContain(`--resource '${id}'`);
     }
+    // The Gitaly groups are chained, so an update never replaces two Gitaly nodes at once.
+    const gitaly = groupsOf('gitaly');
+    for (const [i, [, group]] of gitaly.entries()) {
+      if (i > 0) expect(asList(group.DependsOn)).toContain(gitaly[i - 1]![0]);
+    }
+    const [, praefect] = groupsOf('praefect')[0]!;
+    for (const [id] of gitaly) expect(asList(praefect.DependsOn)).toContain(id);
   });
 });
 

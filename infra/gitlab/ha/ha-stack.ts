@@ -323,8 +323,13 @@ export class GitlabHaStack extends Stack {
       });
     });
 
-    // Order of first creation: the data stores and Praefect's database come first (implicit), then
-    // Gitaly, then Praefect, then Rails (which sets up the database), then Sidekiq.
+    // Order of creation and of updates: the data stores and Praefect's database first (implicit),
+    // then Gitaly, Praefect, Rails (which sets up the database), Sidekiq.
+    // Gitaly nodes are separate groups: chain them so that an update replaces one at a time and
+    // the other two keep serving every repository.
+    gitalyGroups.forEach((g, i) => {
+      if (i > 0) g.group.node.addDependency(gitalyGroups[i - 1]!.group);
+    });
     for (const g of gitalyGroups) praefectNodes.group.node.addDependency(g.group);
     railsNodes.group.node.addDependency(praefectNodes.group);
     sidekiqNodes.group.node.addDependency(railsNodes.group);

@@ -1,0 +1,142 @@
+import { execFileSync } from 'node:child_process';
+import { describe, expect, it } from 'vitest';
+import {
+  type HaBootScriptOptions,
+  renderHaBootScript,
+  UNSEEDED,
+} from '../../infra/gitlab/ha/boot-scripts.js';
+import {
+  HA_ROLES,
+  HA_SECRET_FILES,
+  type HaRole,
+  ROLE_SECRETS,
+} from '../../infra/gitlab/ha/role-gitlab-rb.js';
+
+const arn = (name: string) => `arn:aws:secretsmanager:eu-west-1:1:secret:${name}`;
+const secrets = Object.fromEntries(
+  Object.keys(HA_SECRET_FILES).map((f) => [
+    f,
+    { arn: arn(f), jsonKey: f.endsWith('DbPassword') ? 'password' : undefined },
+  ]),
+);
+const options = (role: HaRole): HaBootScriptOptions => ({
+  role,
+  region: 'eu-west-1',
+  gitlabRb: `# gitlab.rb of ${role}\nexternal_url 'https://gitlab.example.com'\n`,
+  edition: 'gitlab-ee',
+  version: '18.2.1-ee.0',
+  secrets,
+  signal: { stackName: 'Dev-GitLab', logicalId: `${role}Group` },
+  shared:
+    role === 'rails' || role === 'sidekiq'
+      ? { gitlabSecretsJsonArn: arn('gitlab-secrets-json'), sshHostKeysArn: arn('ssh-host-keys') }
+      : undefined,
+  gitaly:
+    role === 'gitaly'
+      ? {
+          volumeTag: { key: 'runner-fleet:gitaly-storage', value: 'Dev-GitLab/gitaly-2' },
+          mountPoint: '/var/opt/gitlab/git-data',
+          hostedZoneId: 'Z123',
+          recordName: 'gitaly-2.gitaly.gitlab.internal',
+        }
+      : undefined,
+});
+const scripts = Object.fromEntries(HA_ROLES.map((r) => [r, renderHaBootScript(options(r))])) as Record<
+  HaRole,
+  string
+>;
+const at = (role: HaRole, text: string) => {
+  const i = scripts[role].indexOf(text);
+  expect(i, `${role}: ${text}`).toBeGreaterThan(-1);
+  return i;
+};
+
+describe('3k boot scripts', () => {
+  it.each(HA_ROLES)('%s is valid bash (bash -n)', (role) => {
+    execFileSync('bash', ['-n'], { input: scripts[role] });
+  });
+
+  it('bash -n catches a broken script (the check can fail)', () => {
+    expect(() =>
+      execFileSync('bash', ['-n'], { input: `${scripts.rails}\nif then`, stdio: 'pipe' }),
+    ).toThrow();
+  });
+
+  it('fetches exactly the role secrets into root-only files before gitlab.rb exists, and signals at the end', () => {
+    for (const role of HA_ROLES) {
+      const gitlabRb = at(role, "cat > /etc/gitlab/gitlab.rb <<'GITLAB_RB_EOF'");
+      expect(at(role, 'umask 077')).toBeLessThan(gitlabRb);
+      for (const file of Object.keys(HA_SECRET_FILES) as (keyof typeof HA_SECRET_FILES)[]) {
+        const fetch = `secret '${arn(file)}'`;
+        if (ROLE_SECRETS[role].includes(file)) {
+          expect(at(role, `> ${HA_SECRET_FILES[file]}`)).toBeLessThan(gitlabRb);
+          expect(at(role, fetch)).toBeLessThan(gitlabRb);
+        } else expect(scripts[role], `${role} must not read ${file}`).not.toContain(fetch);
+      }
+      expect(scripts[role].trimEnd().endsWith('signal 0')).toBe(true);
+      expect(scripts[role]).toContain(`--resource '${role}Group'`);
+      expect(scripts[role]).toContain("trap 'signal 1' ERR");
+      expect(at(role, 'touch /etc/gitlab/skip-auto-reconfigure')).toBeLessThan(
+        at(role, 'dnf install -y gitlab-ee-18.2.1-ee.0'),
+      );
+    }
+  });
+
+  it('Rails claims gitlab-secrets.json with one idempotency token per `{}` version, then waits or seeds', () => {
+    const s = scripts.rails;
+    expect(s).toContain('--client-request-token "seed-$(jq -r .VersionId <<<"$snapshot")"');
+    // The only node that sets up the database is the one whose claim won.
+    expect(at('rails', 'if [ "$current" = "$claim" ]; then seeder=1; fi')).toBeLessThan(
+      at('rails', 'gitlab-rake gitlab:db:configure'),
+    );
+    // Everyone else writes the shared file before the first reconfigure generates its own keys.
+    expect(at('rails', 'printf \'%s\' "$current" > /etc/gitlab/gitlab-secrets.json')).toBeLessThan(
+      at('rails', 'gitlab-ctl reconfigure'),
+    );
+    // The seeder publishes the host keys before the file others wait for.
+    expect(at('rails', `put-secret-value --secret-id '${arn('ssh-host-keys')}'`)).toBeLessThan(
+      at(
+        'rails',
+        `put-secret-value --secret-id '${arn('gitlab-secrets-json')}' --secret-string file:///etc/gitlab/gitlab-secrets.json`,
+      ),
+    );
+    expect(s).toContain('SKIP_POST_DEPLOYMENT_MIGRATIONS=true gitlab-rake db:migrate');
+    expect(s).toContain('http://127.0.0.1/-/readiness');
+  });
+
+  it('Sidekiq only waits for the shared gitlab-secrets.json, never creates it', () => {
+    const s = scripts.sidekiq;
+    expect(s).toContain(`'${UNSEEDED}' | '{"seeding":'*) sleep 30`);
+    expect(s).not.toContain('put-secret-value');
+    expect(s).not.toContain('db:migrate');
+  });
+
+  it('Gitaly attaches its own volume found by tag, formats only a blank one, and takes its DNS name', () => {
+    const s = scripts.gitaly;
+    const find = at('gitaly', "--filters 'Name=tag:runner-fleet:gitaly-storage,Values=Dev-GitLab/gitaly-2'");
+    const attach = at(
+      'gitaly',
+      'aws ec2 attach-volume --volume-id "$volume_id" --instance-id "$instance_id"',
+    );
+    const mount = at('gitaly', 'mount /var/opt/gitlab/git-data');
+    expect(find).toBeLessThan(attach);
+    expect(attach).toBeLessThan(mount);
+    expect(mount).toBeLessThan(at('gitaly', 'gitlab-ctl reconfigure'));
+    expect(s).toContain('if ! blkid "$device" >/dev/null 2>&1; then mkfs.xfs');
+    expect(s).toContain('"UPSERT"');
+    expect(s).toContain('gitaly-2.gitaly.gitlab.internal');
+  });
+
+  it('Praefect migrates its database with bounded retries before it restarts', () => {
+    expect(at('praefect', 'sql-migrate')).toBeLessThan(at('praefect', 'gitlab-ctl restart praefect'));
+    expect(scripts.praefect).toContain('for attempt in 1 2 3 4 5');
+  });
+
+  it('refuses to render without what a role needs', () => {
+    expect(() => renderHaBootScript({ ...options('rails'), shared: undefined })).toThrow(/gitlab-secrets/);
+    expect(() => renderHaBootScript({ ...options('gitaly'), gitaly: undefined })).toThrow(/volume/);
+    expect(() => renderHaBootScript({ ...options('praefect'), secrets: {} })).toThrow(
+      /praefectExternalToken/,
+    );
+  });
+});
