@@ -104,6 +104,42 @@ describe('3k boot scripts', () => {
     expect(s).toContain('http://127.0.0.1/-/readiness');
   });
 
+  it('Rails schedules the nightly backup on every node, run by the lowest in-service instance only', () => {
+    const s = scripts.rails;
+    expect(s).toContain(
+      "echo '0 2 * * * root /usr/local/sbin/gitlab-backup-once' > /etc/cron.d/gitlab-backup",
+    );
+    const guard = at('rails', 'if [ "$me" != "$first" ]; then exit 0; fi');
+    expect(guard).toBeLessThan(
+      at('rails', 'gitlab-backup create CRON=1 STRATEGY=copy REPOSITORIES_SERVER_SIDE=true'),
+    );
+    expect(s).toContain("Instances[?LifecycleState=='InService'].InstanceId");
+    for (const role of ['sidekiq', 'gitaly', 'praefect'] as const)
+      expect(scripts[role]).not.toContain('gitlab-backup');
+  });
+
+  it('the backup job is valid bash and picks the lowest in-service instance id', () => {
+    const job = /cat > \/usr\/local\/sbin\/gitlab-backup-once <<'BACKUP_EOF'\n([\s\S]*?)BACKUP_EOF/.exec(
+      scripts.rails,
+    )![1]!;
+    execFileSync('bash', ['-n'], { input: job });
+    // Run the selection with stand-ins for curl, aws and gitlab-backup on PATH.
+    const pick = (me: string) =>
+      execFileSync(
+        'bash',
+        [
+          '-c',
+          `curl() { case "$*" in *instance-id*) echo ${me} ;; *) echo token ;; esac; }
+aws() { case "$2" in describe-auto-scaling-instances) echo group ;; *) printf 'i-0bbb\ti-0aaa\ti-0ccc\n' ;; esac; }
+export -f curl aws
+sed 's|exec /opt/gitlab/bin/gitlab-backup create.*|echo BACKUP|' | bash`,
+        ],
+        { input: job, encoding: 'utf8' },
+      ).trim();
+    expect(pick('i-0aaa')).toBe('BACKUP');
+    expect(pick('i-0bbb')).toBe('');
+  });
+
   it('Sidekiq only waits for the shared gitlab-secrets.json, never creates it', () => {
     const s = scripts.sidekiq;
     expect(s).toContain(`'${UNSEEDED}' | '{"seeding":'*) sleep 30`);

@@ -83,7 +83,10 @@ const gitalyNodes = [1, 2, 3].map((i) => ({
 const inputs: Record<HaRole, RoleOptions> = {
   rails: { role: 'rails', options: app },
   sidekiq: { role: 'sidekiq', options: app },
-  gitaly: { role: 'gitaly', options: { ...common, storageName: 'gitaly-2' } },
+  gitaly: {
+    role: 'gitaly',
+    options: { ...common, storageName: 'gitaly-2', region: 'eu-west-1', backupBucket: 'gl-backups' },
+  },
   praefect: {
     role: 'praefect',
     options: {
@@ -183,6 +186,7 @@ describe('gitlab.rb per role: the keys GitLab documents', () => {
     ]);
     expect(c.gitlab_rails.internal_api_url).toBe('http://internal.elb.example');
     expect(c.gitlab_shell.secret_token).toBe(secretOf('shellSecret'));
+    expect(c.gitaly.configuration.backup.go_cloud_url).toBe('s3://gl-backups?region=eu-west-1');
     for (const service of [
       'postgresql',
       'redis',

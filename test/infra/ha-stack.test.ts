@@ -217,6 +217,20 @@ describe('size 3k: Gitaly storage', () => {
     expect(attach[0]!.Condition).toEqual({ StringEquals: { [`aws:ResourceTag/${ROLE_TAG}`]: 'gitaly' } });
   });
 
+  it('lets Gitaly write server-side repository backups to the backup bucket and to no other bucket', () => {
+    const gitalyPolicies = resources('AWS::IAM::Policy').filter(([, p]) =>
+      JSON.stringify(p.Properties.Roles).includes('GitalyInstanceRole'),
+    );
+    const s3 = gitalyPolicies.flatMap(([, p]) =>
+      (p.Properties.PolicyDocument.Statement as Json[]).filter((st) =>
+        asList(st.Action).some((a: string) => a.startsWith('s3:')),
+      ),
+    );
+    expect(s3).toHaveLength(1);
+    const buckets = JSON.stringify(s3[0].Resource).match(/ObjectStorage[A-Za-z]+[0-9A-F]{8}/g);
+    expect(new Set(buckets)).toEqual(new Set([expect.stringMatching(/^ObjectStorageBackups/)]));
+  });
+
   it('gitaly port 8075 is open to Praefect and the other Gitaly nodes only', () => {
     const sources = ingressTo(sgId('GitalySecurityGroup')).map(
       (p) => p.SourceSecurityGroupId['Fn::GetAtt'][0],

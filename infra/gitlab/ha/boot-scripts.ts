@@ -210,7 +210,7 @@ aws route53 change-resource-record-sets --hosted-zone-id '${g.hostedZoneId}' --c
 }
 
 const AFTER_RECONFIGURE: Record<HaRole, (o: HaBootScriptOptions) => string> = {
-  rails: (o) => `
+  rails: (o) => `${nightlyBackup(o)}
 if [ "$seeder" = 1 ]; then
   # First node of a new deployment: create the schema and the root user, then publish the keys.
   GITLAB_ROOT_PASSWORD="$(cat ${HA_SECRET_FILES.rootPassword})" gitlab-rake gitlab:db:configure
@@ -236,6 +236,33 @@ done
 gitlab-ctl restart praefect
 ${waitFor('gitlab-ctl status praefect', 'Praefect')}`,
 };
+
+/**
+ * Every Rails node gets the cron entry; only the in-service node of its group with the lowest
+ * instance id runs it, so one backup a night survives any node's replacement.
+ */
+function nightlyBackup(o: HaBootScriptOptions): string {
+  return `
+dnf install -y cronie
+systemctl enable --now crond
+cat > /usr/local/sbin/gitlab-backup-once <<'BACKUP_EOF'
+#!/bin/bash
+# Nightly GitLab backup to S3 from exactly one Rails node; repositories go server-side from Gitaly.
+set -euo pipefail
+export AWS_DEFAULT_REGION=${o.region}
+token="$(curl -fsS -X PUT -H 'X-aws-ec2-metadata-token-ttl-seconds: 60' http://169.254.169.254/latest/api/token)"
+me="$(curl -fsS -H "X-aws-ec2-metadata-token: $token" http://169.254.169.254/latest/meta-data/instance-id)"
+group="$(aws autoscaling describe-auto-scaling-instances --instance-ids "$me" \
+  --query 'AutoScalingInstances[0].AutoScalingGroupName' --output text)"
+first="$(aws autoscaling describe-auto-scaling-groups --auto-scaling-group-names "$group" \
+  --query "AutoScalingGroups[0].Instances[?LifecycleState=='InService'].InstanceId" --output text | tr -s '\t ' '\n' | sort | head -n 1)"
+if [ "$me" != "$first" ]; then exit 0; fi
+exec /opt/gitlab/bin/gitlab-backup create CRON=1 STRATEGY=copy REPOSITORIES_SERVER_SIDE=true
+BACKUP_EOF
+chmod 0700 /usr/local/sbin/gitlab-backup-once
+echo '0 2 * * * root /usr/local/sbin/gitlab-backup-once' > /etc/cron.d/gitlab-backup
+`;
+}
 
 function waitFor(check: string, what: string): string {
   return `

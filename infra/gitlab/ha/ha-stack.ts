@@ -215,6 +215,35 @@ export class GitlabHaStack extends Stack {
     }
     secrets.gitlabSecretsJson.grantRead(roles.sidekiq);
     this.gitalyPermissions(roles.gitaly, gitalyZone);
+    // Server-side repository backups: Gitaly writes (and restores from) the backup bucket only.
+    roles.gitaly.addToPrincipalPolicy(
+      new iam.PolicyStatement({
+        sid: 'RepositoryBackups',
+        actions: [
+          's3:ListBucket',
+          's3:GetObject',
+          's3:PutObject',
+          's3:AbortMultipartUpload',
+          's3:ListMultipartUploadParts',
+        ],
+        resources: [storage.backups.bucketArn, storage.backups.arnForObjects('*')],
+      }),
+    );
+    // The nightly backup runs on one Rails node: the in-service one with the lowest instance id.
+    roles.rails.addToPrincipalPolicy(
+      new iam.PolicyStatement({
+        sid: 'FindBackupNode',
+        actions: ['autoscaling:DescribeAutoScalingInstances', 'autoscaling:DescribeAutoScalingGroups'],
+        resources: ['*'],
+      }),
+    );
+    acknowledge(roles.rails, [
+      {
+        id: 'AwsSolutions-IAM5[Resource::*]',
+        reason:
+          'Auto Scaling Describe* calls have no resource-level permissions; the Rails node reads its group to pick the one node that runs the nightly backup.',
+      },
+    ]);
 
     const boot =
       (role: HaRole, rb: RoleOptions, extra: Partial<Parameters<typeof renderHaBootScript>[0]> = {}) =>
@@ -309,7 +338,15 @@ export class GitlabHaStack extends Stack {
         instanceRole: roles.gitaly,
         userData: boot(
           'gitaly',
-          { role: 'gitaly', options: { ...common, storageName: node.storage } },
+          {
+            role: 'gitaly',
+            options: {
+              ...common,
+              storageName: node.storage,
+              region: this.region,
+              backupBucket: storage.backups.bucketName,
+            },
+          },
           {
             shared: undefined,
             gitaly: {

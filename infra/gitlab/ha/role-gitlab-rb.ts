@@ -68,6 +68,9 @@ export interface ApplicationOptions extends Common {
 export interface GitalyOptions extends Common {
   /** This node's storage name, e.g. gitaly-1: Praefect's configuration names the same. */
   storageName: string;
+  region: string;
+  /** Server-side repository backups go straight from Gitaly to this bucket. */
+  backupBucket: string;
 }
 
 export interface PraefectOptions extends Common {
@@ -192,7 +195,7 @@ ${externalDataStores(o)}
 gitlab_rails['initial_root_password'] = ${secret('rootPassword')}
 gitlab_rails['store_initial_root_password'] = false
 
-## Backups (gitlab-backup create SKIP=repositories: repositories have three copies in Gitaly Cluster).
+## Nightly backups from one Rails node (boot-scripts.ts); repositories go server-side from Gitaly to S3.
 gitlab_rails['backup_upload_connection'] = {
   'provider' => 'AWS',
   'region' => ${rubyString(o.region)},
@@ -231,6 +234,11 @@ gitaly['configuration'] = {
   },
   pack_objects_cache: {
     enabled: true
+  },
+  ## Server-side repository backups (gitlab-backup create REPOSITORIES_SERVER_SIDE=true): each
+  ## repository is streamed from Gitaly to S3 with the instance profile, not through a Rails node.
+  backup: {
+    go_cloud_url: ${rubyString(`s3://${o.backupBucket}?region=${o.region}`)}
   },
   storage: [
     {
