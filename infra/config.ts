@@ -3,7 +3,10 @@
  * (`cdk.json` or `-c key=value`) and validated here. Defaults let `cdk synth` run offline with no
  * credentials; real deployments override them in cdk.json or on the command line.
  */
+
+import type { PostgresMajor } from './gitlab/data-stores.js';
 import { type HaSize, haSize, SIZE_NAMES, type SizeName } from './gitlab/ha/sizes.js';
+import { checkPostgres, checkUpgrade, parseGitlabVersion } from './gitlab/versions.js';
 import { type SizingName, sizing } from './sizing.js';
 
 export interface AccountIds {
@@ -29,6 +32,10 @@ export interface StageConfig {
   fleetName: string;
   /** SSM SecureString holding the runner authentication token, created outside CloudFormation. */
   runnerTokenParameter: string;
+  /** Exact GitLab version this stage runs (its own, so Dev can go first). */
+  gitlabVersion: string;
+  /** The version the stage runs now: synth refuses a jump over a required upgrade stop from it. */
+  gitlabDeployedVersion?: string;
 }
 
 /** Context keys that are per stage (`stages.<stage>.<key>`), never top-level. */
@@ -39,7 +46,13 @@ const STAGE_KEYS = [
   'hostedZoneName',
   'fleetName',
   'runnerTokenParameter',
+  'gitlabVersion',
+  'gitlabDeployedVersion',
 ] as const;
+/** Per-stage keys that may also be given once at the top level, as the default of both stages. */
+const SHARED_STAGE_KEYS: readonly string[] = ['gitlabVersion'];
+/** The GitLab version when cdk.json names none. */
+export const DEFAULT_GITLAB_VERSION = '18.2.1';
 
 /** Used when cdk.json has no `stages` (e.g. a bare `cdk synth` in a fresh checkout). */
 const DEFAULT_STAGES: Record<StageName, Record<string, string>> = {
@@ -61,7 +74,8 @@ export interface InfraConfig {
   /** Who may reach the load balancer (HTTPS, HTTP redirect, git over SSH). */
   allowedCidr: string;
   gitlabEdition: 'gitlab-ee' | 'gitlab-ce';
-  gitlabVersion?: string;
+  /** RDS PostgreSQL major; must suit every stage's GitLab version (infra/gitlab/versions.ts). */
+  postgresMajor: PostgresMajor;
   pipeline: {
     /** Issuer of the ID tokens: the GitLab that runs this repository's pipelines. */
     gitlabUrl: string;
@@ -119,9 +133,9 @@ export function readInfraConfig(context: ContextReader): InfraConfig {
     return v as T;
   };
 
-  const stages = readStages(context('stages'));
+  const stages = readStages(context('stages'), optional('gitlabVersion') ?? DEFAULT_GITLAB_VERSION);
   for (const key of STAGE_KEYS) {
-    if (optional(key) !== undefined)
+    if (optional(key) !== undefined && !SHARED_STAGE_KEYS.includes(key))
       throw new Error(
         `context ${key} is set per stage: use stages.dev.${key} and stages.prod.${key} (cdk.json "stages") so Dev and Prod cannot collide`,
       );
@@ -136,6 +150,12 @@ export function readInfraConfig(context: ContextReader): InfraConfig {
   if (hasOverrides && size !== '3k') throw new Error('context sizeOverrides applies to size=3k only');
 
   const region = str('region', 'eu-west-1');
+  const postgresMajor = int('postgresMajor', 16);
+  if (postgresMajor !== 16 && postgresMajor !== 17) throw new Error('context postgresMajor must be 16 or 17');
+  for (const stage of Object.values(stages)) {
+    checkPostgres(stage.gitlabVersion, postgresMajor);
+    if (stage.gitlabDeployedVersion) checkUpgrade(stage.gitlabDeployedVersion, stage.gitlabVersion);
+  }
 
   return {
     region,
@@ -152,7 +172,7 @@ export function readInfraConfig(context: ContextReader): InfraConfig {
     multiAz: bool('multiAz', false),
     allowedCidr: str('allowedCidr', '0.0.0.0/0'),
     gitlabEdition: oneOf('gitlabEdition', ['gitlab-ee', 'gitlab-ce'], 'gitlab-ee'),
-    gitlabVersion: optional('gitlabVersion'),
+    postgresMajor,
     pipeline: {
       gitlabUrl: str('pipelineGitlabUrl', `https://${stages.prod.domainName}`).replace(/\/+$/, ''),
       audience: str('pipelineAudience', 'sts.amazonaws.com'),
@@ -181,7 +201,10 @@ const FLEET_NAME = /^[a-z0-9-]{1,32}$/;
  * one DNS record and certificate; sharing a fleet name would mix their instances' tags, logs and
  * token parameter. Both are refused here, before anything is synthesized.
  */
-export function readStages(raw: unknown): Record<StageName, StageConfig> {
+export function readStages(
+  raw: unknown,
+  defaultGitlabVersion = DEFAULT_GITLAB_VERSION,
+): Record<StageName, StageConfig> {
   let value = raw ?? DEFAULT_STAGES;
   if (typeof value === 'string') {
     try {
@@ -243,6 +266,13 @@ export function readStages(raw: unknown): Record<StageName, StageConfig> {
       hostedZone: zoneId ? { id: zoneId, name: zoneName } : undefined,
       fleetName,
       runnerTokenParameter: text('runnerTokenParameter') ?? `/runner-fleet/${fleetName}/runner-token`,
+      gitlabVersion: parseGitlabVersion(
+        text('gitlabVersion') ?? defaultGitlabVersion,
+        `stages.${name}.gitlabVersion`,
+      ).text,
+      gitlabDeployedVersion: text('gitlabDeployedVersion')
+        ? parseGitlabVersion(text('gitlabDeployedVersion')!, `stages.${name}.gitlabDeployedVersion`).text
+        : undefined,
     };
   }
   const [dev, prod] = [out.dev, out.prod];

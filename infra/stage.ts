@@ -35,7 +35,7 @@ export class RunnerFleetStage extends Stage {
         size: config.ha,
         allowedCidr: config.allowedCidr,
         edition: config.gitlabEdition,
-        version: config.gitlabVersion,
+        version: stage.gitlabVersion,
       });
     } else {
       this.gitlab = new GitlabPocStack(this, 'GitLab', {
@@ -49,7 +49,9 @@ export class RunnerFleetStage extends Stage {
         multiAz: config.multiAz,
         allowedCidr: config.allowedCidr,
         edition: config.gitlabEdition,
-        version: config.gitlabVersion,
+        version: stage.gitlabVersion,
+        deployedVersion: stage.gitlabDeployedVersion,
+        postgresMajor: config.postgresMajor,
       });
     }
     this.fleet = new RunnerFleetStack(this, 'Fleet', {

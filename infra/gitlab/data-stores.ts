@@ -20,13 +20,20 @@ export interface DataStoresProps {
   redisNodes?: number;
   /** The only security group allowed to connect. */
   clients: ec2.ISecurityGroup;
+  /** PostgreSQL major version; checked against the GitLab version's requirements (versions.ts). */
+  postgresMajor?: PostgresMajor;
 }
 
+export type PostgresMajor = 16 | 17;
 /**
- * A full engine version: a bare major ("16") is flagged by cfn-lint as deprecated for new
+ * Full engine versions per major: a bare major ("16") is flagged by cfn-lint as deprecated for new
  * instances. Minor upgrades are applied by changing this and deploying.
  */
-export const POSTGRES_VERSION = rds.PostgresEngineVersion.VER_16_13;
+export const POSTGRES_ENGINES: Record<PostgresMajor, rds.PostgresEngineVersion> = {
+  16: rds.PostgresEngineVersion.VER_16_13,
+  17: rds.PostgresEngineVersion.VER_17_9,
+};
+export const POSTGRES_VERSION = POSTGRES_ENGINES[16];
 
 export const DATABASE_NAME = 'gitlabhq_production';
 export const DATABASE_USER = 'gitlab';
@@ -49,7 +56,7 @@ export class DataStores extends Construct {
     databaseSecurityGroup.addIngressRule(props.clients, ec2.Port.tcp(5432), 'PostgreSQL from GitLab');
 
     this.database = new rds.DatabaseInstance(this, 'Postgres', {
-      engine: rds.DatabaseInstanceEngine.postgres({ version: POSTGRES_VERSION }),
+      engine: rds.DatabaseInstanceEngine.postgres({ version: POSTGRES_ENGINES[props.postgresMajor ?? 16] }),
       instanceType: new ec2.InstanceType(props.sizing.databaseInstanceType),
       vpc: props.vpc,
       vpcSubnets: isolated,

@@ -2,21 +2,30 @@
  * The POC GitLab ("Installing a GitLab POC on AWS", scaled down): one GitLab instance in a
  * self-healing Auto Scaling group behind an NLB, with RDS PostgreSQL, ElastiCache Redis and S3.
  */
-import { Duration, Fn, SecretValue, Stack, type StackProps } from 'aws-cdk-lib';
+import { createHash } from 'node:crypto';
+import { Duration, Fn, SecretValue, Stack, type StackProps, Tags } from 'aws-cdk-lib';
 import * as autoscaling from 'aws-cdk-lib/aws-autoscaling';
 import * as ec2 from 'aws-cdk-lib/aws-ec2';
 import * as iam from 'aws-cdk-lib/aws-iam';
 import * as secretsmanager from 'aws-cdk-lib/aws-secretsmanager';
+import * as ssm from 'aws-cdk-lib/aws-ssm';
 import type { Construct } from 'constructs';
 import { accessLogBucket } from '../shared/buckets.js';
-import { acknowledge, bucketObjectsFinding } from '../shared/nag.js';
+import { acknowledge, bucketObjectsFinding, wildcardResourceFinding } from '../shared/nag.js';
 import type { Sizing } from '../sizing.js';
-import { EMPTY_GITLAB_SECRETS, renderGitlabBootScript } from './boot-script.js';
-import { DATABASE_NAME, DATABASE_USER, DataStores } from './data-stores.js';
+import {
+  EMPTY_GITLAB_SECRETS,
+  renderGitlabApplyScript,
+  renderGitlabBootScript,
+  renderSsmApplyCommand,
+} from './boot-script.js';
+import { DATABASE_NAME, DATABASE_USER, DataStores, type PostgresMajor } from './data-stores.js';
+import { DataVolume, GITLAB_INSTANCE_TAG, renderAttachDataVolumeScript } from './data-volume.js';
 import { OBJECT_TYPES, type ObjectType, renderGitlabRb } from './gitlab-rb.js';
 import { GitlabLoadBalancer, INSTANCE_PORTS } from './load-balancer.js';
 import { Network, VPC_CIDR } from './network.js';
 import { ObjectStorage } from './object-storage.js';
+import { checkPostgres, checkUpgrade } from './versions.js';
 
 export interface GitlabPocStackProps extends StackProps {
   domainName: string;
@@ -27,14 +36,25 @@ export interface GitlabPocStackProps extends StackProps {
   multiAz: boolean;
   allowedCidr: string;
   edition: 'gitlab-ee' | 'gitlab-ce';
-  version?: string;
+  /** Exact GitLab version, e.g. 18.2.1. */
+  version: string;
+  /** The version this stage runs now; synth refuses a jump over a required upgrade stop from it. */
+  deployedVersion?: string;
+  /** PostgreSQL major of RDS; synth refuses one the GitLab version does not support. */
+  postgresMajor?: PostgresMajor;
 }
+
+/** Instance root volume: the OS and the GitLab package; GitLab's data is on the data volume. */
+const ROOT_VOLUME_GIB = 30;
 
 export class GitlabPocStack extends Stack {
   readonly vpc: ec2.Vpc;
 
   constructor(scope: Construct, id: string, props: GitlabPocStackProps) {
     super(scope, id, props);
+    // Versions first: a bad bump fails here, before any resource is defined.
+    checkPostgres(props.version, props.postgresMajor ?? 16);
+    if (props.deployedVersion) checkUpgrade(props.deployedVersion, props.version);
     const logs = accessLogBucket(this, 'Logs');
     this.vpc = new Network(this, 'Network', {
       natGateways: props.natGateways,
@@ -69,6 +89,15 @@ export class GitlabPocStack extends Stack {
       sizing: props.sizing,
       multiAz: props.multiAz,
       clients: instanceSecurityGroup,
+      postgresMajor: props.postgresMajor,
+    });
+    // The instance always runs in the data volume's AZ (an EBS volume cannot leave its AZ).
+    const gitlabSubnet = this.vpc.privateSubnets[0]!;
+    const dataVolume = new DataVolume(this, 'DataVolume', {
+      subnet: gitlabSubnet,
+      sizeGiB: props.sizing.gitlabRootVolumeGiB,
+      snapshotEveryHours: 4,
+      snapshotsKept: 18,
     });
     const storage = new ObjectStorage(this, 'ObjectStorage', { accessLogs: logs });
 
@@ -81,6 +110,11 @@ export class GitlabPocStack extends Stack {
       description: "GitLab's /etc/gitlab/gitlab-secrets.json, so a replacement instance keeps its keys",
       secretStringValue: SecretValue.unsafePlainText(EMPTY_GITLAB_SECRETS),
     });
+    // Filled by the first instance likewise: git clients must not see a new host key after a replacement.
+    const sshHostKeys = new secretsmanager.Secret(this, 'SshHostKeys', {
+      description: "The GitLab instance's SSH host keys, so a replacement instance keeps them",
+      secretStringValue: SecretValue.unsafePlainText(EMPTY_GITLAB_SECRETS),
+    });
 
     const role = new iam.Role(this, 'GitlabInstanceRole', {
       assumedBy: new iam.ServicePrincipal('ec2.amazonaws.com'),
@@ -88,16 +122,23 @@ export class GitlabPocStack extends Stack {
       managedPolicies: [iam.ManagedPolicy.fromAwsManagedPolicyName('AmazonSSMManagedInstanceCore')],
     });
     storage.grantTo(role);
-    for (const secret of [data.databaseSecret, data.redisAuthToken, rootPassword, gitlabSecretsJson]) {
+    for (const secret of [
+      data.databaseSecret,
+      data.redisAuthToken,
+      rootPassword,
+      gitlabSecretsJson,
+      sshHostKeys,
+    ]) {
       secret.grantRead(role);
     }
     role.addToPrincipalPolicy(
       new iam.PolicyStatement({
-        sid: 'StoreGitlabSecretsJson',
+        sid: 'StoreGitlabKeys',
         actions: ['secretsmanager:PutSecretValue'],
-        resources: [gitlabSecretsJson.secretArn],
+        resources: [gitlabSecretsJson.secretArn, sshHostKeys.secretArn],
       }),
     );
+    dataVolume.grantAttach(role);
 
     const buckets = Object.fromEntries(
       OBJECT_TYPES.map((type) => [type, storage.buckets[type].bucketName]),
@@ -116,21 +157,33 @@ export class GitlabPocStack extends Stack {
       buckets,
       backupBucket: storage.backups.bucketName,
     });
+    const applyScript = renderGitlabApplyScript({
+      region: this.region,
+      gitlabRb,
+      edition: props.edition,
+      version: props.version,
+      secrets: {
+        databaseSecretArn: data.databaseSecret.secretArn,
+        redisAuthTokenSecretArn: data.redisAuthToken.secretArn,
+        rootPasswordSecretArn: rootPassword.secretArn,
+      },
+    });
     const userData = ec2.UserData.custom(
       renderGitlabBootScript({
         region: this.region,
-        gitlabRb,
-        edition: props.edition,
-        version: props.version,
+        attachScript: renderAttachDataVolumeScript({
+          volumeId: dataVolume.volume.volumeId,
+          region: this.region,
+        }),
+        applyScript,
         secrets: {
-          databaseSecretArn: data.databaseSecret.secretArn,
-          redisAuthTokenSecretArn: data.redisAuthToken.secretArn,
-          rootPasswordSecretArn: rootPassword.secretArn,
           gitlabSecretsJsonSecretArn: gitlabSecretsJson.secretArn,
+          sshHostKeysSecretArn: sshHostKeys.secretArn,
         },
         backupBucket: storage.backups.bucketName,
       }),
     );
+    this.inPlaceUpdate(renderSsmApplyCommand(applyScript));
 
     const launchTemplate = new ec2.LaunchTemplate(this, 'GitlabLaunchTemplate', {
       // Resolved from the public SSM parameter at deploy time: no lookup at synth.
@@ -145,7 +198,7 @@ export class GitlabPocStack extends Stack {
       blockDevices: [
         {
           deviceName: '/dev/xvda',
-          volume: ec2.BlockDeviceVolume.ebs(props.sizing.gitlabRootVolumeGiB, {
+          volume: ec2.BlockDeviceVolume.ebs(ROOT_VOLUME_GIB, {
             volumeType: ec2.EbsDeviceVolumeType.GP3,
             encrypted: true,
             deleteOnTermination: true,
@@ -156,7 +209,7 @@ export class GitlabPocStack extends Stack {
 
     const group = new autoscaling.AutoScalingGroup(this, 'GitlabGroup', {
       vpc: this.vpc,
-      vpcSubnets: { subnetType: ec2.SubnetType.PRIVATE_WITH_EGRESS },
+      vpcSubnets: { subnets: [gitlabSubnet] },
       launchTemplate,
       minCapacity: 1,
       maxCapacity: 1,
@@ -165,6 +218,8 @@ export class GitlabPocStack extends Stack {
       healthChecks: autoscaling.HealthChecks.ec2({ gracePeriod: Duration.minutes(30) }),
     });
     for (const targetGroup of lb.targetGroups) group.attachToNetworkTargetGroup(targetGroup);
+    // Names the instance for the data volume's attach permission and the SSM association.
+    Tags.of(group).add(GITLAB_INSTANCE_TAG, this.stackName, { applyToLaunchedInstances: true });
 
     acknowledge(group, [
       {
@@ -187,12 +242,70 @@ export class GitlabPocStack extends Stack {
       'Read by gitlab.rb at reconfigure (root password: first boot only); unattended rotation would ' +
       'break GitLab. Rotation is a manual step with a reconfigure (docs/infrastructure.md).';
     acknowledge(rootPassword, [{ id: 'AwsSolutions-SMG4', reason: secretRotation }]);
-    acknowledge(gitlabSecretsJson, [
+    for (const keys of [gitlabSecretsJson, sshHostKeys]) {
+      acknowledge(keys, [
+        {
+          id: 'AwsSolutions-SMG4',
+          reason: "GitLab's own key material: written by the instance, never rotated by AWS.",
+        },
+      ]);
+    }
+    acknowledge(role, [
       {
-        id: 'AwsSolutions-SMG4',
-        reason: "GitLab's own key material: written by the instance, never rotated by AWS.",
+        id: 'AwsSolutions-IAM5[Resource::*]',
+        reason: 'ec2:DescribeVolumes supports no resource-level permissions; it only reads volume state.',
+      },
+      {
+        id: wildcardResourceFinding(
+          this,
+          this.formatArn({ service: 'ec2', resource: 'instance', resourceName: '*' }),
+        ),
+        reason:
+          'ec2:AttachVolume names the instance too; the statement is conditioned on the tag of this stack’s GitLab instance.',
       },
     ]);
+  }
+
+  /**
+   * Configuration changes reach the running instance through State Manager, not a replacement:
+   * the association targets the instance by tag and runs the apply script. Its document changes
+   * whenever the rendered configuration does, and a changed association runs at once.
+   *
+   * Why SSM and not cfn-hup: the SSM agent already runs (Session Manager), needs no polling
+   * daemon or cfn-init metadata on the launch template, runs on a replacement instance too, and
+   * keeps every run's output and exit status in the console (`aws ssm list-command-invocations`).
+   */
+  private inPlaceUpdate(command: string): void {
+    const content = {
+      schemaVersion: '2.2',
+      description: 'Apply the rendered GitLab configuration and run gitlab-ctl reconfigure',
+      parameters: {
+        configHash: { type: 'String', default: '', description: 'Changes with the configuration' },
+      },
+      mainSteps: [
+        {
+          action: 'aws:runShellScript',
+          name: 'applyGitlabConfiguration',
+          inputs: { runCommand: command.split('\n'), timeoutSeconds: '3600' },
+        },
+      ],
+    };
+    const configHash = createHash('sha256')
+      .update(JSON.stringify(this.resolve(content)))
+      .digest('hex')
+      .slice(0, 16);
+    const document = new ssm.CfnDocument(this, 'ApplyConfiguration', {
+      documentType: 'Command',
+      content,
+    });
+    new ssm.CfnAssociation(this, 'ApplyConfigurationAssociation', {
+      name: document.ref,
+      targets: [{ key: `tag:${GITLAB_INSTANCE_TAG}`, values: [this.stackName] }],
+      parameters: { configHash: [configHash] },
+      applyOnlyAtCronInterval: false,
+      maxConcurrency: '1',
+      maxErrors: '0',
+    });
   }
 
   /**

@@ -22,7 +22,10 @@ describe('readInfraConfig', () => {
       runnerTokenParameter: '/runner-fleet/ci/runner-token',
       certificateArn: undefined,
       hostedZone: undefined,
+      gitlabVersion: '18.2.1',
+      gitlabDeployedVersion: undefined,
     });
+    expect(c.postgresMajor).toBe(16);
     expect(c.stages.dev.domainName).toBe('gitlab.dev.example.com');
     expect(c.stages.dev.runnerTokenParameter).toBe('/runner-fleet/ci-dev/runner-token');
     expect(c.pipeline.gitlabUrl).toBe('https://gitlab.example.com');
@@ -73,6 +76,35 @@ describe('readInfraConfig', () => {
       /not inside hostedZoneName other.org/,
     );
     expect(() => from(stages({ certificateArn: 'cert-1' }, {}))).toThrow(/stages.dev.certificateArn/);
+  });
+
+  it('pins GitLab per stage and refuses, naming the stop, a jump over a required upgrade stop', () => {
+    const c = from({
+      gitlabVersion: '18.2.4',
+      ...stages({ gitlabVersion: '18.5.1', gitlabDeployedVersion: '18.2.4' }, {}),
+    });
+    expect(c.stages.dev.gitlabVersion).toBe('18.5.1');
+    expect(c.stages.prod.gitlabVersion).toBe('18.2.4');
+    expect(() => from(stages({ gitlabVersion: '18.5.1', gitlabDeployedVersion: '17.11.3' }, {}))).toThrow(
+      /GitLab 17.11.3 → 18.5.1 skips the required upgrade stop 18.2: set gitlabVersion to the latest 18.2.z patch first/,
+    );
+    expect(() => from(stages({ gitlabVersion: '18.2.1', gitlabDeployedVersion: '18.5.0' }, {}))).toThrow(
+      /downgrade/,
+    );
+    expect(() => from(stages({ gitlabVersion: '18.2' }, {}))).toThrow(
+      /stages.dev.gitlabVersion must be an exact GitLab version/,
+    );
+  });
+
+  it('checks PostgreSQL against every stage’s GitLab version', () => {
+    expect(() => from({ postgresMajor: 17 })).not.toThrow();
+    expect(() => from({ ...stages({ gitlabVersion: '19.0.2' }, {}), postgresMajor: 16 })).toThrow(
+      /GitLab 19.0.2 runs on PostgreSQL 17, but postgresMajor is 16/,
+    );
+    expect(() => from({ ...stages({ gitlabVersion: '17.11.3' }, {}), postgresMajor: 17 })).toThrow(
+      /GitLab 17.11.3 runs on PostgreSQL 14–16/,
+    );
+    expect(() => from({ postgresMajor: 15 })).toThrow(/postgresMajor must be 16 or 17/);
   });
 
   it('rejects values that would deploy something unintended', () => {

@@ -1,5 +1,4 @@
 import { describe, expect, it } from 'vitest';
-import { EMPTY_GITLAB_SECRETS, renderGitlabBootScript } from '../../infra/gitlab/boot-script.js';
 import { OBJECT_TYPES, renderGitlabRb, rubyString, SECRET_FILES } from '../../infra/gitlab/gitlab-rb.js';
 import { evaluateGitlabRb } from './gitlab-rb-ruby.js';
 
@@ -123,58 +122,5 @@ describe('renderGitlabRb', () => {
   it('quotes values as Ruby strings and refuses a non-https URL', () => {
     expect(rubyString("it's \\ here")).toBe("'it\\'s \\\\ here'");
     expect(() => renderGitlabRb({ ...options, externalUrl: 'http://gitlab.example.com' })).toThrow(/https/);
-  });
-});
-
-describe('renderGitlabBootScript', () => {
-  const gitlabRb = renderGitlabRb(options);
-  const script = renderGitlabBootScript({
-    region: 'eu-west-1',
-    gitlabRb,
-    edition: 'gitlab-ee',
-    version: '18.2.1-ee.0',
-    secrets: {
-      databaseSecretArn: 'arn:aws:secretsmanager:eu-west-1:1:secret:db',
-      redisAuthTokenSecretArn: 'arn:aws:secretsmanager:eu-west-1:1:secret:redis',
-      rootPasswordSecretArn: 'arn:aws:secretsmanager:eu-west-1:1:secret:root',
-      gitlabSecretsJsonSecretArn: 'arn:aws:secretsmanager:eu-west-1:1:secret:gitlab-secrets',
-    },
-    backupBucket: 'poc-backups',
-  });
-
-  it('fetches each secret with the instance role into its file before gitlab.rb exists', () => {
-    const fetchDb = script.indexOf("secret 'arn:aws:secretsmanager:eu-west-1:1:secret:db' | jq -r .password");
-    expect(fetchDb).toBeGreaterThan(-1);
-    expect(script).toContain(`> ${SECRET_FILES.dbPassword}`);
-    expect(script).toContain(`> ${SECRET_FILES.redisPassword}`);
-    expect(script).toContain(`> ${SECRET_FILES.rootPassword}`);
-    expect(script.indexOf('umask 077')).toBeLessThan(fetchDb);
-    expect(fetchDb).toBeLessThan(script.indexOf('cat > /etc/gitlab/gitlab.rb'));
-  });
-
-  it('embeds gitlab.rb verbatim in a quoted heredoc, so the shell expands nothing in it', () => {
-    expect(script).toContain(`<<'GITLAB_RB_EOF'\n${gitlabRb}GITLAB_RB_EOF\n`);
-  });
-
-  it('installs the pinned package and reconfigures after writing the config', () => {
-    expect(script).toContain('dnf install -y gitlab-ee-18.2.1-ee.0');
-    expect(script.indexOf('cat > /etc/gitlab/gitlab.rb')).toBeLessThan(
-      script.indexOf('gitlab-ctl reconfigure'),
-    );
-  });
-
-  it("keeps GitLab's keys across instance replacement via the gitlab-secrets.json secret", () => {
-    expect(script).toContain(`if [ "$stored_secrets" != '${EMPTY_GITLAB_SECRETS}' ]`);
-    expect(script).toMatch(
-      /put-secret-value --secret-id 'arn:aws:secretsmanager:eu-west-1:1:secret:gitlab-secrets'/,
-    );
-    expect(script).toContain('--secret-string file:///etc/gitlab/gitlab-secrets.json');
-  });
-
-  it('contains no credential material and schedules backups', () => {
-    expect(script).not.toMatch(/AKIA|aws_secret_access_key|password\s*=/i);
-    expect(script).toContain('gitlab-backup create');
-    expect(script.startsWith('#!/bin/bash\n')).toBe(true);
-    expect(script).toContain('set -euo pipefail');
   });
 });

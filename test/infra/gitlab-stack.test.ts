@@ -1,5 +1,6 @@
 import { Match, type Template } from 'aws-cdk-lib/assertions';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { DATA_VOLUME_TAG, GITLAB_INSTANCE_TAG } from '../../infra/gitlab/data-volume.js';
 import { GitlabPocStack, type GitlabPocStackProps } from '../../infra/gitlab/gitlab-stack.js';
 import { SIZINGS } from '../../infra/sizing.js';
 import { appWithContext } from './cdk-context.js';
@@ -12,7 +13,7 @@ import {
   SYNTH_TIMEOUT_MS,
   Synthesized,
 } from './synth.js';
-import { bashSyntaxCheck, heredoc, userDataOf } from './user-data.js';
+import { bashSyntaxCheck, heredoc, resolveIntrinsics, userDataOf } from './user-data.js';
 
 const env = { account: '222222222222', region: 'eu-west-1' };
 const base: GitlabPocStackProps = {
@@ -23,6 +24,7 @@ const base: GitlabPocStackProps = {
   multiAz: false,
   allowedCidr: '0.0.0.0/0',
   edition: 'gitlab-ee',
+  version: '18.2.1',
 };
 
 let synth: Synthesized;
@@ -39,6 +41,8 @@ beforeAll(() => {
     sizing: SIZINGS['2k'],
     multiAz: true,
     natGateways: 2,
+    version: '18.5.0',
+    deployedVersion: '18.2.1',
     certificateArn: 'arn:aws:acm:eu-west-1:222222222222:certificate/00000000-0000-0000-0000-000000000000',
     hostedZone: { id: 'Z0123456789ABCDEFGHIJ', name: 'example.com' },
   });
@@ -186,7 +190,9 @@ describe('GitLab POC stack: GitLab instance', () => {
       for (const id of bucketIds) expect(resources).toContain(id);
       expect(resources).not.toContain('Logs');
     }
-    expect(JSON.stringify(statements)).not.toMatch(/"Resource":"\*"/);
+    // The one unscoped action reads volume state (DescribeVolumes has no resource-level permissions).
+    const unscoped = statements.filter((s) => s.Resource === '*');
+    expect(unscoped.map((s) => s.Action)).toEqual(['ec2:DescribeVolumes']);
   });
 
   it('boots with a script that names secrets but holds none', () => {
@@ -213,6 +219,117 @@ describe('GitLab POC stack: the rendered gitlab.rb and boot script', () => {
     const buckets = Object.values(g.gitlab_rails.object_store.objects).map((o) => (o as Json).bucket);
     expect(new Set(buckets).size).toBe(buckets.length);
     expect(g.gitlab_rails.backup_upload_remote_directory).toMatch(/^stack-/);
+  });
+});
+
+describe('GitLab POC stack: data survives replacement', () => {
+  it('keeps /var/opt/gitlab on its own encrypted gp3 volume, snapshotted on delete', () => {
+    const volumes = Object.values(t.findResources('AWS::EC2::Volume')) as Json[];
+    expect(volumes).toHaveLength(1);
+    expect(volumes[0].Properties).toMatchObject({
+      Encrypted: true,
+      VolumeType: 'gp3',
+      Size: SIZINGS['1k'].gitlabRootVolumeGiB,
+    });
+    expect(volumes[0].DeletionPolicy).toBe('Snapshot');
+    expect(volumes[0].Properties.Tags).toContainEqual({ Key: DATA_VOLUME_TAG, Value: 'Poc' });
+    // The instance's root volume is small and disposable now.
+    const [lt] = resourcesOf(t, 'AWS::EC2::LaunchTemplate');
+    expect(lt!.Properties.LaunchTemplateData.BlockDeviceMappings[0].Ebs).toMatchObject({
+      VolumeSize: 30,
+      DeleteOnTermination: true,
+    });
+  });
+
+  it('runs the instance only in the volume’s AZ and attaches it at boot, with rights on that volume only', () => {
+    const [group] = resourcesOf(t, 'AWS::AutoScaling::AutoScalingGroup');
+    expect(group!.Properties.VPCZoneIdentifier).toHaveLength(1);
+    const subnetId = group!.Properties.VPCZoneIdentifier[0].Ref;
+    const subnet = (t.toJSON().Resources as Json)[subnetId];
+    const [volume] = Object.values(t.findResources('AWS::EC2::Volume')) as Json[];
+    expect(volume.Properties.AvailabilityZone).toEqual(subnet.Properties.AvailabilityZone);
+    expect(group!.Properties.Tags).toContainEqual({
+      Key: GITLAB_INSTANCE_TAG,
+      Value: 'Poc',
+      PropagateAtLaunch: true,
+    });
+    const attach = policyStatements(t).filter((s) =>
+      asList(s.Action as string[]).includes('ec2:AttachVolume'),
+    );
+    expect(attach).toHaveLength(2);
+    expect(JSON.stringify(attach[0]!.Resource)).toContain('DataVolume');
+    expect(attach[1]!.Condition).toEqual({
+      StringEquals: { [`aws:ResourceTag/${GITLAB_INSTANCE_TAG}`]: 'Poc' },
+    });
+    expect(userDataOf(t, 'GitlabLaunchTemplate', env)).toContain(
+      'aws ec2 attach-volume --volume-id "$volume"',
+    );
+  });
+
+  it('snapshots the volume every 4 hours with Data Lifecycle Manager, keeping 3 days', () => {
+    t.hasResourceProperties('AWS::DLM::LifecyclePolicy', {
+      State: 'ENABLED',
+      PolicyDetails: Match.objectLike({
+        ResourceTypes: ['VOLUME'],
+        TargetTags: [{ Key: DATA_VOLUME_TAG, Value: 'Poc' }],
+        Schedules: [
+          Match.objectLike({
+            CreateRule: { Interval: 4, IntervalUnit: 'HOURS', Times: ['00:00'] },
+            RetainRule: { Count: 18 },
+          }),
+        ],
+      }),
+    });
+  });
+
+  it('keeps GitLab’s keys and SSH host keys in Secrets Manager for the next instance', () => {
+    const descriptions = resourcesOf(t, 'AWS::SecretsManager::Secret').map((s) => s.Properties.Description);
+    expect(descriptions).toContain(
+      "The GitLab instance's SSH host keys, so a replacement instance keeps them",
+    );
+    const put = policyStatements(t).find((s) => s.Sid === 'StoreGitlabKeys')!;
+    expect(JSON.stringify(put.Resource)).toMatch(/GitlabSecretsJson.*SshHostKeys/);
+  });
+});
+
+describe('GitLab POC stack: changes apply in place', () => {
+  const association = (template: Template) => resourcesOf(template, 'AWS::SSM::Association')[0]!.Properties;
+
+  it('runs the apply script on the tagged instance through an SSM document and association', () => {
+    const [doc] = resourcesOf(t, 'AWS::SSM::Document');
+    expect(doc!.Properties.DocumentType).toBe('Command');
+    const command = resolveIntrinsics(
+      { 'Fn::Join': ['\n', doc!.Properties.Content.mainSteps[0].inputs.runCommand] },
+      t,
+      env,
+    );
+    bashSyntaxCheck(command);
+    expect(command).toContain('gitlab-ctl reconfigure');
+    expect(command).toContain('dnf install -y gitlab-ee-18.2.1-ee.0');
+    expect(association(t)).toMatchObject({
+      Name: { Ref: expect.stringMatching(/^ApplyConfiguration/) },
+      Targets: [{ Key: `tag:${GITLAB_INSTANCE_TAG}`, Values: ['Poc'] }],
+      ApplyOnlyAtCronInterval: false,
+    });
+  });
+
+  it('a configuration change changes the association (which runs at once), not the instance', () => {
+    expect(association(t).Parameters.configHash).not.toEqual(association(ha).Parameters.configHash);
+    for (const template of [t, ha]) {
+      const [group] = Object.values(template.findResources('AWS::AutoScaling::AutoScalingGroup')) as Json[];
+      expect(group.UpdatePolicy?.AutoScalingReplacingUpdate).toBeUndefined();
+      expect(group.UpdatePolicy?.AutoScalingRollingUpdate).toBeUndefined();
+    }
+  });
+
+  it('refuses at synth a version that skips a required upgrade stop or needs another PostgreSQL', () => {
+    const app = appWithContext();
+    expect(
+      () => new GitlabPocStack(app, 'Skip', { ...base, version: '18.5.0', deployedVersion: '17.11.3' }),
+    ).toThrow(/GitLab 17.11.3 → 18.5.0 skips the required upgrade stop 18.2/);
+    expect(() => new GitlabPocStack(app, 'Pg', { ...base, version: '19.0.0', postgresMajor: 16 })).toThrow(
+      /GitLab 19.0.0 runs on PostgreSQL 17, but postgresMajor is 16/,
+    );
   });
 });
 
