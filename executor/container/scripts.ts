@@ -66,7 +66,11 @@ export function setupScript(
       // Values exported in a subshell and passed by name (-e NAME): never on a command line.
       `rf_err=$( ${names.map((k) => `export ${k}=${q(env[k]!)};`).join(' ')} docker run --detach --name ${q(name)} --label ${q(n.label)} --network ${q(n.network)} ${hostnames.map((h) => `--network-alias ${q(h)}`).join(' ')} ${names.map((k) => `-e ${k}`).join(' ')} ${createOptions(service)} 2>&1 >/dev/null) || rf_fail "cannot start service ${service.name}: $(rf_last "$rf_err")"`,
       `rf_ip=$(docker inspect --format '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}' ${q(name)} 2>/dev/null)`,
-      ...hostnames.map((h) => `rf_hosts+=(--add-host ${q(`${h}:`)}"$rf_ip")`),
+      // /etc/hosts entries as well as network aliases: found even where Docker's embedded DNS
+      // does not answer (dockerd without iptables). A service that already exited has no address.
+      `if [ -n "$rf_ip" ]; then`,
+      ...hostnames.map((h) => `  rf_hosts+=(--add-host ${q(`${h}:`)}"$rf_ip")`),
+      'fi',
     );
   });
   job.services.forEach((service, i) => {
@@ -203,7 +207,7 @@ export function stageScript(
   // Signals the stage's session inside the container; with 0, exits 0 while it is alive.
   const signal = (sig: string) =>
     q(
-      `p=$(cat /dev/shm/${pidFile} 2>/dev/null || cat /tmp/${pidFile} 2>/dev/null); [ -n "$p" ] && kill -${sig} -- -$p 2>/dev/null`,
+      `p=$(cat /dev/shm/${pidFile} 2>/dev/null || cat /tmp/${pidFile} 2>/dev/null); [ -n "$p" ] && kill -${sig} -$p 2>/dev/null`,
     );
   const waitS = Math.max(0.5, (killGraceMs - 1500) / 1000);
   const head = [
@@ -212,6 +216,8 @@ export function stageScript(
     `rf_signal() { docker exec "$rf_c" sh -c "$1" >/dev/null 2>&1; }`,
     'rf_cancel() {',
     "  trap '' TERM INT HUP",
+    // A cancel right at the start: give the stage's shell up to 3 s to record its pid.
+    `  local i=0; until rf_signal ${signal('0')} || ! kill -0 "$rf_pid" 2>/dev/null || [ "$i" -ge 15 ]; do sleep 0.2; i=$((i + 1)); done`,
     `  rf_signal ${signal('TERM')}`,
     `  local end=$(( $(date +%s%N) / 1000000 + ${Math.round(waitS * 1000)} ))`,
     `  while [ "$(( $(date +%s%N) / 1000000 ))" -lt "$end" ] && rf_signal ${signal('0')}; do sleep 0.2; done`,
@@ -224,8 +230,10 @@ export function stageScript(
   ].join('\n');
   const tail = [
     '',
-    // The docker client ignores the cancel: the in-container session is signalled instead.
-    `( trap '' TERM INT HUP; printf '%s' "$rf_script" | exec docker exec --interactive "$rf_c" sh -c ${q(inner)} ) &`,
+    // The docker client must outlive the cancel (a Go program exits on SIGTERM even when it is
+    // ignored), so that what the stage prints while it stops still reaches the log: it runs in
+    // a session of its own, and the stage's session inside the container is signalled instead.
+    `( trap '' TERM INT HUP; printf '%s' "$rf_script" | if command -v setsid >/dev/null 2>&1; then exec setsid --wait docker exec --interactive "$rf_c" sh -c ${q(inner)}; else exec docker exec --interactive "$rf_c" sh -c ${q(inner)}; fi ) &`,
     'rf_pid=$!',
     'wait "$rf_pid"',
     'rf_code=$?',

@@ -382,7 +382,10 @@ async function awsChecks(
 
     if (imageId) {
       progress(`reading the AMI manifest of ${imageId}`);
-      add(await checkAmi(ssm, config, imageId, o.gitlabRunnerVersion ?? localGitlabRunnerVersion));
+      const ami = await checkAmi(ssm, config, imageId, o.gitlabRunnerVersion ?? localGitlabRunnerVersion);
+      const { manifest, ...amiResult } = ami;
+      add(amiResult);
+      if (manifest) add(checkAmiDocker(imageId, manifest));
     } else add({ id: 'ami', status: 'skip', detail: 'no image id found in the launch template' });
   } finally {
     sts.destroy();
@@ -642,12 +645,34 @@ export function localGitlabRunnerVersion(): Promise<string | undefined> {
 
 const major = (v: string) => /^v?(\d+)\./.exec(v)?.[1];
 
+/**
+ * Jobs with `image:` run in Docker on the instance (docs/containers.md): the manifest must name
+ * docker; the ECR credential helper is needed only for images from ECR.
+ */
+function checkAmiDocker(imageId: string, manifest: AmiManifest): CheckResult {
+  const packages = manifest.packages ?? {};
+  const docker = packages.docker;
+  if (typeof docker !== 'string' || docker === '')
+    return {
+      id: 'ami docker',
+      status: 'fail',
+      detail: `${imageId} has no docker in its manifest: jobs with image: or services: would end as system failures`,
+      fix: 'bake Docker (and docker-credential-ecr-login for ECR images) into the AMI and add "docker" to the manifest\'s packages',
+    };
+  const ecr = packages['docker-credential-ecr-login'];
+  return {
+    id: 'ami docker',
+    status: 'pass',
+    detail: `${imageId}: docker ${docker}${typeof ecr === 'string' && ecr ? `, docker-credential-ecr-login ${ecr}` : ' (no docker-credential-ecr-login: ECR images need credentials in DOCKER_AUTH_CONFIG)'}`,
+  };
+}
+
 async function checkAmi(
   ssm: SSMClient,
   config: Config,
   imageId: string,
   managerVersion: () => Promise<string | undefined>,
-): Promise<CheckResult> {
+): Promise<CheckResult & { manifest?: AmiManifest }> {
   const name = `${config.image.manifest_parameter_prefix.replace(/\/+$/, '')}/${imageId}`;
   const publish = `publish it from the image build: aws ssm put-parameter --name ${name} --type String --value '{"packages":{"git":"…","git-lfs":"…","gitlab-runner":"…"}}'`;
   let manifest: AmiManifest;
@@ -703,6 +728,7 @@ async function checkAmi(
     id: 'ami',
     status: 'pass',
     detail: `${imageId}: git ${packages.git}, git-lfs ${packages['git-lfs']}, gitlab-runner ${onImage}${here ? ` (manager ${here})` : ''}`,
+    manifest,
   };
 }
 

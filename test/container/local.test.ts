@@ -2,6 +2,8 @@
  * Container jobs end to end on the local provider: the hooks driven like gitlab-runner, the real
  * daemon, a real dockerd and an authenticated registry (test/support/docker.ts).
  */
+import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestDaemon, type TestDaemon } from '../support/daemon.js';
 import { type DockerWorld, dockerInstalled, startDockerWorld } from '../support/docker.js';
@@ -29,6 +31,8 @@ kill_grace = "4s"
 [container]
 docker_host = "${world.dockerHost}"
 service_wait_timeout = "5s"
+allowed_images = ["127.0.0.1:*/runner-fleet/*"]
+allowed_pull_policies = ["always", "if-not-present"]
 `);
     entry = daemon.entry();
   }, 240_000);
@@ -88,5 +92,163 @@ service_wait_timeout = "5s"
     });
     expect(result.outcome, result.log).toBe('success');
     expect(result.log).toContain('bash=none');
+  });
+
+  it('runs the image entrypoint, or none with entrypoint [""]', async () => {
+    const check = 'cat /tmp/entrypoint-ran 2>/dev/null || echo "no entrypoint ran"';
+    const withIt = await job({ image: { name: world.image('entrypoint') }, script: check });
+    expect(withIt.outcome, withIt.log).toBe('success');
+    expect(withIt.log).toContain('image entrypoint ran');
+    const without = await job({
+      image: { name: world.image('entrypoint'), entrypoint: [''] },
+      script: check,
+    });
+    expect(without.outcome, without.log).toBe('success');
+    expect(without.log).toContain('no entrypoint ran');
+  });
+
+  it('reaches a service by its alias and by both derived names, with its variables', async () => {
+    const service = world.image('service');
+    const derived = service.replace(/:\d+\//, '/').replace(/:[^/:]+$/, '');
+    const result = await job({
+      image: { name: world.image('bash') },
+      services: [
+        {
+          name: service,
+          alias: 'db',
+          variables: [{ key: 'SERVICE_GREETING', value: 'hello-from-variables' }],
+        },
+      ],
+      script: [
+        'for h in db ' + derived.replaceAll('/', '__') + ' ' + derived.replaceAll('/', '-') + '; do',
+        '  printf "%s: " "$h"; nc "$h" 5432 </dev/null',
+        'done',
+      ].join('\n'),
+    });
+    expect(result.outcome, result.log).toBe('success');
+    expect(result.log.match(/: ready from \S+ hello-from-variables/g)?.length).toBe(3);
+    expect(result.log).not.toContain('WARNING');
+    expect(await leftovers()).toBe('');
+  });
+
+  it('goes on with a warning and the service log when a service never listens', async () => {
+    const result = await job({
+      image: { name: world.image('busybox') },
+      services: [{ name: world.image('deaf-service'), alias: 'deaf' }],
+      script: 'echo job ran anyway',
+    });
+    expect(result.outcome, result.log).toBe('success');
+    expect(result.log).toMatch(
+      /\*\*\* WARNING: Service \S+deaf-service:1 probably did not start properly: port 6000/,
+    );
+    expect(result.log).toContain('deaf service starting, never listening');
+    expect(result.log).toContain('job ran anyway');
+    expect(await leftovers()).toBe('');
+  });
+
+  it('pulls a private image with DOCKER_AUTH_CONFIG, and fails prepare as a system failure without credentials', async () => {
+    const auth = Buffer.from(`${world.user}:${world.password}`).toString('base64');
+    const withVariable = await job({
+      credentials: [],
+      variables: { DOCKER_AUTH_CONFIG: JSON.stringify({ auths: { [world.registry]: { auth } } }) },
+      image: { name: world.image('busybox') },
+      script: 'echo pulled with DOCKER_AUTH_CONFIG',
+    });
+    expect(withVariable.outcome, withVariable.log).toBe('success');
+    await world.forgetImages();
+    const without = await job({ credentials: [], image: { name: world.image('busybox') }, script: 'true' });
+    expect(without.outcome, without.log).toBe('system-failure');
+    expect(without.log).toMatch(
+      /runner-fleet prepare: cannot pull image \S+busybox:1: .*(no basic auth credentials|unauthorized)/,
+    );
+    expect(without.log.match(/runner-fleet prepare:/g)?.length).toBe(1);
+    expect(await leftovers()).toBe('');
+  });
+
+  it('refuses an image or a pull policy the config does not allow, before taking an instance', async () => {
+    const image = await job({ image: { name: 'docker.io/library/alpine:3' }, script: 'true' });
+    expect(image.outcome).toBe('system-failure');
+    expect(image.log).toContain(
+      'runner-fleet prepare: image docker.io/library/alpine:3 is not allowed by [container] allowed_images (127.0.0.1:*/runner-fleet/*)',
+    );
+    expect(image.log).not.toContain('running on instance');
+    const policy = await job({
+      image: { name: world.image('busybox'), pull_policy: ['never'] },
+      script: 'true',
+    });
+    expect(policy.outcome).toBe('system-failure');
+    expect(policy.log).toContain('pull_policy never of');
+    expect(policy.log).toContain(
+      'is not allowed by [container] allowed_pull_policies (always, if-not-present)',
+    );
+  });
+
+  it('a cancel ends the stage inside the container; after_script then runs in the same container', async () => {
+    const result = await job({
+      image: { name: world.image('bash') },
+      script: [
+        'echo marker >/tmp/same-container',
+        // Ignores TERM: only the KILL after the grace ends it.
+        "trap 'echo got TERM, ignoring' TERM",
+        'echo build started',
+        'i=0; while [ $i -lt 600 ]; do i=$((i + 1)); echo $i >/tmp/beat; sleep 0.1 || true; done',
+        'echo not reached',
+      ].join('\n'),
+      afterScript: [
+        'cat /tmp/same-container',
+        'a=$(cat /tmp/beat); sleep 1; b=$(cat /tmp/beat)',
+        '[ "$a" = "$b" ] && echo no build processes left',
+      ].join('\n'),
+      cancelAfterMs: 6000,
+    });
+    expect(result.outcome, result.log).toBe('canceled');
+    expect(result.log).toContain('build started');
+    expect(result.log).toContain('got TERM, ignoring');
+    expect(result.log).not.toContain('not reached');
+    expect(result.log).toContain('marker');
+    expect(result.log).toContain('no build processes left');
+    const build = result.calls.find((c) => c.stage === 'build_script')!;
+    // Ended by the KILL after kill_grace (4 s), well before the harness's own SIGKILL.
+    expect(build.signal).toBeNull();
+    expect(await leftovers()).toBe('');
+  });
+
+  it('cleanup removes the containers and the network after the daemon was SIGKILLed mid-job', async () => {
+    const result = await job({
+      image: { name: world.image('busybox') },
+      services: [{ name: world.image('service'), alias: 'db' }],
+      script: 'echo build while the daemon is down',
+      onPrepared: () => daemon.kill(),
+      onBuildStarted: async () => {
+        await daemon.start();
+      },
+    });
+    expect(result.outcome, result.log).toBe('success');
+    expect(result.cleanup.exitCode, result.cleanup.stderr).toBe(0);
+    expect(await leftovers()).toBe('');
+  });
+
+  it('never shows the daemon state dir or its socket to the job, nor a secret anywhere', async () => {
+    const result = await job({
+      image: { name: world.image('busybox') },
+      script: `find ${daemon.stateDir} -maxdepth 4 | sort; test -e ${daemon.socket} && echo SOCKET-VISIBLE || echo no socket`,
+    });
+    expect(result.outcome, result.log).toBe('success');
+    expect(result.log).toContain('no socket');
+    expect(result.log).not.toContain('SOCKET-VISIBLE');
+    expect(result.log).not.toContain('journal');
+    expect(result.log).not.toContain(SECRET_SENTINEL);
+    // The state directory (lease journal, instance trees) holds no secret either.
+    const files: string[] = [];
+    const walk = (dir: string) => {
+      for (const name of readdirSync(dir)) {
+        const path = join(dir, name);
+        const st = statSync(path, { throwIfNoEntry: false });
+        if (st?.isDirectory()) walk(path);
+        else if (st?.isFile()) files.push(path);
+      }
+    };
+    walk(daemon.stateDir);
+    for (const file of files) expect(readFileSync(file, 'utf8'), file).not.toContain(SECRET_SENTINEL);
   });
 });

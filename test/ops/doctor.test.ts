@@ -148,9 +148,20 @@ describe('doctor', () => {
     );
     asg.destroy();
     (fake.world.launchTemplates.get('rf-job') as { DefaultVersionNumber: number }).DefaultVersionNumber = 2;
+    // An AMI without Docker: bare jobs would run, jobs with image: would not.
     fake.putParameter(
       '/runner-fleet/ami/ami-0123456789abcdef0',
       JSON.stringify({ packages: { git: '2.43.0', 'git-lfs': '3.4.1', 'gitlab-runner': '17.11.0' } }),
+    );
+    const noDocker = byId((await doctor(config, runnerToml)).results);
+    expect(noDocker.get('ami')?.status).toBe('pass');
+    expect(noDocker.get('ami docker')).toMatchObject({ status: 'fail' });
+    expect(noDocker.get('ami docker')?.detail).toContain('has no docker in its manifest');
+    fake.putParameter(
+      '/runner-fleet/ami/ami-0123456789abcdef0',
+      JSON.stringify({
+        packages: { git: '2.43.0', 'git-lfs': '3.4.1', 'gitlab-runner': '17.11.0', docker: '26.1.5' },
+      }),
     );
     fake.addBucket('rf-cache-blue');
     gitlab.accessTokens.set('glpat-admin-secret', ['create_runner']);

@@ -303,7 +303,7 @@ async function buildImage(dir: string, name: TestImage, ref: string, env: NodeJS
     writeFileSync(
       join(root, 'serve.sh'),
       // Answers every connection with who it is and the variable the job gave it.
-      '#!/bin/sh\nexec nc -lk -p 5432 -e sh -c \'echo "ready from $(hostname) ${SERVICE_GREETING:-}"\'\n',
+      '#!/bin/sh\nexec nc -ll -p 5432 -e sh -c \'echo "ready from $(hostname) ${SERVICE_GREETING:-}"\'\n',
       { mode: 0o755 },
     );
     changes.push('EXPOSE 5432', 'CMD ["/serve.sh"]');

@@ -1,0 +1,117 @@
+/**
+ * Container jobs over the AWS path: the real daemon with provider "aws" on the wire-level fake,
+ * every instance a real sshd on this machine, so the docker CLI the hooks drive over SSH reaches
+ * this machine's test dockerd ([container] docker_host). Image, service and private-image jobs
+ * through the hooks, the IMDS hop limit of container jobs, and cleanup by label.
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { type AwsWorld, awsToml, startAwsWorld } from '../providers/aws-harness.js';
+import { startTestDaemon, type TestDaemon } from '../support/daemon.js';
+import { type DockerWorld, dockerInstalled, startDockerWorld } from '../support/docker.js';
+import { type JobSpec, type RunnerEntry, runJob, SECRET_SENTINEL } from '../support/gitlab-runner.js';
+
+const AWS_ENV = { AWS_ACCESS_KEY_ID: 'AKIAFAKEFAKEFAKEFAKE', AWS_SECRET_ACCESS_KEY: 'fake-secret' };
+
+let docker: DockerWorld;
+let aws: AwsWorld;
+let daemon: TestDaemon;
+let entry: RunnerEntry;
+let scratch: string;
+let nextId = 8100;
+
+describe.runIf(dockerInstalled())('container jobs on the AWS provider (wire fake, sshd instances)', () => {
+  beforeAll(async () => {
+    docker = await startDockerWorld({
+      images: ['busybox', 'bash', 'service'],
+      password: `${SECRET_SENTINEL}-registry-password`,
+    });
+    aws = await startAwsWorld();
+    scratch = mkdtempSync(join(tmpdir(), 'rf-aws-container-'));
+    daemon = await startTestDaemon(
+      `provider = "aws"
+fleet_name = "containers"
+[executor]
+builds_dir = "${scratch}/builds"
+cache_dir = "${scratch}/cache"
+kill_grace = "3s"
+[container]
+docker_host = "${docker.dockerHost}"
+service_wait_timeout = "10s"
+[pool]
+reconcile_interval = "1s"
+reconcile_interval_fast = "200ms"
+instance_ready_timeout = "30s"
+${awsToml(aws, 'fleet')}`,
+      { env: AWS_ENV },
+    );
+    entry = daemon.entry();
+  }, 300_000);
+  afterAll(async () => {
+    await daemon?.cleanup();
+    await aws?.close();
+    await docker?.stop();
+    if (scratch) rmSync(scratch, { recursive: true, force: true });
+  }, 120_000);
+
+  const job = (spec: Partial<JobSpec> & { script: string }) =>
+    runJob(entry, {
+      id: String(nextId++),
+      credentials: [
+        { type: 'registry', url: docker.registry, username: docker.user, password: docker.password },
+      ],
+      ...spec,
+    });
+  const leftovers = async () =>
+    (
+      (await docker.docker(['ps', '--all', '--quiet', '--filter', 'label=runner-fleet.job'])) +
+      (await docker.docker(['network', 'ls', '--quiet', '--filter', 'label=runner-fleet.job']))
+    ).trim();
+  const hopLimitCalls = () => aws.fake.callCount('ModifyInstanceMetadataOptions');
+
+  it('runs an image job with a service over SSH, with hop limit 2 for the instance', async () => {
+    const before = hopLimitCalls();
+    const result = await job({
+      image: { name: docker.image('bash') },
+      services: [{ name: docker.image('service'), alias: 'db' }],
+      script:
+        'echo "on $RUNNER_FLEET_INSTANCE_ID in $(test -f /.dockerenv && echo container)"; nc db 5432 </dev/null',
+    });
+    expect(result.outcome, result.log).toBe('success');
+    expect(result.log).toMatch(/on i-[0-9a-f]{17} in container/);
+    expect(result.log).toMatch(/ready from \S+/);
+    const instanceId = /on (i-[0-9a-f]{17})/.exec(result.log)![1]!;
+    expect(hopLimitCalls()).toBe(before + 1);
+    expect(aws.fake.instance(instanceId)?.MetadataOptions.HttpPutResponseHopLimit).toBe(2);
+    expect(await leftovers()).toBe('');
+    expect(result.log).not.toContain(SECRET_SENTINEL);
+  });
+
+  it('keeps the exit code of a failing script, and runs busybox with sh', async () => {
+    const result = await job({
+      image: { name: docker.image('busybox') },
+      script: 'command -v bash || echo no bash; exit 7',
+    });
+    expect(result.outcome, result.log).toBe('build-failure');
+    expect(result.buildExitCode).toBe(7);
+    expect(result.log).toContain('no bash');
+  });
+
+  it('fails prepare as a system failure when the private image cannot be pulled', async () => {
+    await docker.forgetImages();
+    const result = await job({ credentials: [], image: { name: docker.image('busybox') }, script: 'true' });
+    expect(result.outcome, result.log).toBe('system-failure');
+    expect(result.log).toMatch(/runner-fleet prepare: cannot pull image \S+busybox:1/);
+    expect(await leftovers()).toBe('');
+  });
+
+  it('leaves a bare job of a hop-limit-1 class at hop limit 1', async () => {
+    const before = hopLimitCalls();
+    const result = await job({ script: 'test ! -f /.dockerenv && echo on the instance' });
+    expect(result.outcome, result.log).toBe('success');
+    expect(result.log).toContain('on the instance');
+    expect(hopLimitCalls()).toBe(before);
+  });
+});
