@@ -15,6 +15,7 @@ import { type IdTokenVerifier, selectCredentials, verifierFor } from './credenti
 import { type CredentialChoice, Fleet, FleetError, type FleetTuning } from './fleet/fleet.js';
 import { gitlabJobChecker, jobCheckUrl } from './fleet/job-check.js';
 import { LeaseJournal } from './fleet/lease-journal.js';
+import { loadLaunchKey } from './fleet/provenance.js';
 import { fleetTuningFrom } from './fleet/tuning.js';
 import { FleetMetrics, instrumentProvider } from './metrics/metrics.js';
 import { type MetricsServer, startMetricsServer } from './metrics/server.js';
@@ -50,6 +51,8 @@ export async function startDaemon(config: Config, log: Logger): Promise<RunningD
     fleetName: config.fleet_name,
     managerId: config.manager_id,
     tuning: fleetTuning(config),
+    // Kept across restarts: instances launched before one must still prove they are ours.
+    launchKey: loadLaunchKey(config.state_dir),
     ...(checkUrl
       ? { jobChecker: gitlabJobChecker({ gitlabUrl: checkUrl, timeoutMs: config.pool.job_check_timeout }) }
       : {}),
@@ -361,5 +364,11 @@ function statusReport(config: Config, fleet: Fleet, provider: Provider, startedA
       .filter((i) => i.state === 'leased' && i.jobId)
       .map((i) => ({ jobId: i.jobId as string, instanceId: i.id, leasedAt: iso(i.leasedAt) as string })),
     waiting: snapshot.waiting,
+    foreign: snapshot.foreign.map((f) => ({
+      id: f.id,
+      why: f.why,
+      seenAt: new Date(f.seenAt).toISOString(),
+      launchedAt: new Date(f.launchedAt).toISOString(),
+    })),
   };
 }

@@ -67,6 +67,14 @@ export function renderStatus(report: StatusReport, now: number): string {
           .trimEnd(),
       );
   }
+  const foreign = report.foreign ?? [];
+  if (foreign.length > 0) {
+    out.push(
+      '',
+      `FOREIGN: ${foreign.length} instance(s) carry this manager's tags but were not launched by it; runner-fleet never uses nor terminates them (docs/security.md, "Provenance"):`,
+      ...foreign.map((f) => `  ${f.id}  launched ${age(f.launchedAt, now)} ago  ${f.why}`),
+    );
+  }
   return `${out.join('\n')}\n`;
 }
 

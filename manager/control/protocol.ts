@@ -101,6 +101,16 @@ export interface StatusReport {
     readonly leasedAt: string;
   }[];
   readonly waiting: number;
+  /**
+   * Instances carrying this manager's tags that it did not launch (provenance failed): never
+   * adopted, leased or terminated. Absent from daemons older than this field.
+   */
+  readonly foreign?: readonly {
+    readonly id: string;
+    readonly why: string;
+    readonly seenAt: string;
+    readonly launchedAt: string;
+  }[];
 }
 
 export type ControlResponse =

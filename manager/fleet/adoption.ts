@@ -1,12 +1,14 @@
 /**
  * Adoption: taking back an instance the fleet did not know (after a daemon restart, or a crash
- * between a launch and its bookkeeping). The provider's tags and the lease journal say in what
- * state it is; the journal wins over tags, since it is written before a lease is handed out.
+ * between a launch and its bookkeeping). First whether it is ours at all (provenanceOf: tags
+ * anyone can write, so they are not proof), then in what state: the provider's tags and the
+ * lease journal say; the journal wins over tags, since it is written before a lease is handed out.
  */
 import type { ProviderInstance } from '../providers/provider.js';
 import { TAG } from '../providers/tags.js';
 import { type InstanceRecord, recordFrom } from './instance.js';
 import type { LeaseStore } from './lease-journal.js';
+import type { LaunchSigner } from './provenance.js';
 import { type InstanceState, isInstanceState } from './states.js';
 
 /** What the fleet does with an adopted instance once it is recorded. */
@@ -60,4 +62,44 @@ export function adoptionOf(
     next = { kind: 'retire', reason: 'found half-terminated after restart' };
   else next = { kind: 'keep' };
   return { record, next, retiring };
+}
+
+/** Whether a listed instance was launched by this manager, and if not, why it is refused. */
+export type Provenance =
+  | { readonly ours: true; readonly proof: 'launch journal' | 'lease journal' | 'launch token' }
+  | { readonly ours: false; readonly why: string };
+
+/** How far an instance's launch time may be from its token's, either way (clock skew, retries). */
+export const TOKEN_LAUNCH_WINDOW_MS = 60 * 60_000;
+
+/**
+ * The provenance rule. Tags (fleet, manager) only select candidates; what makes an instance ours
+ * is evidence a third party cannot write:
+ * - this manager's journal in the state directory lists it (launched, leased or being retired);
+ * - or the cloud recorded, at launch, a launch token this manager minted (provenance.ts) within
+ *   TOKEN_LAUNCH_WINDOW_MS of the instance's launch time. This covers a crash between a launch
+ *   call and the journal write.
+ * Anything else is foreign: never adopted, leased, reaped or terminated (see Fleet).
+ */
+export function provenanceOf(
+  listed: ProviderInstance,
+  journal: Pick<LeaseStore, 'isLaunched' | 'byInstance' | 'isRetiring'>,
+  signer: LaunchSigner,
+): Provenance {
+  if (journal.isLaunched(listed.id)) return { ours: true, proof: 'launch journal' };
+  if (journal.byInstance(listed.id) || journal.isRetiring(listed.id))
+    return { ours: true, proof: 'lease journal' };
+  const notJournaled = "this manager's launch journal does not list it";
+  if (!listed.clientToken)
+    return { ours: false, why: `${notJournaled}, and the provider reports no launch token for it` };
+  const check = signer.verify(listed.clientToken);
+  if (!check.ok) return { ours: false, why: `${notJournaled}, and ${check.why}` };
+  const skew = listed.launchedAt.getTime() - check.mintedAt;
+  if (Math.abs(skew) > TOKEN_LAUNCH_WINDOW_MS) {
+    return {
+      ours: false,
+      why: `${notJournaled}, and its launch token was minted at ${new Date(check.mintedAt).toISOString()} but it was launched at ${listed.launchedAt.toISOString()}`,
+    };
+  }
+  return { ours: true, proof: 'launch token' };
 }

@@ -7,13 +7,13 @@
  * lease it" is a compare-and-set: a scale-in that runs meanwhile sees `leased` and leaves it. Cloud
  * calls (launch, terminate, tag writes) happen around those changes, never inside them.
  */
-import { randomUUID } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { setMaxListeners } from 'node:events';
 import type { Logger } from 'pino';
 import type { JobInfo } from '../control/protocol.js';
 import type { ConnectInfo, LaunchFailure, Provider, ProviderInstance } from '../providers/provider.js';
 import { TAG } from '../providers/tags.js';
-import { adoptionOf } from './adoption.js';
+import { adoptionOf, provenanceOf } from './adoption.js';
 import { type Clock, sleep, systemClock } from './clock.js';
 import { type InstanceRecord, recordFrom, tagsOf } from './instance.js';
 import type { JobChecker } from './job-check.js';
@@ -31,7 +31,8 @@ import {
   type TokenBucket,
   take,
 } from './policy.js';
-import { checkLeasedJobs, mergeListing, planOrphans } from './reconcile.js';
+import { LaunchSigner } from './provenance.js';
+import { checkLeasedJobs, LISTING_GRACE_MS, mergeListing, planOrphans } from './reconcile.js';
 import { canTransition, type InstanceState } from './states.js';
 
 export type { InstanceRecord } from './instance.js';
@@ -75,6 +76,17 @@ export interface FleetGauges {
   idleTarget: number;
   maxInstances: number;
   draining: boolean;
+  /** Instances with our tags that failed provenance (adoption.ts): never used nor terminated. */
+  foreign: number;
+}
+
+/** An instance that carries this manager's tags but was not launched by it. */
+export interface ForeignInstance {
+  readonly id: string;
+  readonly why: string;
+  /** When this daemon first saw it. */
+  readonly seenAt: number;
+  readonly launchedAt: number;
 }
 
 export class FleetError extends Error {
@@ -117,6 +129,11 @@ export interface FleetOptions {
   readonly launchBatchMs?: number;
   /** Terminations within this window go out as one call (default 1 s). */
   readonly terminateBatchMs?: number;
+  /**
+   * This manager's launch key (provenance.ts, kept in the state directory). Without one the key
+   * lives in memory only: after a restart only the launch journal proves provenance.
+   */
+  readonly launchKey?: Buffer;
 }
 
 interface Waiter {
@@ -176,6 +193,9 @@ export class Fleet {
   private tuning: FleetTuning;
   /** When a listing last succeeded: /healthz reports the loop stuck when this gets old. */
   private lastListedAt: number | undefined;
+  private readonly signer: LaunchSigner;
+  /** Listed instances that failed provenance, by id: logged once, then only counted. */
+  private readonly foreign = new Map<string, ForeignInstance>();
 
   constructor(private readonly options: FleetOptions) {
     this.clock = options.clock ?? systemClock;
@@ -186,6 +206,10 @@ export class Fleet {
     this.terminateBatchMs = options.terminateBatchMs ?? TERMINATE_BATCH_MS;
     this.bucket = { tokens: options.tuning.policy.throttle?.burst ?? 0, at: this.clock.now() };
     this.arrivals = new ArrivalRate(this.clock.now());
+    this.signer = new LaunchSigner(
+      options.launchKey ?? randomBytes(32),
+      `${options.fleetName}\n${options.managerId}`,
+    );
     // One sleep per booting instance listens on this signal; a thousand are normal at scale.
     setMaxListeners(0, this.stopController.signal);
   }
@@ -454,8 +478,14 @@ export class Fleet {
     await this.flushTerminations();
   }
 
-  snapshot(): { instances: InstanceRecord[]; waiting: number; launching: number } {
+  snapshot(): {
+    instances: InstanceRecord[];
+    waiting: number;
+    launching: number;
+    foreign: ForeignInstance[];
+  } {
     return {
+      foreign: [...this.foreign.values()],
       instances: [...this.instances.values()].map((i) => ({ ...i, detail: { ...i.detail } })),
       waiting: this.waiters.length,
       launching: this.launching,
@@ -483,6 +513,7 @@ export class Fleet {
       idleTarget: this.lastPlan?.idleTarget ?? 0,
       maxInstances: this.tuning.policy.maxInstances,
       draining: this.draining,
+      foreign: this.foreign.size,
     };
   }
 
@@ -683,8 +714,9 @@ export class Fleet {
 
   private async launch(count: number): Promise<void> {
     this.launching += count;
-    const token = randomUUID();
     const now = this.clock.now();
+    // The token is the launch's proof of provenance once the cloud has recorded it.
+    const token = this.signer.mint(count, now);
     const log = this.log.child({ launchToken: token });
     this.notifyWaiters(`Launching ${count} ${this.options.provider.name} instance(s)`);
     try {
@@ -700,6 +732,11 @@ export class Fleet {
         },
       });
       this.observer.launched?.(count, result.launched.length, result.failures, this.clock.now() - now);
+      // Journal first: from here on a restart knows these instances are ours.
+      this.options.journal.addLaunched(
+        result.launched.map((i) => i.id),
+        now,
+      );
       for (const launched of result.launched) {
         if (this.instances.has(launched.id)) continue;
         const record = recordFrom(launched, 'booting', this.clock.now());
@@ -818,7 +855,10 @@ export class Fleet {
         if (instance) this.transition(instance, 'terminated');
         this.instances.delete(id);
       }
-      this.options.journal.removeRetiring(ids);
+      this.options.journal.batch(() => {
+        this.options.journal.removeRetiring(ids);
+        this.options.journal.removeLaunched(ids);
+      });
       this.log.info({ instanceIds: ids }, 'instances terminated');
     } catch (error) {
       // They stay `terminating`; the next reconcile tries again. Never forget an instance. The
@@ -875,12 +915,49 @@ export class Fleet {
       listedFrom,
       terminationPending: (id) => this.pendingTerminations.has(id),
       retiring: this.options.journal.retiring(),
+      launched: this.options.journal.launched(),
+      // An instance outlives neither its dead-man switch nor this: its record can go.
+      launchedRetentionMs: this.tuning.policy.maxInstanceLifetimeMs + LISTING_GRACE_MS,
+      foreign: this.foreign,
     });
     for (const { instance, why } of merge.vanished) this.forgetVanished(instance, why);
     for (const instance of merge.drifted) if (!this.tagWrites.has(instance.id)) this.syncTags(instance);
-    for (const listed of merge.unknown) this.adopt(listed);
-    // Retiring records of instances that no longer exist are done with.
-    if (merge.staleRetiring.length > 0) this.options.journal.removeRetiring(merge.staleRetiring);
+    for (const listed of merge.unknown) this.adoptIfOurs(listed);
+    for (const id of merge.foreignGone) this.foreign.delete(id);
+    // Records of instances that no longer exist are done with.
+    this.options.journal.batch(() => {
+      if (merge.staleRetiring.length > 0) this.options.journal.removeRetiring(merge.staleRetiring);
+      if (merge.staleLaunched.length > 0) this.options.journal.removeLaunched(merge.staleLaunched);
+    });
+  }
+
+  /**
+   * Adopt a listed instance only if this manager launched it. One that is not is logged once,
+   * loudly, counted and shown by status and doctor, and otherwise left alone: terminating an
+   * instance because someone tagged it would make us anyone's deputy.
+   */
+  private adoptIfOurs(listed: ProviderInstance): void {
+    const provenance = provenanceOf(listed, this.options.journal, this.signer);
+    if (provenance.ours) {
+      this.adopt(listed, provenance.proof);
+      return;
+    }
+    const foreign: ForeignInstance = {
+      id: listed.id,
+      why: provenance.why,
+      seenAt: this.clock.now(),
+      launchedAt: listed.launchedAt.getTime(),
+    };
+    this.foreign.set(listed.id, foreign);
+    this.log.error(
+      {
+        instanceId: listed.id,
+        why: provenance.why,
+        launchedAt: listed.launchedAt.toISOString(),
+        state: listed.tags[TAG.state],
+      },
+      'instance carries this manager\'s tags but was not launched by it: not adopting it, and never terminating or leasing it (see docs/security.md, "Provenance")',
+    );
   }
 
   /** Orphan reaping (see reconcile.ts): ask GitLab about due leases, then apply the plan. */
@@ -932,12 +1009,12 @@ export class Fleet {
   }
 
   /** An instance we did not know (daemon restart, or a crash between launch and bookkeeping). */
-  private adopt(listed: ProviderInstance): void {
+  private adopt(listed: ProviderInstance, proof: string): void {
     const { record, next, retiring } = adoptionOf(listed, this.options.journal, this.clock.now());
     this.instances.set(record.id, record);
     this.observer.instanceState?.(record, undefined, this.clock.now());
     this.log.info(
-      { instanceId: record.id, state: record.state, jobId: record.jobId, retiring },
+      { instanceId: record.id, state: record.state, jobId: record.jobId, retiring, proof },
       'adopted instance from tags',
     );
     if (next.kind === 'retire') {
@@ -960,7 +1037,10 @@ export class Fleet {
     instance.state = 'terminated';
     this.observer.instanceState?.(instance, from, this.clock.now());
     this.instances.delete(instance.id);
-    this.options.journal.removeRetiring([instance.id]);
+    this.options.journal.batch(() => {
+      this.options.journal.removeRetiring([instance.id]);
+      this.options.journal.removeLaunched([instance.id]);
+    });
   }
 
   private scheduleReconcile(): void {

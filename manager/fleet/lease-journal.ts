@@ -8,6 +8,10 @@
  * and the terminate call follows within a second, so writing a `terminating` tag first would cost
  * one cloud call per job for a window that this file covers for free: after a crash in between,
  * the restarted daemon finds the id here and finishes the termination.
+ *
+ * And it remembers which instances this manager launched (until they are gone): tags can be
+ * written by anyone allowed to tag, this file only by the daemon, so it is the first proof of
+ * provenance that adoption.ts accepts.
  */
 import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
@@ -35,6 +39,11 @@ export interface LeaseStore {
   removeRetiring(ids: readonly string[]): void;
   isRetiring(id: string): boolean;
   retiring(): string[];
+  /** Instances this manager launched, with when, until they are terminated or gone. */
+  addLaunched(ids: readonly string[], at: number): void;
+  removeLaunched(ids: readonly string[]): void;
+  isLaunched(id: string): boolean;
+  launched(): ReadonlyMap<string, number>;
   /** Several changes, one write. */
   batch(fn: () => void): void;
 }
@@ -43,12 +52,14 @@ interface JournalFile {
   version: 1;
   leases: LeaseEntry[];
   retiring?: string[];
+  launched?: Array<{ id: string; at: number }>;
 }
 
 export class MemoryLeaseStore implements LeaseStore {
   protected readonly leases = new Map<string, LeaseEntry>();
   protected readonly byInstanceId = new Map<string, LeaseEntry>();
   protected readonly retiringIds = new Set<string>();
+  protected readonly launchedIds = new Map<string, number>();
   private batching = 0;
   private dirty = false;
 
@@ -101,6 +112,26 @@ export class MemoryLeaseStore implements LeaseStore {
     return [...this.retiringIds];
   }
 
+  addLaunched(ids: readonly string[], at: number): void {
+    if (ids.length === 0) return;
+    for (const id of ids) this.launchedIds.set(id, at);
+    this.changed();
+  }
+
+  removeLaunched(ids: readonly string[]): void {
+    let removed = false;
+    for (const id of ids) removed = this.launchedIds.delete(id) || removed;
+    if (removed) this.changed();
+  }
+
+  isLaunched(id: string): boolean {
+    return this.launchedIds.has(id);
+  }
+
+  launched(): ReadonlyMap<string, number> {
+    return this.launchedIds;
+  }
+
   batch(fn: () => void): void {
     this.batching++;
     try {
@@ -151,6 +182,8 @@ export class LeaseJournal extends MemoryLeaseStore {
         }
       }
       for (const id of parsed.retiring ?? []) if (typeof id === 'string') this.retiringIds.add(id);
+      for (const l of parsed.launched ?? [])
+        if (typeof l?.id === 'string' && typeof l.at === 'number') this.launchedIds.set(l.id, l.at);
       return undefined;
     } catch (error) {
       // A corrupt journal must not stop the daemon: instance tags still say which are leased.
@@ -161,7 +194,12 @@ export class LeaseJournal extends MemoryLeaseStore {
   protected override save(): void {
     mkdirSync(dirname(this.path), { recursive: true, mode: 0o700 });
     const tmp = `${this.path}.${process.pid}.tmp`;
-    const body: JournalFile = { version: 1, leases: this.all(), retiring: this.retiring() };
+    const body: JournalFile = {
+      version: 1,
+      leases: this.all(),
+      retiring: this.retiring(),
+      launched: [...this.launched()].map(([id, at]) => ({ id, at })),
+    };
     writeFileSync(tmp, JSON.stringify(body), { mode: 0o600 });
     renameSync(tmp, this.path);
   }

@@ -24,6 +24,10 @@ export interface ListingMerge {
   readonly unknown: readonly ProviderInstance[];
   /** Retiring journal records of instances that exist nowhere any more. */
   readonly staleRetiring: readonly string[];
+  /** Launch journal records old enough that their instance cannot exist any more. */
+  readonly staleLaunched: readonly string[];
+  /** Foreign instances (failed provenance) that are gone. */
+  readonly foreignGone: readonly string[];
 }
 
 export interface MergeContext {
@@ -33,6 +37,12 @@ export interface MergeContext {
   /** Instances whose terminate call is queued or in flight: their absence is not news yet. */
   readonly terminationPending: (id: string) => boolean;
   readonly retiring: readonly string[];
+  /** The launch journal: id → when launched. */
+  readonly launched: ReadonlyMap<string, number>;
+  /** How long a launch record is kept while its instance is not listed (EC2 lists late). */
+  readonly launchedRetentionMs: number;
+  /** Instances already refused by provenance: not offered for adoption again. */
+  readonly foreign: ReadonlyMap<string, unknown>;
 }
 
 /**
@@ -46,6 +56,7 @@ export function mergeListing(
 ): ListingMerge {
   const { now, listedFrom } = context;
   const seen = new Set<string>();
+  const live = new Set<string>();
   const vanished: Array<{ instance: InstanceRecord; why: string }> = [];
   const drifted: InstanceRecord[] = [];
   const unknown: ProviderInstance[] = [];
@@ -56,6 +67,7 @@ export function mergeListing(
       if (record) vanished.push({ instance: record, why: 'the provider reports it terminated' });
       continue;
     }
+    live.add(listed.id);
     if (record) {
       record.lastSeen = now;
       // Tags written since the listing began are newer than what it shows: no drift.
@@ -63,7 +75,7 @@ export function mergeListing(
         drifted.push(record);
       continue;
     }
-    unknown.push(listed);
+    if (!context.foreign.has(listed.id)) unknown.push(listed);
   }
   for (const record of known.values()) {
     if (seen.has(record.id)) continue;
@@ -73,7 +85,11 @@ export function mergeListing(
       vanished.push({ instance: record, why: 'it is missing from the listing' });
   }
   const staleRetiring = context.retiring.filter((id) => !seen.has(id) && !known.has(id));
-  return { vanished, drifted, unknown, staleRetiring };
+  const staleLaunched: string[] = [];
+  for (const [id, at] of context.launched)
+    if (!seen.has(id) && !known.has(id) && now - at > context.launchedRetentionMs) staleLaunched.push(id);
+  const foreignGone = [...context.foreign.keys()].filter((id) => !live.has(id));
+  return { vanished, drifted, unknown, staleRetiring, staleLaunched, foreignGone };
 }
 
 function hasDrifted(record: InstanceRecord, listed: ProviderInstance): boolean {

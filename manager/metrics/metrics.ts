@@ -78,6 +78,11 @@ export class FleetMetrics implements FleetObserver {
       (g) => g.launching,
     );
     simple('runner_fleet_draining', '1 while the manager is draining', (g) => (g.draining ? 1 : 0));
+    simple(
+      'runner_fleet_foreign_instances',
+      "Instances carrying this manager's tags that it did not launch (provenance failed); never used nor terminated",
+      (g) => g.foreign,
+    );
     this.operations = new Counter({
       name: 'runner_fleet_provider_operations_total',
       help: 'Provider calls by operation (list, launch, terminate, set_tags, check_ready, connect_info, prepare_lease, end_lease)',

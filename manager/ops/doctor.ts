@@ -34,6 +34,7 @@ import { GetCallerIdentityCommand, STSClient } from '@aws-sdk/client-sts';
 import { parse } from 'smol-toml';
 import type { Config } from '../config/schema.js';
 import { request } from '../control/client.js';
+import type { StatusReport } from '../control/protocol.js';
 import { jobCheckUrl } from '../fleet/job-check.js';
 import { managerPolicyDocument } from '../providers/aws/iam-policy.js';
 import { TAG } from '../providers/tags.js';
@@ -100,7 +101,8 @@ export async function runDoctor(o: DoctorOptions): Promise<CheckResult[]> {
 
   add(checkStateDir(config));
   progress('asking the daemon on its control socket');
-  add(await checkSocket(config));
+  const daemon = add(await checkSocket(config));
+  add(await checkForeignInstances(config, daemon.status === 'pass'));
   add(checkRunnerEntry(config, o.runnerConfigPath ?? DEFAULT_RUNNER_CONFIG_PATH));
   add(checkJobChecks(config));
 
@@ -176,6 +178,31 @@ async function checkSocket(config: Config): Promise<CheckResult> {
       fix: 'systemctl enable --now runner-fleet; if it does not stay up: journalctl -u runner-fleet -e -o cat',
     };
   }
+}
+
+/** Instances with this manager's tags that it did not launch: the daemon never touches them. */
+async function checkForeignInstances(config: Config, daemonUp: boolean): Promise<CheckResult> {
+  const id = 'foreign instances';
+  if (!daemonUp) return { id, status: 'skip', detail: 'the daemon does not answer' };
+  let report: StatusReport;
+  try {
+    report = await request<StatusReport>(
+      config.socket,
+      { op: 'status' },
+      { signal: AbortSignal.timeout(5000) },
+    );
+  } catch (error) {
+    return { id, status: 'skip', detail: `status: ${(error as Error).message}` };
+  }
+  const foreign = report.foreign ?? [];
+  if (foreign.length === 0)
+    return { id, status: 'pass', detail: "every instance with this manager's tags was launched by it" };
+  return {
+    id,
+    status: 'warn',
+    detail: `${foreign.length} instance(s) carry this manager's tags but were not launched by it: ${foreign.map((f) => `${f.id} (${f.why})`).join('; ')}`,
+    fix: `runner-fleet never uses nor terminates them. Find who tagged them (CloudTrail CreateTags/RunInstances with ${TAG.fleet}), terminate them yourself if they are not wanted, and deny runner-fleet:* tag writes to other principals (docs/security.md, "Provenance")`,
+  };
 }
 
 function checkRunnerEntry(config: Config, path: string): CheckResult {

@@ -197,7 +197,8 @@ describe('AWS crash safety', () => {
     );
     await d.start();
     await w.fake.waitFor(() => w.fake.instance(id)?.State === 'terminated', 30_000);
-    expect(d.output()).toMatch(/adopted instance from tags/);
+    // Nothing had journaled it: EC2's tag of the launch's own template version proves it ours.
+    expect(d.output()).toMatch(/"proof":"launch token"[^\n]*adopted instance from tags/);
     expect(d.output()).toMatch(/recovered SSH keys of an adopted instance/);
     expect(d.output()).toMatch(/instance ready/);
     const live = w.fake.instances().filter((i) => i.State !== 'terminated' && i.State !== 'shutting-down');

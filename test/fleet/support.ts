@@ -18,6 +18,7 @@ import { TAG } from '../../manager/providers/tags.js';
 import { VirtualClock } from '../../manager/simulator/virtual-clock.js';
 
 export const MIN = 60_000;
+export const TEST_LAUNCH_KEY = Buffer.alloc(32, 7);
 
 interface MemInstance {
   id: string;
@@ -25,6 +26,8 @@ interface MemInstance {
   launchedAt: number;
   readyAt: number;
   gone: boolean;
+  /** As EC2 records ClientToken: set at launch, never changed. */
+  clientToken: string;
 }
 
 /** Instances in a Map; `bootMs` of virtual time until ready; every call is recorded. */
@@ -67,6 +70,7 @@ export class MemoryProvider implements Provider {
         launchedAt: this.clock.now(),
         readyAt: this.clock.now() + this.bootMs,
         gone: false,
+        clientToken: request.count === 1 ? request.token : `${request.token}-${n}`,
       };
       this.instances.set(i.id, i);
       launched.push(this.view(i));
@@ -116,6 +120,7 @@ export class MemoryProvider implements Provider {
       status: i.gone ? 'gone' : this.clock.now() >= i.readyAt ? 'running' : 'pending',
       tags: { ...i.tags },
       launchedAt: new Date(i.launchedAt),
+      clientToken: i.clientToken,
     };
   }
 }
@@ -148,7 +153,13 @@ export function makeFleet(
   clock: VirtualClock,
   provider: Provider,
   t: FleetTuning,
-  extra: { journal?: LeaseStore; jobChecker?: JobChecker; observer?: FleetObserver; managerId?: string } = {},
+  extra: {
+    journal?: LeaseStore;
+    jobChecker?: JobChecker;
+    observer?: FleetObserver;
+    managerId?: string;
+    launchKey?: Buffer;
+  } = {},
 ): { fleet: Fleet; journal: LeaseStore } {
   const journal = extra.journal ?? new MemoryLeaseStore();
   const fleet = new Fleet({
@@ -159,6 +170,8 @@ export function makeFleet(
     managerId: extra.managerId ?? 'm1',
     tuning: t,
     clock,
+    // One key for every fleet of a test, as the daemon keeps its key across restarts.
+    launchKey: extra.launchKey ?? TEST_LAUNCH_KEY,
     ...(extra.jobChecker ? { jobChecker: extra.jobChecker } : {}),
     ...(extra.observer ? { observer: extra.observer } : {}),
   });

@@ -86,7 +86,10 @@ export async function startAwsWorld(
     fake.setBacking({
       async onRunning(instance: Readonly<FakeInstance>) {
         const userData = fake.userData(instance.InstanceId);
-        if (!userData) throw new Error('no user data');
+        // Someone else's instance (no runner-fleet user data): it runs, and nothing of ours can
+        // log in to it.
+        if (!userData?.includes('runner-fleet-host'))
+          return { host: instance.PrivateIpAddress, port: sshPort };
         const m = sshMaterialFromUserData(userData);
         const sshd = await startSshd({
           hostKey: { privateKey: m.hostPrivateKey, publicKey: m.hostPublicKey },

@@ -85,6 +85,8 @@ interface LaunchRecord {
   ids: string[];
   tags: Record<string, string>;
   launchedAt: string;
+  /** `<template id>:<version>` the launch used (see launchTokenOf). */
+  version?: string;
 }
 
 /** Longest a launch waits for a launch-rate token before it reports a failure instead. */
@@ -103,6 +105,8 @@ export class AwsProvider implements Provider {
   private readonly instancesDir: string;
   private readonly launchesDir: string;
   private readonly log: Logger;
+  /** Launch token → the template version made for it (`lt-…:N`), from launches/<token>/version. */
+  private readonly launchVersions = new Map<string, string>();
 
   constructor(private readonly o: AwsProviderOptions) {
     this.log = o.log;
@@ -127,6 +131,13 @@ export class AwsProvider implements Provider {
     for (const dir of [this.instancesDir, this.launchesDir])
       await mkdir(dir, { recursive: true, mode: 0o700 });
     await this.sweepLaunchRecords();
+    for (const token of await readdir(this.launchesDir).catch(() => [] as string[])) {
+      const dir = join(this.launchesDir, token);
+      const version =
+        (await readFile(join(dir, 'version'), 'utf8').catch(() => undefined)) ??
+        (await readJson<LaunchRecord>(join(dir, 'launch.json')))?.version;
+      if (version) this.launchVersions.set(token, version);
+    }
     await this.launcher.start();
   }
 
@@ -179,7 +190,34 @@ export class AwsProvider implements Provider {
     if (host) detail.address = host;
     if (stateReason) detail.stateReason = stateReason;
     if (status === 'gone' && i.StateReason?.Message) detail.stateMessage = i.StateReason.Message;
-    return { id: i.InstanceId, status, tags, launchedAt: i.LaunchTime ?? new Date(), detail };
+    return {
+      id: i.InstanceId,
+      status,
+      tags,
+      launchedAt: i.LaunchTime ?? new Date(),
+      detail,
+      ...this.launchTokenOf(i.ClientToken, tags),
+    };
+  }
+
+  /**
+   * The launch token EC2 vouches for (provenance, see fleet/adoption.ts). RunInstances records
+   * the caller's ClientToken on the instance, read-only. CreateFleet and Auto Scaling record a
+   * token of EC2 Fleet's own, so for them the proof is the launch template version: EC2 tags
+   * every instance with the version it was launched from (`aws:` tags nobody else can write),
+   * and each launch made its own version, short-lived, recorded here before anything was
+   * launched from it. The launch-token tag only says which record to compare with.
+   */
+  private launchTokenOf(clientToken: string | undefined, tags: Tags): { clientToken?: string } {
+    const token = tags[TAG.launchToken];
+    const version = token ? this.launchVersions.get(token) : undefined;
+    if (
+      token &&
+      version &&
+      version === `${tags['aws:ec2launchtemplate:id']}:${tags['aws:ec2launchtemplate:version']}`
+    )
+      return { clientToken: token };
+    return clientToken ? { clientToken } : {};
   }
 
   async explainGone(id: string): Promise<string | undefined> {
@@ -283,12 +321,18 @@ export class AwsProvider implements Provider {
       installTools: this.o.config.install_tools,
     });
     const profile = request.instanceProfile ?? (this.o.config.instance_profile || undefined);
+    let version: string | undefined;
     const outcome = await this.launcher.launch({
       token,
       count: 1,
       tags,
       userData,
       ...(profile ? { instanceProfile: profile } : {}),
+      onVersion: async (templateId, number) => {
+        version = `${templateId}:${number}`;
+        await writeFile(join(launchDir, 'version'), version, { mode: 0o600 });
+        this.launchVersions.set(token, version);
+      },
     });
     for (const instance of outcome.launched) {
       await storeInstanceKeys(this.instanceDir(instance.id), keys);
@@ -301,6 +345,7 @@ export class AwsProvider implements Provider {
         ids: outcome.launched.map((i) => i.id),
         tags,
         launchedAt: new Date().toISOString(),
+        ...(version ? { version } : {}),
       };
       await rm(launchDir, { recursive: true, force: true });
       await mkdir(launchDir, { recursive: true, mode: 0o700 });
@@ -556,7 +601,10 @@ export class AwsProvider implements Provider {
     for (const name of await readdir(this.launchesDir).catch(() => [] as string[])) {
       const dir = join(this.launchesDir, name);
       const info = await stat(dir).catch(() => undefined);
-      if (info && now - info.mtimeMs > LAUNCH_RECORD_TTL_MS) await rm(dir, { recursive: true, force: true });
+      if (info && now - info.mtimeMs > LAUNCH_RECORD_TTL_MS) {
+        await rm(dir, { recursive: true, force: true });
+        this.launchVersions.delete(name);
+      }
     }
   }
 }

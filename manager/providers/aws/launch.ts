@@ -46,6 +46,12 @@ export interface LaunchSpec {
   readonly tags: Readonly<Record<string, string>>;
   readonly userData: string;
   readonly instanceProfile?: string;
+  /**
+   * Called with the per-launch template version before anything is launched from it: instances
+   * launched from it carry it in EC2's own `aws:ec2launchtemplate:*` tags, which the provider
+   * takes as proof of provenance when the launch's ClientToken is not theirs (see aws-provider.ts).
+   */
+  readonly onVersion?: (templateId: string, version: number) => Promise<void>;
 }
 
 export interface LaunchOutcome {
@@ -179,6 +185,7 @@ class FleetLauncher extends TemplateLauncher {
   async launch(spec: LaunchSpec): Promise<LaunchOutcome> {
     const version = await this.createVersion(spec);
     try {
+      await spec.onVersion?.(this.requireBase().id, version);
       const market = this.o.config.market;
       const first = await this.createFleet(spec, version, market, spec.count, spec.token);
       let launched = first.launched;
@@ -392,6 +399,7 @@ class AsgLauncher extends TemplateLauncher {
     let newIds: string[] = [];
     let failure: LaunchFailure | undefined;
     try {
+      await spec.onVersion?.(this.requireBase().id, version);
       await this.client.send(
         new SetDesiredCapacityCommand({
           AutoScalingGroupName: this.groupName,

@@ -24,6 +24,8 @@ interface Meta {
   tags: Record<string, string>;
   launchedAt: string;
   bootTimeMs: number;
+  /** The launch's idempotency token, written once at launch (unlike tags): the local ClientToken. */
+  clientToken?: string;
 }
 
 export interface LocalProviderOptions {
@@ -85,6 +87,7 @@ export class LocalProvider implements Provider {
         tags: { ...request.tags, [TAG.launchToken]: request.token },
         launchedAt: new Date().toISOString(),
         bootTimeMs: this.options.bootTimeMs,
+        clientToken: request.count === 1 ? request.token : `${request.token}-${i}`,
       };
       await this.writeMeta(meta);
       for (const sub of INSTANCE_DIRS) await mkdir(join(dir, sub), { recursive: true, mode: 0o700 });
@@ -190,6 +193,7 @@ export class LocalProvider implements Provider {
       tags: { ...meta.tags },
       launchedAt: new Date(meta.launchedAt),
       detail: { root: this.dirOf(meta.id) },
+      ...(meta.clientToken ? { clientToken: meta.clientToken } : {}),
     };
   }
 

@@ -117,6 +117,10 @@ describe('Auto Scaling on the wire', () => {
       );
       expect(inst.Tags?.some((t) => t.Key === 'group-only')).toBe(false);
       expect(inst.MetadataOptions?.HttpTokens).toBe('required');
+      // The group launches through EC2 Fleet: the ClientToken is the fleet's, nothing its owner set.
+      const fleetId = inst.Tags?.find((t) => t.Key === 'aws:ec2:fleet-id')?.Value;
+      expect(fleetId).toMatch(/^fleet-/);
+      expect(inst.ClientToken).toBe(`${fleetId}-0`);
     }
     expect(described.filter((i) => i.InstanceLifecycle === 'spot')).toHaveLength(2);
     expect(described.filter((i) => i.InstanceLifecycle === undefined)).toHaveLength(1);

@@ -465,6 +465,10 @@ describe('EC2 on the wire', () => {
         { Key: 'aws:ec2:fleet-id', Value: res.FleetId },
       ]),
     );
+    // As on EC2, fleet-launched instances carry the fleet's own ClientToken, not the caller's.
+    expect(described.map((i) => i.ClientToken).sort()).toEqual(
+      [0, 1, 2].map((n) => `${res.FleetId}-${n}`).sort(),
+    );
 
     // Same token: same answer, nothing new launched.
     const again = await ec2.send(new CreateFleetCommand(input));

@@ -665,6 +665,9 @@ function createFleet(world: World, p: QObject, flat: Record<string, string>): st
   const tags = instanceTagsFromSpecs(list(p, 'TagSpecification'));
   checkUserTags(tags);
   const fleetId = `fleet-${randomUUID()}`;
+  // EC2 Fleet launches on the caller's behalf with tokens of its own: an instance's ClientToken
+  // is `<fleet id>-<n>`, never the CreateFleet ClientToken (as CloudTrail shows for fleet launches).
+  let launchIndex = 0;
 
   const launchedBy = new Map<FleetOverride, Record<Market, FakeInstance[]>>();
   const errors: { o: FleetOverride; market: Market; code: string; message: string }[] = [];
@@ -720,10 +723,10 @@ function createFleet(world: World, p: QObject, flat: Record<string, string>): st
                   Version: String(version),
                 }
               : undefined,
-            ClientToken: token,
           },
           n,
         );
+        for (const inst of insts) inst.ClientToken = `${fleetId}-${launchIndex++}`;
       } catch (err) {
         if (!(err instanceof AwsError)) throw err;
         errors.push({ o, market, code: err.code, message: err.message });

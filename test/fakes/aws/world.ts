@@ -889,6 +889,9 @@ export class World {
           continue;
         }
         this.consumeCapacity(type, subnetId, market, 1);
+        // Auto Scaling launches through EC2 Fleet: the instance's ClientToken is the fleet's, never
+        // anything the group's owner chose.
+        const fleetId = `fleet-${randomUUID()}`;
         const tags: Tag[] = [
           ...(data.TagSpecifications ?? [])
             .filter((t) => t.ResourceType === 'instance')
@@ -897,6 +900,7 @@ export class World {
           { Key: 'aws:autoscaling:groupName', Value: g.AutoScalingGroupName },
           { Key: 'aws:ec2launchtemplate:id', Value: template.LaunchTemplateId },
           { Key: 'aws:ec2launchtemplate:version', Value: String(version.VersionNumber) },
+          { Key: 'aws:ec2:fleet-id', Value: fleetId },
         ];
         const [inst] = this.launch(
           {
@@ -917,6 +921,7 @@ export class World {
               LaunchTemplateName: template.LaunchTemplateName,
               Version: String(version.VersionNumber),
             },
+            ClientToken: `${fleetId}-0`,
           },
           1,
         );

@@ -1,0 +1,191 @@
+/**
+ * Provenance end to end on the AWS path: the real daemon against the wire-level fake, and a third
+ * party (a raw SDK client) that launches its own instances and tags them as ours. They must never
+ * be adopted, leased, reaped or terminated; they are logged once, counted in /metrics and shown by
+ * `status` and `doctor`. Our own instances survive a daemon SIGKILL and restart as ours.
+ */
+import { execFile } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import {
+  CreateTagsCommand,
+  DescribeInstancesCommand,
+  EC2Client,
+  RunInstancesCommand,
+} from '@aws-sdk/client-ec2';
+import { afterEach, describe, expect, it } from 'vitest';
+import { TAG } from '../../manager/providers/tags.js';
+import { type AwsWorld, awsToml, startAwsWorld, TEMPLATE } from '../providers/aws-harness.js';
+import { CLI, eventually, startTestDaemon, type TestDaemon } from '../support/daemon.js';
+import { runJob } from '../support/gitlab-runner.js';
+
+const execFileAsync = promisify(execFile);
+const AWS_ENV = { AWS_ACCESS_KEY_ID: 'AKIAFAKEFAKEFAKEFAKE', AWS_SECRET_ACCESS_KEY: 'fake-secret' };
+
+let world: AwsWorld | undefined;
+let daemon: TestDaemon | undefined;
+let scratch: string | undefined;
+let attacker: EC2Client | undefined;
+afterEach(async () => {
+  attacker?.destroy();
+  attacker = undefined;
+  await daemon?.cleanup();
+  daemon = undefined;
+  await world?.close();
+  world = undefined;
+  if (scratch) rmSync(scratch, { recursive: true, force: true });
+});
+
+describe('provenance on AWS (fleet mode)', () => {
+  it('never adopts, leases or terminates instances a third party tagged as ours; logs, counts and reports them; ours survive a SIGKILL', async () => {
+    world = await startAwsWorld();
+    const w = world;
+    scratch = mkdtempSync(join(tmpdir(), 'rf-aws-prov-'));
+    daemon = await startTestDaemon(
+      `provider = "aws"
+fleet_name = "e2e"
+[executor]
+builds_dir = "${scratch}/builds"
+cache_dir = "${scratch}/cache"
+[pool]
+idle_count = 1
+idle_time = "10m"
+reconcile_interval = "1s"
+reconcile_interval_fast = "200ms"
+instance_ready_timeout = "30s"
+[metrics]
+listen = "127.0.0.1:0"
+${awsToml(w, 'fleet')}`,
+      { env: AWS_ENV },
+    );
+    const d = daemon;
+    const ready = await eventually(
+      () => d.status(),
+      (s) => s.instances.some((i) => i.state === 'idle'),
+      30_000,
+    );
+    const ours = ready.instances.find((i) => i.state === 'idle')?.id ?? '';
+    const managerId = ready.manager.id;
+    const ourTags = [
+      { Key: TAG.fleet, Value: 'e2e' },
+      { Key: TAG.manager, Value: managerId },
+    ];
+
+    // A third party with its own credentials: RunInstances and CreateTags, nothing of ours.
+    attacker = new EC2Client({ ...w.fake.clientConfig() });
+    const described = await attacker.send(new DescribeInstancesCommand({ InstanceIds: [ours] }));
+    const ourToken = described.Reservations?.[0]?.Instances?.[0]?.Tags?.find(
+      (t) => t.Key === TAG.launchToken,
+    )?.Value;
+    expect(ourToken).toBeDefined();
+    // 1. Launched already tagged as one of our idle instances.
+    const tagged = await attacker.send(
+      new RunInstancesCommand({
+        ImageId: 'ami-0123456789abcdef0',
+        MinCount: 1,
+        MaxCount: 1,
+        TagSpecifications: [
+          { ResourceType: 'instance', Tags: [...ourTags, { Key: TAG.state, Value: 'idle' }] },
+        ],
+      }),
+    );
+    // 2. Launched from our own launch template, with our launch-token tag copied from our instance.
+    const copied = await attacker.send(
+      new RunInstancesCommand({
+        LaunchTemplate: { LaunchTemplateName: TEMPLATE },
+        MinCount: 1,
+        MaxCount: 1,
+        TagSpecifications: [
+          {
+            ResourceType: 'instance',
+            Tags: [...ourTags, { Key: TAG.launchToken, Value: ourToken as string }],
+          },
+        ],
+      }),
+    );
+    // 3. Launched plain, then tagged as one of our leases, long orphaned.
+    const later = await attacker.send(
+      new RunInstancesCommand({ ImageId: 'ami-0123456789abcdef0', MinCount: 1, MaxCount: 1 }),
+    );
+    const orphanId = later.Instances?.[0]?.InstanceId ?? '';
+    await attacker.send(
+      new CreateTagsCommand({
+        Resources: [orphanId],
+        Tags: [
+          ...ourTags,
+          { Key: TAG.state, Value: 'leased' },
+          { Key: TAG.jobId, Value: '666' },
+          { Key: TAG.leasedAt, Value: '2020-01-01T00:00:00.000Z' },
+        ],
+      }),
+    );
+    const foreign = [
+      tagged.Instances?.[0]?.InstanceId ?? '',
+      copied.Instances?.[0]?.InstanceId ?? '',
+      orphanId,
+    ].sort();
+
+    const seen = await eventually(
+      () => d.status(),
+      (s) => (s.foreign ?? []).length === 3,
+      20_000,
+    );
+    expect((seen.foreign ?? []).map((f) => f.id).sort()).toEqual(foreign);
+    for (const f of seen.foreign ?? []) expect(f.why).toMatch(/launch journal does not list it/);
+    expect(seen.instances.map((i) => i.id)).not.toEqual(expect.arrayContaining([foreign[0]]));
+
+    // A job runs on our instance, never on theirs.
+    const result = await runJob(d.entry(), { id: '7101', script: 'echo "on $RUNNER_FLEET_INSTANCE_ID"' });
+    expect(result.outcome, result.log).toBe('success');
+    const used = /on (i-[0-9a-f]{17})/.exec(result.log)?.[1] ?? '';
+    expect(foreign).not.toContain(used);
+
+    // Counted in /metrics.
+    const address = /"address":"(127\.0\.0\.1:\d+)"[^\n]*metrics listening/.exec(d.output())?.[1];
+    const metrics = await (await fetch(`http://${address}/metrics`)).text();
+    expect(metrics).toMatch(/^runner_fleet_foreign_instances 3$/m);
+
+    // Shown by doctor, with every id.
+    const doctor = await execFileAsync(
+      process.execPath,
+      [CLI, 'doctor', '--json', '--config', d.configPath],
+      {
+        encoding: 'utf8',
+        env: { ...process.env, ...AWS_ENV },
+        timeout: 60_000,
+      },
+    ).catch((error: { stdout: string }) => ({ stdout: error.stdout }));
+    const check = (
+      JSON.parse(doctor.stdout) as { checks: { id: string; status: string; detail: string }[] }
+    ).checks.find((c) => c.id === 'foreign instances');
+    expect(check?.status).toBe('warn');
+    for (const id of foreign) expect(check?.detail).toContain(id);
+
+    // A daemon SIGKILL and restart: ours is adopted again, theirs is still left alone.
+    await d.kill();
+    await d.start();
+    const after = await eventually(
+      () => d.status(),
+      (s) => (s.foreign ?? []).length === 3 && s.instances.length > 0,
+      20_000,
+    );
+    expect(after.instances.map((i) => i.id)).not.toEqual(expect.arrayContaining([foreign[0]]));
+    expect(d.output()).toMatch(/"proof":"launch journal"[^\n]*adopted instance from tags/);
+    // Let the reaper and the readiness checks have their ticks: nothing of theirs is touched.
+    await new Promise((r) => setTimeout(r, 3_000));
+    for (const id of foreign) expect(w.fake.instance(id)?.State).toBe('running');
+    expect(w.fake.calls('TerminateInstances').flatMap((c) => Object.values(c.params))).not.toEqual(
+      expect.arrayContaining(foreign),
+    );
+    // Logged loudly, once per instance per daemon run (two runs here).
+    for (const id of foreign) {
+      const lines = d
+        .output()
+        .split('\n')
+        .filter((l) => l.includes(id) && l.includes('was not launched by it'));
+      expect(lines).toHaveLength(2);
+    }
+  });
+});
