@@ -34,6 +34,7 @@ import { GetCallerIdentityCommand, STSClient } from '@aws-sdk/client-sts';
 import { parse } from 'smol-toml';
 import type { Config } from '../config/schema.js';
 import { request } from '../control/client.js';
+import { readOperatorToken } from '../control/operator-token.js';
 import type { StatusReport } from '../control/protocol.js';
 import { jobCheckUrl } from '../fleet/job-check.js';
 import { managerPolicyDocument } from '../providers/aws/iam-policy.js';
@@ -188,7 +189,7 @@ async function checkForeignInstances(config: Config, daemonUp: boolean): Promise
   try {
     report = await request<StatusReport>(
       config.socket,
-      { op: 'status' },
+      { op: 'status', operatorToken: readOperatorToken(config.socket) },
       { signal: AbortSignal.timeout(5000) },
     );
   } catch (error) {

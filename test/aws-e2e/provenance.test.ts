@@ -62,6 +62,7 @@ ${awsToml(w, 'fleet')}`,
     );
     const d = daemon;
     const ready = await eventually(
+      'an idle instance',
       () => d.status(),
       (s) => s.instances.some((i) => i.state === 'idle'),
       30_000,
@@ -128,6 +129,7 @@ ${awsToml(w, 'fleet')}`,
     ].sort();
 
     const seen = await eventually(
+      'the three foreign instances in status',
       () => d.status(),
       (s) => (s.foreign ?? []).length === 3,
       20_000,
@@ -167,6 +169,7 @@ ${awsToml(w, 'fleet')}`,
     await d.kill();
     await d.start();
     const after = await eventually(
+      'our instance adopted again, theirs foreign again',
       () => d.status(),
       (s) => (s.foreign ?? []).length === 3 && s.instances.length > 0,
       20_000,
