@@ -233,7 +233,7 @@ export function stageScript(
     // The docker client must outlive the cancel (a Go program exits on SIGTERM even when it is
     // ignored), so that what the stage prints while it stops still reaches the log: it runs in
     // a session of its own, and the stage's session inside the container is signalled instead.
-    `( trap '' TERM INT HUP; printf '%s' "$rf_script" | if command -v setsid >/dev/null 2>&1; then exec setsid --wait docker exec --interactive "$rf_c" sh -c ${q(inner)}; else exec docker exec --interactive "$rf_c" sh -c ${q(inner)}; fi ) &`,
+    `( trap '' TERM INT HUP; printf '%s' "$rf_script" | if command -v setsid >/dev/null 2>&1; then exec setsid --wait docker exec --interactive --env RUNNER_FLEET_INSTANCE_ID "$rf_c" sh -c ${q(inner)}; else exec docker exec --interactive --env RUNNER_FLEET_INSTANCE_ID "$rf_c" sh -c ${q(inner)}; fi ) &`,
     'rf_pid=$!',
     'wait "$rf_pid"',
     'rf_code=$?',

@@ -77,7 +77,7 @@ ${awsToml(aws, 'fleet')}`,
       image: { name: docker.image('bash') },
       services: [{ name: docker.image('service'), alias: 'db' }],
       script:
-        'echo "on $RUNNER_FLEET_INSTANCE_ID in $(test -f /.dockerenv && echo container)"; nc db 5432 </dev/null',
+        'echo "on $RUNNER_FLEET_INSTANCE_ID in $(test -f /etc/runner-fleet-test-image && echo container)"; nc db 5432 </dev/null',
     });
     expect(result.outcome, result.log).toBe('success');
     expect(result.log).toMatch(/on i-[0-9a-f]{17} in container/);
@@ -109,7 +109,7 @@ ${awsToml(aws, 'fleet')}`,
 
   it('leaves a bare job of a hop-limit-1 class at hop limit 1', async () => {
     const before = hopLimitCalls();
-    const result = await job({ script: 'test ! -f /.dockerenv && echo on the instance' });
+    const result = await job({ script: 'test ! -f /etc/runner-fleet-test-image && echo on the instance' });
     expect(result.outcome, result.log).toBe('success');
     expect(result.log).toContain('on the instance');
     expect(hopLimitCalls()).toBe(before);

@@ -58,11 +58,11 @@ allowed_pull_policies = ["always", "if-not-present"]
       image: { name: world.image('bash') },
       script: [
         'echo "shell=${BASH_VERSION:+bash} pwd=$(pwd)"',
-        'test -f /.dockerenv && echo in-container',
+        'test -f /etc/runner-fleet-test-image && echo in-container',
         'cat fetched.txt',
         'echo from-build > built.txt',
       ].join('\n'),
-      afterScript: 'cat built.txt; echo "after in $(test -f /.dockerenv && echo container)"',
+      afterScript: 'cat built.txt; echo "after in $(test -f /etc/runner-fleet-test-image && echo container)"',
       // get_sources runs on the instance: what it writes, the container sees.
       getSources: 'echo from-get-sources > fetched.txt',
     });

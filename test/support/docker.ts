@@ -366,6 +366,8 @@ function busyboxRoot(root: string): void {
     'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/sh\n',
   );
   writeFileSync(join(root, 'etc/group'), 'root:x:0:\nnogroup:x:65534:\n');
+  // Tells a test image from this machine (which may itself run in a container).
+  writeFileSync(join(root, 'etc/runner-fleet-test-image'), 'yes\n');
 }
 
 /** Copies a dynamically linked binary and the libraries ldd names, at the same paths. */
