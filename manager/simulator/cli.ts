@@ -112,6 +112,10 @@ export function renderReport(title: string, r: SimulationReport): string {
     .sort()
     .map(([k, v]) => `${k} ${v}`)
     .join(', ');
+  const other = Object.entries(r.otherCalls)
+    .sort()
+    .map(([k, v]) => `${k} ${v}`)
+    .join(', ');
   const errors = Object.entries(r.errors)
     .map(([k, v]) => `${k} ${v}`)
     .join(', ');
@@ -121,6 +125,7 @@ job wait             p50 ${r.waitP50s} s, p95 ${r.waitP95s} s, p99 ${r.waitP99s}
 idle instance-hours  ${r.idleInstanceHours} (booting ${r.bootingInstanceHours}, all ${r.instanceHours})
 instances launched   ${r.instancesLaunched}, peak ${r.peakInstances} at once (peak leased ${r.peakLeased})
 AWS calls            ${r.awsCalls} = ${r.awsCallsPerJob} per job (${calls})
+not AWS calls        ${other || 'none'}
 faults injected      ${errors || 'none'}; spot interruptions ${r.interruptions}
 simulated            ${r.simulatedHours} h in ${(r.wallMs / 1000).toFixed(1)} s
 `;

@@ -11,7 +11,7 @@ import { MemoryLeaseStore } from '../fleet/lease-journal.js';
 import type { PoolPolicy } from '../fleet/policy.js';
 import type { InstanceState } from '../fleet/states.js';
 import { seededRng } from './random.js';
-import { SimProvider, type SimProviderOptions } from './sim-provider.js';
+import { AWS_CALLS, SimProvider, type SimProviderOptions } from './sim-provider.js';
 import type { TraceJob } from './trace.js';
 import { VirtualClock } from './virtual-clock.js';
 
@@ -48,7 +48,10 @@ export interface SimulationReport {
   peakLeased: number;
   awsCalls: number;
   awsCallsPerJob: number;
+  /** AWS API calls by action: they add up to awsCalls. */
   calls: Record<string, number>;
+  /** What the fleet asks the provider that is not an AWS call (SSH readiness probes, cached connect info). */
+  otherCalls: Record<string, number>;
   errors: Record<string, number>;
   interruptions: number;
   simulatedHours: number;
@@ -228,7 +231,8 @@ export async function simulate(
     peakLeased: accounting.peakLeased,
     awsCalls: provider.awsCalls,
     awsCallsPerJob: round(provider.awsCalls / Math.max(1, trace.length)),
-    calls: { ...provider.calls },
+    calls: Object.fromEntries(Object.entries(provider.calls).filter(([k]) => AWS_CALLS.has(k))),
+    otherCalls: Object.fromEntries(Object.entries(provider.calls).filter(([k]) => !AWS_CALLS.has(k))),
     errors: { ...provider.errors },
     interruptions: provider.interruptions,
     simulatedHours: round((end - start) / 3_600_000),

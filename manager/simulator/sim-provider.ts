@@ -217,7 +217,7 @@ export class SimProvider implements Provider {
   }
 }
 
-const AWS_CALLS = new Set([
+export const AWS_CALLS: ReadonlySet<string> = new Set([
   'DescribeInstances',
   'RunInstances',
   'TerminateInstances',

@@ -80,7 +80,7 @@ describe.each(['asg', 'fleet'] as const)('AWS end to end (%s mode)', (mode) => {
     expect(w.fake.instance(used)).toBeDefined();
 
     // max_use_count = 1: the instance goes after its job, and the pool replaces it.
-    await w.fake.waitFor(() => w.fake.instance(used)?.State === 'terminated', 20_000);
+    await w.fake.waitFor(() => w.fake.instance(used)?.State === 'terminated');
     const after = await eventually(
       'the used instance gone and no lease',
       () => statusJson(d),
@@ -117,8 +117,10 @@ describe('SSH job path through the hooks', () => {
     });
     expect(canceled.outcome, canceled.log).toBe('canceled');
     const build = canceled.calls.find((c) => c.stage === 'build_script');
-    // kill_grace is 2 s: the run hook ends well before gitlab-runner's graceful_kill_timeout.
-    expect(build?.durationMs).toBeLessThan(2000 + 2000 + 5000);
+    // The run hook ended by itself within kill_grace, not by the harness's SIGKILL after
+    // graceful_kill_timeout (gitlab-runner's).
+    expect(build?.signal).toBeNull();
+    expect(build?.exitCode).not.toBeNull();
     // The "instance" is a local sshd: its process tree is visible to ps.
     const left = execFileSync('ps', ['-eo', 'args'], { encoding: 'utf8' })
       .split('\n')
@@ -129,15 +131,16 @@ describe('SSH job path through the hooks', () => {
     expect(/after on (i-[0-9a-f]{17})/.exec(canceled.log)?.[1]).toBe(buildOn);
 
     // A daemon SIGKILL and restart in the middle of a stage cuts nothing: run talks to the instance.
+    let restarted: Promise<void> | undefined;
     const survived = await runJob(d.entry(), {
       id: '7102',
       script: 'for i in 1 2 3 4 5 6; do echo tick $i; sleep 0.5; done',
-      onBuildStarted: async () => {
-        await new Promise((r) => setTimeout(r, 700));
-        await d.kill();
-        await d.start();
+      onBuildOutput: (chunk) => {
+        if (chunk.includes('tick 1')) restarted = d.kill().then(() => d.start());
       },
     });
+    expect(restarted).toBeDefined();
+    await restarted;
     expect(survived.outcome, survived.log).toBe('success');
     expect(survived.log).toContain('tick 6');
     expect(survived.cleanup.stdout).toMatch(/released instance i-/);
@@ -152,16 +155,20 @@ describe('spot interruption mid-stage', () => {
     daemon = await startTestDaemon(config(w, 'fleet', scratch, 'idle_count = 1'), { env: AWS_ENV });
     const d = daemon;
     let victim = '';
+    let struck: Promise<void> | undefined;
     const result = await runJob(d.entry(), {
       id: '7201',
       script: 'echo "on $RUNNER_FLEET_INSTANCE_ID"; for i in $(seq 1 60); do echo tick $i; sleep 0.5; done',
-      onBuildStarted: async () => {
-        await new Promise((r) => setTimeout(r, 1500));
-        const leased = (await d.status()).leases.find((l) => l.jobId === '7201');
-        victim = leased?.instanceId ?? '';
-        w.fake.vanish(victim, 'spot');
+      // Once the stage prints on the instance: the interruption lands mid-stage.
+      onBuildOutput: (chunk) => {
+        if (!chunk.includes('tick 1') || struck) return;
+        struck = d.status().then((s) => {
+          victim = s.leases.find((l) => l.jobId === '7201')?.instanceId ?? '';
+          w.fake.vanish(victim, 'spot');
+        });
       },
     });
+    await struck;
     expect(victim).toMatch(/^i-/);
     expect(result.outcome, result.log).toBe('system-failure');
     expect(result.log).toMatch(

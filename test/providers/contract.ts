@@ -27,7 +27,7 @@ export function tagsFor(managerId: string, extra: Tags = {}): Tags {
   };
 }
 
-async function until<T>(probe: () => Promise<T>, ok: (value: T) => boolean, ms = 20_000): Promise<T> {
+async function until<T>(probe: () => Promise<T>, ok: (value: T) => boolean, ms = 120_000): Promise<T> {
   const deadline = Date.now() + ms;
   let value = await probe();
   while (!ok(value) && Date.now() < deadline) {

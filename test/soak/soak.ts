@@ -206,9 +206,12 @@ export async function runSoak(options: Partial<SoakOptions> = {}): Promise<SoakR
 
     const count = (kind: FaultKind) => injected.set(kind, (injected.get(kind) ?? 0) + 1);
 
-    /** SIGKILL, stay down a moment, start again. One restart at a time; overlapping ones are skipped. */
+    /**
+     * SIGKILL, stay down a moment, start again. One restart at a time: a kill that falls due while
+     * another restart runs waits for it, then kills the daemon that came back (it always fires).
+     */
     const killAndRestart = async (m: Manager, downMs: number): Promise<boolean> => {
-      if (m.restarting) return false;
+      while (m.restarting) await sleep(50);
       m.restarting = true;
       try {
         await m.daemon.kill();
@@ -265,6 +268,11 @@ export async function runSoak(options: Partial<SoakOptions> = {}): Promise<SoakR
       const later = (ms: number, action: () => Promise<boolean> | boolean) => {
         faultWindows.push(sleep(ms).then(() => fire(action)));
       };
+      const scriptRuns = deferred();
+      const ended = deferred();
+      /** Resolves true on the event, false if the job ended first (the fault then never fires). */
+      const upon = (event: Promise<unknown>) =>
+        Promise.race([event.then(() => true), ended.promise.then(() => false)]);
       const exitLine = job.exitCode === 0 ? '' : `\nexit ${job.exitCode}`;
       const spec: JobSpec = {
         id: job.id,
@@ -316,8 +324,12 @@ export async function runSoak(options: Partial<SoakOptions> = {}): Promise<SoakR
           } else if (phase === 'prepare') {
             if (k === 'daemon-kill-launch') {
               // The next launch answer any job causes: the instance exists, the daemon never hears.
-              m.proxy.onceAnswered('CreateFleet', async () => {
-                if (m.restarting) return 'pass';
+              // During another restart it waits for the next launch, so that it always fires.
+              const strike = async (): Promise<'drop' | 'pass'> => {
+                if (m.restarting) {
+                  m.proxy.onceAnswered('CreateFleet', strike);
+                  return 'pass';
+                }
                 m.restarting = true;
                 await m.daemon.kill();
                 fired = true;
@@ -333,7 +345,8 @@ export async function runSoak(options: Partial<SoakOptions> = {}): Promise<SoakR
                     }),
                 );
                 return 'drop';
-              });
+              };
+              m.proxy.onceAnswered('CreateFleet', strike);
             } else if (k === 'launch-answer-lost') {
               m.proxy.onceAnswered('CreateFleet', async () => {
                 fired = true;
@@ -341,22 +354,36 @@ export async function runSoak(options: Partial<SoakOptions> = {}): Promise<SoakR
                 return 'drop';
               });
             } else if (k === 'daemon-kill-acquire') {
-              later(fault.delayMs, () => killAndRestart(m, fault.durationMs));
+              // Once the daemon has this job's acquire in hand (an event, not a guess of timing).
+              faultWindows.push(
+                upon(acquireSeen(m, job.id)).then(async (seen) => {
+                  if (!seen) return;
+                  await sleep(fault.delayMs);
+                  await fire(() => killAndRestart(m, fault.durationMs));
+                }),
+              );
             }
           } else if (phase === 'run' && stage === 'build_script') {
             if (k === 'daemon-kill-stage') later(fault.delayMs, () => killAndRestart(m, fault.durationMs));
             else if (INSTANCE_LOST.has(k)) {
-              later(fault.delayMs, async () => {
-                const id = await instanceOfJob(job.id);
-                if (!id) return false;
-                if (k === 'spot-reclaim') world.fake.vanish(id, 'spot');
-                else if (k === 'sshd-crash') {
-                  const sshd = world.backed.get(id);
-                  if (!sshd) return false;
-                  await sshd.crash();
-                } else if (!world.cutConnections(id)) return false;
-                return true;
-              });
+              // Once the script prints its first line: the stage really runs on the instance.
+              faultWindows.push(
+                upon(scriptRuns.promise).then(async (runs) => {
+                  if (!runs) return;
+                  await sleep(fault.delayMs);
+                  await fire(async () => {
+                    const id = await instanceOfJob(job.id);
+                    if (!id) return false;
+                    if (k === 'spot-reclaim') world.fake.vanish(id, 'spot');
+                    else if (k === 'sshd-crash') {
+                      const sshd = world.backed.get(id);
+                      if (!sshd) return false;
+                      await sshd.crash();
+                    } else if (!world.cutConnections(id)) return false;
+                    return true;
+                  });
+                }),
+              );
             }
           } else if (phase === 'cleanup' && k === 'daemon-kill-release') {
             later(fault.delayMs, () => killAndRestart(m, fault.durationMs));
@@ -364,7 +391,17 @@ export async function runSoak(options: Partial<SoakOptions> = {}): Promise<SoakR
         },
       };
       if (fault?.kind === 'cancel-build') spec.cancelAfterMs = fault.delayMs;
-      if (fault?.kind === 'cancel-prepare') spec.cancelPrepareAfterMs = fault.delayMs;
+      // While the daemon works on this job's acquire: prepare is certainly still waiting then
+      // (idle_count = 0, so every acquire waits for a launch).
+      if (fault?.kind === 'cancel-prepare')
+        spec.cancelPrepareWhen = acquireSeen(m, job.id).then(() => sleep(fault.delayMs));
+      if (fault && INSTANCE_LOST.has(fault.kind)) {
+        let out = '';
+        spec.onBuildOutput = (chunk) => {
+          out += chunk;
+          if (out.includes('soak job ')) scriptRuns.resolve();
+        };
+      }
       const t0 = Date.now();
       let result: JobResult | undefined;
       let timer: NodeJS.Timeout | undefined;
@@ -376,6 +413,7 @@ export async function runSoak(options: Partial<SoakOptions> = {}): Promise<SoakR
         }),
       ]);
       clearTimeout(timer);
+      ended.resolve();
       const wallMs = Date.now() - t0;
       if (!result) {
         hung++;
@@ -629,6 +667,19 @@ export async function runSoak(options: Partial<SoakOptions> = {}): Promise<SoakR
     await world.close();
     rmSync(scratch, { recursive: true, force: true });
   }
+}
+
+/** This job's acquire request, as the daemon logs it on arrival (any restart of it). */
+function acquireSeen(m: Manager, jobId: string): Promise<string> {
+  return m.daemon.waitForOutput(new RegExp(`"jobId":"${jobId}"[^\\n]*"acquire requested"`));
+}
+
+function deferred(): { promise: Promise<void>; resolve: () => void } {
+  let resolve!: () => void;
+  const promise = new Promise<void>((r) => {
+    resolve = r;
+  });
+  return { promise, resolve };
 }
 
 function readRssKb(pid: number): number | undefined {

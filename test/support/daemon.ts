@@ -111,14 +111,14 @@ export async function startTestDaemon(
       proc.stdout?.on('data', append);
       proc.stderr?.on('data', append);
       exited = new Promise((resolve) => proc.once('exit', (code) => resolve(code)));
-      const deadline = Date.now() + 15_000;
+      const deadline = Date.now() + 120_000;
       for (;;) {
         try {
           await request(socket, { op: 'ping' });
           return;
         } catch {
           if (proc.exitCode !== null) throw new Error(`daemon exited with ${proc.exitCode}:\n${out}`);
-          if (Date.now() > deadline) throw new Error(`daemon did not answer within 15 s:\n${out}`);
+          if (Date.now() > deadline) throw new Error(`daemon did not answer within 120 s:\n${out}`);
           await new Promise((r) => setTimeout(r, 50));
         }
       }

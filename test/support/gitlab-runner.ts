@@ -56,6 +56,8 @@ export interface JobSpec {
   image?: Record<string, unknown>;
   services?: Array<Record<string, unknown>>;
   credentials?: Array<Record<string, unknown>>;
+  /** Stages run between get_sources and build_script, as [stage name, commands] (step_*, …). */
+  extraStages?: Array<[string, string]>;
   afterScript?: string;
   /** Extra commands of get_sources (in CI_PROJECT_DIR), e.g. files a checkout would bring. */
   getSources?: string;
@@ -72,6 +74,10 @@ export interface JobSpec {
    * gitlab-runner does for a job canceled while it waits for an instance.
    */
   cancelPrepareAfterMs?: number;
+  /** Cancel prepare when this settles (an event, e.g. the daemon logged this job's acquire). */
+  cancelPrepareWhen?: Promise<unknown>;
+  /** build_script's output as it arrives (e.g. to strike once the script really runs). */
+  onBuildOutput?: (chunk: string) => void;
   /** Called as each hook starts (the soak suite times faults by the job's phase). */
   onPhase?: (phase: 'config' | 'prepare' | 'run' | 'cleanup', stage?: string) => void;
 }
@@ -193,9 +199,10 @@ export async function runJob(
       baseEnv(),
       tmpDir,
       'prepare',
-      job.cancelPrepareAfterMs !== undefined
+      job.cancelPrepareAfterMs !== undefined || job.cancelPrepareWhen
         ? {
-            cancelAfterMs: job.cancelPrepareAfterMs,
+            ...(job.cancelPrepareAfterMs !== undefined ? { cancelAfterMs: job.cancelPrepareAfterMs } : {}),
+            ...(job.cancelPrepareWhen ? { cancelWhen: job.cancelPrepareWhen } : {}),
             graceMs,
             onCanceled: (at) => {
               canceledAtMs = at;
@@ -221,6 +228,7 @@ export async function runJob(
         'get_sources',
         `mkdir -p "$CI_PROJECT_DIR" && cd "$CI_PROJECT_DIR" && echo "Fetched sources"${job.getSources ? `\n${job.getSources}` : ''}`,
       ],
+      ...(job.extraStages ?? []),
       ['build_script', job.script],
     ];
     let outcome: Outcome = 'success';
@@ -277,6 +285,7 @@ export async function runJob(
       stage,
       ...(cancelAt !== undefined ? { cancelAfterMs: cancelAt, graceMs } : {}),
       ...(isBuild && job.onBuildStarted ? { onStarted: job.onBuildStarted } : {}),
+      ...(isBuild && job.onBuildOutput ? { onOutput: job.onBuildOutput } : {}),
       onCanceled: (at) => {
         canceledAtMs = at;
       },
@@ -336,7 +345,10 @@ function shellQuote(value: string): string {
 interface HookOptions {
   stage?: string;
   cancelAfterMs?: number;
+  /** Cancel when this settles, if the hook still runs. */
+  cancelWhen?: Promise<unknown>;
   graceMs?: number;
+  onOutput?: (chunk: string) => void;
   onStarted?: () => Promise<void> | void;
   onCanceled?: (atMs: number) => void;
 }
@@ -360,21 +372,27 @@ export function runHook(
     });
     const stdout: Buffer[] = [];
     const stderr: Buffer[] = [];
-    child.stdout?.on('data', (c: Buffer) => stdout.push(c));
+    child.stdout?.on('data', (c: Buffer) => {
+      stdout.push(c);
+      options.onOutput?.(c.toString('utf8'));
+    });
     child.stderr?.on('data', (c: Buffer) => stderr.push(c));
     const timers: NodeJS.Timeout[] = [];
-    if (options.cancelAfterMs !== undefined) {
-      timers.push(
-        setTimeout(() => {
-          options.onCanceled?.(Date.now() - started);
-          killGroup(child, 'SIGTERM');
-          timers.push(setTimeout(() => killGroup(child, 'SIGKILL'), options.graceMs ?? 10_000));
-        }, options.cancelAfterMs),
-      );
-    }
+    let closed = false;
+    let canceled = false;
+    const cancel = () => {
+      if (closed || canceled) return;
+      canceled = true;
+      options.onCanceled?.(Date.now() - started);
+      killGroup(child, 'SIGTERM');
+      timers.push(setTimeout(() => killGroup(child, 'SIGKILL'), options.graceMs ?? 10_000));
+    };
+    if (options.cancelAfterMs !== undefined) timers.push(setTimeout(cancel, options.cancelAfterMs));
+    void options.cancelWhen?.then(cancel, () => {});
     void Promise.resolve(options.onStarted?.()).catch(reject);
     child.once('error', reject);
     child.once('close', (exitCode, signal) => {
+      closed = true;
       for (const t of timers) clearTimeout(t);
       resolve({
         hook,

@@ -401,7 +401,7 @@ export class AwsFake {
   }
 
   /** Real clock: resolves when `predicate` holds, checking every 10 ms, or rejects after `timeoutMs`. */
-  async waitFor(predicate: () => boolean, timeoutMs = 10_000): Promise<void> {
+  async waitFor(predicate: () => boolean, timeoutMs = 120_000): Promise<void> {
     const deadline = Date.now() + timeoutMs;
     while (!predicate()) {
       if (Date.now() > deadline) throw new Error('aws fake: waitFor timed out');

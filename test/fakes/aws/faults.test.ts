@@ -178,10 +178,10 @@ describe('real clock and backing hooks', () => {
     fake = await AwsFake.start({ timing: { pendingMs: 50, shuttingDownMs: 50 } });
     const ec2 = client(new EC2Client({ ...fake.clientConfig(), maxAttempts: 1 }));
     const id = (await launch(ec2)).Instances![0]!.InstanceId!;
-    await fake.waitFor(() => fake?.instance(id)?.State === 'running', 5_000);
+    await fake.waitFor(() => fake?.instance(id)?.State === 'running');
     expect((await stateOf(ec2, id))?.State?.Name).toBe('running');
     await ec2.send(new TerminateInstancesCommand({ InstanceIds: [id] }));
-    await fake.waitFor(() => fake?.instance(id)?.State === 'terminated', 5_000);
+    await fake.waitFor(() => fake?.instance(id)?.State === 'terminated');
   });
 
   it('onRunning decides when an instance runs and where it is reached; onTerminated runs once', async () => {

@@ -72,7 +72,7 @@ describe('fake instances backed by real sshd', () => {
       }),
     );
     const id = res.Instances![0]!.InstanceId!;
-    await fake.waitFor(() => fake?.instance(id)?.State === 'running', 20_000);
+    await fake.waitFor(() => fake?.instance(id)?.State === 'running');
 
     const described = await ec2.send(new DescribeInstancesCommand({ InstanceIds: [id] }));
     const inst = described.Reservations![0]!.Instances![0]!;
