@@ -16,7 +16,9 @@ const ON_NEXT_LAUNCH = new Set(['daemon-kill-launch', 'launch-answer-lost']);
 
 describe('soak (short)', () => {
   it('absorbs or names every fault: no wrong outcome, leak, double launch, reuse or secret', async () => {
+    const progress: string[] = [];
     const report = await runSoak({
+      progress: (line) => progress.push(line),
       seed: 4242,
       jobs: 32,
       secondManagerJobs: 6,
@@ -30,7 +32,7 @@ describe('soak (short)', () => {
       drainMs: 300_000,
       jobTimeoutMs: 600_000,
     });
-    const text = formatReport(report);
+    const text = `${formatReport(report)}\n\nprogress:\n${progress.join('\n')}`;
     expect(report.jobsRun, text).toEqual({ a: 32, b: 6 });
     for (const kind of FAULT_KINDS) {
       expect(report.faultsPlanned[kind], `${kind} planned\n${text}`).toBe(2);

@@ -224,27 +224,6 @@ export async function runSoak(options: Partial<SoakOptions> = {}): Promise<SoakR
       }
     };
 
-    const instanceOfJob = async (jobId: string): Promise<string | undefined> => {
-      for (let i = 0; i < 20; i++) {
-        try {
-          const status = await a.daemon.status();
-          const lease = status.leases.find((l) => l.jobId === jobId);
-          if (lease) return lease.instanceId;
-        } catch {
-          // Restarting: the fake's tags say it too.
-        }
-        const tagged = world.fake
-          .instances()
-          .find(
-            (inst) =>
-              inst.State === 'running' && inst.Tags.some((t) => t.Key === TAG.jobId && t.Value === jobId),
-          );
-        if (tagged) return tagged.InstanceId;
-        await sleep(100);
-      }
-      return undefined;
-    };
-
     /** Account-wide faults: on for a while, then off again, whatever else is going on. */
     const window = (on: () => void, off: () => void, ms: number) => {
       on();
@@ -268,8 +247,12 @@ export async function runSoak(options: Partial<SoakOptions> = {}): Promise<SoakR
       const later = (ms: number, action: () => Promise<boolean> | boolean) => {
         faultWindows.push(sleep(ms).then(() => fire(action)));
       };
-      const scriptRuns = deferred();
-      const ended = deferred();
+      const scriptRuns = deferred<string>();
+      const ended = deferred<void>();
+      const notFired = (why: string) => {
+        say(`fault ${fault?.kind} on job ${job.id} did not fire: ${why}`);
+        return false;
+      };
       /** Resolves true on the event, false if the job ended first (the fault then never fires). */
       const upon = (event: Promise<unknown>) =>
         Promise.race([event.then(() => true), ended.promise.then(() => false)]);
@@ -372,14 +355,15 @@ export async function runSoak(options: Partial<SoakOptions> = {}): Promise<SoakR
                   if (!runs) return;
                   await sleep(fault.delayMs);
                   await fire(async () => {
-                    const id = await instanceOfJob(job.id);
-                    if (!id) return false;
+                    // The instance the script itself reports: no need to ask a daemon that may be restarting.
+                    const id = await scriptRuns.promise;
+                    if (!id) return notFired(`no instance id in job ${job.id}'s output`);
                     if (k === 'spot-reclaim') world.fake.vanish(id, 'spot');
                     else if (k === 'sshd-crash') {
                       const sshd = world.backed.get(id);
-                      if (!sshd) return false;
+                      if (!sshd) return notFired(`no sshd backs ${id}`);
                       await sshd.crash();
-                    } else if (!world.cutConnections(id)) return false;
+                    } else if (!world.cutConnections(id)) return notFired(`no relay in front of ${id}`);
                     return true;
                   });
                 }),
@@ -399,7 +383,8 @@ export async function runSoak(options: Partial<SoakOptions> = {}): Promise<SoakR
         let out = '';
         spec.onBuildOutput = (chunk) => {
           out += chunk;
-          if (out.includes('soak job ')) scriptRuns.resolve();
+          const line = /soak job \S+ on RUNNER_FLEET_INSTANCE_ID=(\S*)\n/.exec(out);
+          if (line) scriptRuns.resolve(line[1] ?? '');
         };
       }
       const t0 = Date.now();
@@ -413,7 +398,7 @@ export async function runSoak(options: Partial<SoakOptions> = {}): Promise<SoakR
         }),
       ]);
       clearTimeout(timer);
-      ended.resolve();
+      ended.resolve(undefined);
       const wallMs = Date.now() - t0;
       if (!result) {
         hung++;
@@ -674,9 +659,9 @@ function acquireSeen(m: Manager, jobId: string): Promise<string> {
   return m.daemon.waitForOutput(new RegExp(`"jobId":"${jobId}"[^\\n]*"acquire requested"`));
 }
 
-function deferred(): { promise: Promise<void>; resolve: () => void } {
-  let resolve!: () => void;
-  const promise = new Promise<void>((r) => {
+function deferred<T>(): { promise: Promise<T>; resolve: (value: T) => void } {
+  let resolve!: (value: T) => void;
+  const promise = new Promise<T>((r) => {
     resolve = r;
   });
   return { promise, resolve };
