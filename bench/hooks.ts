@@ -104,3 +104,78 @@ function round(n: number, digits = 1): number {
   const f = 10 ** digits;
   return Math.round(n * f) / f;
 }
+
+/**
+ * The launch path, as a newcomer meets it: the embedded default config (idle_count = 0, so every
+ * prepare waits for the local provider to launch an instance). Per trivial job: all its hook calls
+ * against as many `node -e 0` starts right after (a paired ratio per job, then the median), and
+ * its prepare against prepare on a daemon that keeps one idle instance, the two daemons'
+ * jobs alternating in the same run.
+ */
+export async function benchLaunchPath(options: { jobs?: number } = {}): Promise<Record<string, number | string>> {
+  const jobs = options.jobs ?? 12;
+  const shipped = await startTestDaemon('', { asShipped: true });
+  const warm = await startTestDaemon('[pool]\nidle_count = 1\n', { asShipped: true });
+  try {
+    const shippedEntry = shipped.entry();
+    const warmEntry = warm.entry();
+    const ratios: number[] = [];
+    const hookTotals: number[] = [];
+    const bareTotals: number[] = [];
+    const launchPrepare: number[] = [];
+    const idlePrepare: number[] = [];
+    let callsPerJob = 0;
+    for (let j = 0; j < jobs + 2; j++) {
+      const id = String(97_000 + j);
+      const launchJob = async () => {
+        const result = await runJob(shippedEntry, { id, script: 'true' });
+        if (result.outcome !== 'success') throw new Error(`bench job failed: ${result.log}`);
+        const calls = [...result.calls, result.cleanup];
+        callsPerJob = calls.length;
+        let bare = 0;
+        for (let k = 0; k < calls.length; k++) bare += await timeBareNode();
+        return { calls, bare };
+      };
+      const idleJob = async () => {
+        await eventually(
+          'an idle instance',
+          () => warm.status(),
+          (s) => s.instances.some((i) => i.state === 'idle'),
+        );
+        const result = await runJob(warmEntry, { id: `${id}1`, script: 'true' });
+        if (result.outcome !== 'success') throw new Error(`bench job failed: ${result.log}`);
+        return result.calls.find((c) => c.hook === 'prepare')?.durationMs ?? 0;
+      };
+      // Alternate which goes first, so that drift in the machine's load hits both alike.
+      let launched: Awaited<ReturnType<typeof launchJob>>;
+      let idleMs: number;
+      if (j % 2 === 0) {
+        launched = await launchJob();
+        idleMs = await idleJob();
+      } else {
+        idleMs = await idleJob();
+        launched = await launchJob();
+      }
+      if (j < 2) continue; // warm-up (page cache, JIT of the harness)
+      const total = launched.calls.reduce((sum, c) => sum + c.durationMs, 0);
+      hookTotals.push(total);
+      bareTotals.push(launched.bare);
+      ratios.push(total / launched.bare);
+      launchPrepare.push(launched.calls.find((c) => c.hook === 'prepare')?.durationMs ?? 0);
+      idlePrepare.push(idleMs);
+    }
+    const pairs = launchPrepare.map((ms, i) => ms / (idlePrepare[i] as number));
+    return {
+      'hook calls per trivial job': callsPerJob,
+      'hooks total per job, median (ms)': round(median(hookTotals)),
+      'bare node -e 0 × same count, median (ms)': round(median(bareTotals)),
+      'hook cost ratio, median of per-job pairs (target ≤ 1.3)': round(median(ratios), 2),
+      'prepare on the launch path, median (ms)': round(median(launchPrepare)),
+      'prepare with an idle instance, same run, median (ms)': round(median(idlePrepare)),
+      'prepare launch path ÷ idle, median of pairs (target ≤ 1.5)': round(median(pairs), 2),
+    };
+  } finally {
+    await shipped.cleanup();
+    await warm.cleanup();
+  }
+}

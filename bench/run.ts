@@ -3,7 +3,7 @@
  * numbers on a shared machine mean little). Prints a table and writes .bench/results.json.
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
-import { benchHooks } from './hooks.js';
+import { benchHooks, benchLaunchPath } from './hooks.js';
 
 type Bench = () => Promise<Record<string, number | string>>;
 
@@ -20,6 +20,7 @@ async function optional(path: string, name: string): Promise<Bench | undefined> 
 async function main(): Promise<void> {
   const benches: Array<[string, Bench | undefined]> = [
     ['hooks (local provider)', benchHooks],
+    ['launch path (embedded default config: idle_count = 0, local provider)', benchLaunchPath],
     ['ssh transport', await optional('./ssh.js', 'benchSsh')],
     ['fleet scale', await optional('./fleet.js', 'benchFleet')],
   ];

@@ -146,9 +146,11 @@ interface Waiter {
 }
 
 /**
- * Launches and terminations that come close together go out as one call: a burst of 200 acquires
- * becomes one launch, and a wave of releases one terminate. Both are off the job's critical path
- * (a launch takes tens of seconds anyway), so a fraction of a second costs nothing.
+ * Launches and terminations that come close together go out as one call: at most one launch call
+ * per window (a burst of 200 acquires becomes the first launch at once, the rest in one more
+ * call), and a wave of releases one terminate. The first launch after a quiet spell is not
+ * delayed: with no idle instance it is on a job's critical path (a local launch takes
+ * milliseconds); terminations are off it.
  */
 const LAUNCH_BATCH_MS = 200;
 const TERMINATE_BATCH_MS = 1000;
@@ -188,6 +190,7 @@ export class Fleet {
   private bucket: TokenBucket;
   private lastPlan: ScalePlan | undefined;
   private readonly launchBatchMs: number;
+  private lastLaunchFlushAt = Number.NEGATIVE_INFINITY;
   private readonly terminateBatchMs: number;
 
   private tuning: FleetTuning;
@@ -678,10 +681,13 @@ export class Fleet {
       });
     }
     if (plan.launch > 0 && this.launchTimer === undefined) {
+      // Leading edge: the first launch after a quiet spell goes out now (after this tick, so that
+      // acquires arriving together still share it); later ones wait out the window and go as one.
+      const wait = Math.max(0, this.lastLaunchFlushAt + this.launchBatchMs - this.clock.now());
       this.launchTimer = this.clock.setTimeout(() => {
         this.launchTimer = undefined;
         this.flushLaunches();
-      }, this.launchBatchMs);
+      }, wait);
     }
     this.scheduleReconcile();
   }
@@ -691,6 +697,7 @@ export class Fleet {
     if (this.stopped || this.draining) return;
     const plan = this.plan('launch batch', true);
     if (plan.launch > 0) {
+      this.lastLaunchFlushAt = this.clock.now();
       this.bucket = take(this.bucket, plan.launch);
       this.track(this.launch(plan.launch));
     }

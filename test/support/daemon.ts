@@ -48,17 +48,21 @@ export interface TestDaemon {
 
 export async function startTestDaemon(
   configBody = '',
-  options: { env?: NodeJS.ProcessEnv } = {},
+  options: {
+    env?: NodeJS.ProcessEnv;
+    /** Only state_dir and configBody: no debug log, no fast reconcile (what the bench measures). */
+    asShipped?: boolean;
+  } = {},
 ): Promise<TestDaemon> {
   if (!existsSync(CLI)) throw new Error(`${CLI} is missing: run "npm run build" first (npm test does)`);
   const dir = mkdtempSync(join(tmpdir(), 'rf-daemon-'));
   const stateDir = join(dir, 'state');
   const socket = join(stateDir, 'control.sock');
   const configPath = join(dir, 'config.toml');
-  writeFileSync(
-    configPath,
-    `state_dir = ${JSON.stringify(stateDir)}\nlog_level = "debug"\n${configBody.includes('[pool]') ? '' : '[pool]\nreconcile_interval = "1s"\n'}${configBody}\n`,
-  );
+  const testing = options.asShipped
+    ? ''
+    : `log_level = "debug"\n${configBody.includes('[pool]') ? '' : '[pool]\nreconcile_interval = "1s"\n'}`;
+  writeFileSync(configPath, `state_dir = ${JSON.stringify(stateDir)}\n${testing}${configBody}\n`);
   let out = '';
   let watchers: Array<{ from: number; pattern: RegExp; resolve: (text: string) => void }> = [];
   const append = (chunk: Buffer) => {
