@@ -51,6 +51,43 @@ describe('config loading', () => {
     expect(() => parseConfigText('provider = "gcp"\n', 'f.toml')).toThrow(/f.toml:1: provider: /);
   });
 
+  it('says what was given when a value is not one of the allowed ones', () => {
+    expect(() => parseConfigText('provider = "gcp"\n', 'f.toml')).toThrow(
+      'f.toml:1: provider: expected one of "local", "aws", got string "gcp"',
+    );
+    expect(() => parseConfigText('log_level = "verbose"\n', 'f.toml')).toThrow(
+      /f.toml:1: log_level: expected one of "trace", .*, got string "verbose"/,
+    );
+  });
+
+  it('names both keys of a contradiction between two valid values', () => {
+    const cases: Array<[string, RegExp]> = [
+      [
+        '[pool]\nmax_instances = 2\nidle_count = 5\n',
+        /f.toml:3: pool.idle_count: 5 is more than pool.max_instances \(2\)/,
+      ],
+      [
+        '[pool]\nmax_instances = 2\n[[pool.policy]]\nperiods = ["* 9-17 * * 1-5"]\nidle_count = 4\n',
+        /f.toml:5: pool.policy.0.idle_count: 4 is more than pool.max_instances \(2\)/,
+      ],
+      [
+        '[pool]\nmax_instances = 3\n[pool.adaptive]\nmax_idle = 9\n',
+        /f.toml:4: pool.adaptive.max_idle: 9 is more than pool.max_instances \(3\)/,
+      ],
+      [
+        '[pool]\norphan_boot_grace = "5m"\n',
+        /f.toml:2: pool.orphan_boot_grace: 5m is shorter than pool.instance_ready_timeout \(10m\)/,
+      ],
+      [
+        '[pool]\nmax_job_lifetime = "8h"\n',
+        /f.toml:2: pool.max_job_lifetime: 8h is longer than pool.max_instance_lifetime \(6h\)/,
+      ],
+    ];
+    for (const [text, message] of cases) expect(() => parseConfigText(text, 'f.toml'), text).toThrow(message);
+    // At the limit is fine.
+    expect(parseConfigText('[pool]\nmax_instances = 2\nidle_count = 2\n', 'f.toml').pool.idle_count).toBe(2);
+  });
+
   it('says so when a named file is missing', () => {
     expect(() => loadConfig({ path: join(dir, 'nope.toml'), explicit: true })).toThrow(ConfigError);
     expect(() => loadConfig({ path: join(dir, 'nope.toml'), explicit: true })).toThrow(

@@ -83,6 +83,10 @@ function describeIssue(issue: z.core.$ZodIssue, text: string, path: string): str
   if (issue.code === 'invalid_type') {
     const received = receivedType(valueAt(text, issue.path));
     message = `expected ${issue.expected}${received ? `, got ${received}` : ''}`;
+  } else if (issue.code === 'invalid_value') {
+    // An enum or literal: say what was given beside what is allowed.
+    const allowed = issue.values.map((v) => JSON.stringify(v)).join(', ');
+    message = `expected one of ${allowed}, got ${receivedType(valueAt(text, issue.path)) ?? 'nothing'}`;
   }
   return `${path}${where ? `:${where}` : ''}: ${keyPath}: ${message}`;
 }

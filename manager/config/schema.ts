@@ -80,7 +80,48 @@ export const configSchema = z
     message:
       'provider = "aws" needs an [aws] section (at least aws.region and aws.mode; see config.example.toml)',
     path: ['aws'],
+  })
+  .superRefine((c, ctx) => {
+    // Keys that are each valid alone but contradict each other: name both, and which to change.
+    const p = c.pool;
+    const conflict = (path: PropertyKey[], message: string) => ctx.addIssue({ code: 'custom', path, message });
+    const max = `pool.max_instances (${p.max_instances})`;
+    if (p.idle_count > p.max_instances)
+      conflict(
+        ['pool', 'idle_count'],
+        `${p.idle_count} is more than ${max}: the warm pool could never be filled; lower idle_count or raise max_instances`,
+      );
+    p.policy.forEach((block, i) => {
+      if (block.idle_count > p.max_instances)
+        conflict(
+          ['pool', 'policy', i, 'idle_count'],
+          `${block.idle_count} is more than ${max}: lower this idle_count or raise max_instances`,
+        );
+    });
+    if (p.adaptive.max_idle > p.max_instances)
+      conflict(
+        ['pool', 'adaptive', 'max_idle'],
+        `${p.adaptive.max_idle} is more than ${max}; lower max_idle (0 means max_instances)`,
+      );
+    if (p.orphan_boot_grace < p.instance_ready_timeout)
+      conflict(
+        ['pool', 'orphan_boot_grace'],
+        `${ms(p.orphan_boot_grace)} is shorter than pool.instance_ready_timeout (${ms(p.instance_ready_timeout)}): a slow boot would be reaped as an orphan before its readiness deadline; raise orphan_boot_grace`,
+      );
+    if (p.max_job_lifetime > p.max_instance_lifetime)
+      conflict(
+        ['pool', 'max_job_lifetime'],
+        `${ms(p.max_job_lifetime)} is longer than pool.max_instance_lifetime (${ms(p.max_instance_lifetime)}): the instance's dead-man switch would end a job the manager still counts as running; lower max_job_lifetime or raise max_instance_lifetime`,
+      );
   });
+
+/** A duration as the operator would write it, for messages. */
+function ms(value: number): string {
+  if (value % 3_600_000 === 0) return `${value / 3_600_000}h`;
+  if (value % 60_000 === 0) return `${value / 60_000}m`;
+  if (value % 1000 === 0) return `${value / 1000}s`;
+  return `${value}ms`;
+}
 
 export type RawConfig = z.input<typeof configSchema>;
 type Parsed = z.output<typeof configSchema>;
