@@ -112,7 +112,9 @@ function round(n: number, digits = 1): number {
  * its prepare against prepare on a daemon that keeps one idle instance, the two daemons'
  * jobs alternating in the same run.
  */
-export async function benchLaunchPath(options: { jobs?: number } = {}): Promise<Record<string, number | string>> {
+export async function benchLaunchPath(
+  options: { jobs?: number } = {},
+): Promise<Record<string, number | string>> {
   const jobs = options.jobs ?? 12;
   const shipped = await startTestDaemon('', { asShipped: true });
   const warm = await startTestDaemon('[pool]\nidle_count = 1\n', { asShipped: true });

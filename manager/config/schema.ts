@@ -84,7 +84,8 @@ export const configSchema = z
   .superRefine((c, ctx) => {
     // Keys that are each valid alone but contradict each other: name both, and which to change.
     const p = c.pool;
-    const conflict = (path: PropertyKey[], message: string) => ctx.addIssue({ code: 'custom', path, message });
+    const conflict = (path: PropertyKey[], message: string) =>
+      ctx.addIssue({ code: 'custom', path, message });
     const max = `pool.max_instances (${p.max_instances})`;
     if (p.idle_count > p.max_instances)
       conflict(
