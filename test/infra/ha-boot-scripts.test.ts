@@ -1,4 +1,8 @@
-import { execFileSync } from 'node:child_process';
+import { execFile, execFileSync } from 'node:child_process';
+import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
 import {
   type HaBootScriptOptions,
@@ -86,7 +90,7 @@ describe('3k boot scripts', () => {
     const s = scripts.rails;
     expect(s).toContain('--client-request-token "seed-$(jq -r .VersionId <<<"$snapshot")"');
     // The only node that sets up the database is the one whose claim won.
-    expect(at('rails', 'if [ "$current" = "$claim" ]; then seeder=1; fi')).toBeLessThan(
+    expect(at('rails', 'if [ "$current" = "$claim" ]; then seeder=1; break; fi')).toBeLessThan(
       at('rails', 'gitlab-rake gitlab:db:configure'),
     );
     // Everyone else writes the shared file before the first reconfigure generates its own keys.
@@ -138,6 +142,70 @@ sed 's|exec /opt/gitlab/bin/gitlab-backup create.*|echo BACKUP|' | bash`,
       ).trim();
     expect(pick('i-0aaa')).toBe('BACKUP');
     expect(pick('i-0bbb')).toBe('');
+  });
+
+  it('of several Rails nodes booting at once, exactly one wins the claim (Secrets Manager idempotency semantics)', async () => {
+    // The claim loop as rendered, run by five contenders at once against a stand-in `aws` that keeps
+    // the secret in files and applies PutSecretValue's documented rule: a ClientRequestToken that
+    // already made a version with a different value is refused (ResourceExistsException).
+    const claim = /\nseeder=0\n[\s\S]*?\ndone\n/.exec(scripts.rails)![0];
+    const dir = mkdtempSync(join(tmpdir(), 'ha-claim-'));
+    try {
+      mkdirSync(join(dir, 'bin'));
+      mkdirSync(join(dir, 'tokens'));
+      writeFileSync(join(dir, 'value'), UNSEEDED);
+      writeFileSync(join(dir, 'version'), 'v0-00000000-0000-0000-0000-000000000000');
+      const fake = join(dir, 'bin', 'aws');
+      writeFileSync(
+        fake,
+        `#!/bin/bash
+set -u
+exec 9>"$STATE/lock"; flock 9
+value="" token=""
+args=("$@")
+for ((i = 0; i < \${#args[@]}; i++)); do
+  case "\${args[i]}" in
+    --secret-string) value="\${args[i + 1]}" ;;
+    --client-request-token) token="\${args[i + 1]}" ;;
+  esac
+done
+case "$2" in
+  get-secret-value)
+    if [[ " $* " == *" --query SecretString "* ]]; then cat "$STATE/value"; echo
+    else jq -n --arg v "$(cat "$STATE/value")" --arg id "$(cat "$STATE/version")" '{SecretString: $v, VersionId: $id}'; fi ;;
+  put-secret-value)
+    if [ -n "$token" ] && [ -e "$STATE/tokens/$token" ]; then
+      if [ "$(cat "$STATE/tokens/$token")" = "$value" ]; then exit 0; fi
+      echo 'ResourceExistsException' >&2; exit 254
+    fi
+    token="\${token:-$RANDOM$RANDOM}"
+    printf '%s' "$value" > "$STATE/tokens/$token"; printf '%s' "$value" > "$STATE/value"; echo "$token" > "$STATE/version" ;;
+esac
+`,
+      );
+      chmodSync(fake, 0o755);
+      const run = promisify(execFile);
+      const contender = (id: number) =>
+        run(
+          'bash',
+          [
+            '-c',
+            `set -euo pipefail
+secret() { aws secretsmanager get-secret-value --secret-id "$1" --query SecretString --output text; }
+sleep() { :; }
+instance_id=i-${id}
+${claim}
+echo "$seeder"`,
+          ],
+          { env: { ...process.env, STATE: dir, PATH: `${join(dir, 'bin')}:${process.env.PATH}` } },
+        ).then((r) => r.stdout.trim());
+      const results = await Promise.all([1, 2, 3, 4, 5].map(contender));
+      expect(results.filter((r) => r === '1')).toHaveLength(1);
+      const winner = results.indexOf('1') + 1;
+      expect(readFileSync(join(dir, 'value'), 'utf8')).toBe(`{"seeding":"i-${winner}"}`);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('Sidekiq only waits for the shared gitlab-secrets.json, never creates it', () => {

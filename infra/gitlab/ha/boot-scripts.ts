@@ -150,16 +150,19 @@ function railsSeed(o: HaBootScriptOptions): string {
   return `
 # One gitlab-secrets.json for every Rails and Sidekiq node. While the secret is '${UNSEEDED}', the
 # nodes race to claim it: all use the same idempotency token (from the '${UNSEEDED}' version id), so
-# Secrets Manager accepts exactly one claim and refuses the others.
+# Secrets Manager accepts exactly one claim and refuses the others. A claim that failed for
+# another reason (throttling) leaves '${UNSEEDED}': try again, bounded.
 seeder=0
-${snapshot(arn)}
-if [ "$current" = '${UNSEEDED}' ]; then
-  claim="{\\"seeding\\":\\"$instance_id\\"}"
+claim="{\\"seeding\\":\\"$instance_id\\"}"
+for _ in 1 2 3 4 5; do
+${indent(snapshot(arn))}
+  if [ "$current" != '${UNSEEDED}' ]; then break; fi
   aws secretsmanager put-secret-value --secret-id '${arn}' --secret-string "$claim" \\
     --client-request-token "seed-$(jq -r .VersionId <<<"$snapshot")" >/dev/null 2>&1 || true
   current="$(secret '${arn}')"
-  if [ "$current" = "$claim" ]; then seeder=1; fi
-fi
+  if [ "$current" = "$claim" ]; then seeder=1; break; fi
+  sleep 10
+done
 if [ "$seeder" = 0 ]; then
 ${indent(waitLoop(arn))}
   # The same SSH host keys on every Rails node: git over SSH sees one host behind the NLB.
