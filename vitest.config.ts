@@ -3,6 +3,8 @@ import { defineConfig } from 'vitest/config';
 export default defineConfig({
   test: {
     include: ['test/**/*.test.ts'],
+    // Packs the runner-fleet tarball the fleet stack ships (test/global-setup.ts).
+    globalSetup: ['test/global-setup.ts'],
     // Many tests start real processes (daemon, hooks, sshd): keep the 2-core machine responsive.
     maxWorkers: 2,
     // Generous on purpose: a timeout only turns a hang into a failure. No test states a speed

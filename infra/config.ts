@@ -4,6 +4,7 @@
  * credentials; real deployments override them in cdk.json or on the command line.
  */
 
+import { defaultTarballPath } from './fleet/package-asset.js';
 import type { PostgresMajor } from './gitlab/data-stores.js';
 import { type HaSize, haSize, SIZE_NAMES, type SizeName } from './gitlab/ha/sizes.js';
 import { checkPostgres, checkUpgrade, parseGitlabVersion } from './gitlab/versions.js';
@@ -95,8 +96,12 @@ export interface InfraConfig {
     managerInstanceType: string;
     /** Dead-man switch: a job instance powers off (and so terminates) after this long. */
     jobMaxLifetimeMinutes: number;
-    /** npm package spec installed on the manager (a registry name, tarball URL or S3 presigned URL). */
-    packageSpec: string;
+    /** `npm pack` tarball of runner-fleet, shipped to the manager as a CDK asset. */
+    packageTarball: string;
+    /** gitlab-runner release on the manager and the job instances, e.g. 18.2.0. */
+    gitlabRunnerVersion: string;
+    /** SHA-256 of that release's linux-amd64 binary; unset: checked against the release's own list. */
+    gitlabRunnerSha256?: string;
   };
 }
 
@@ -150,6 +155,18 @@ export function readInfraConfig(context: ContextReader): InfraConfig {
   if (hasOverrides && size !== '3k') throw new Error('context sizeOverrides applies to size=3k only');
 
   const region = str('region', 'eu-west-1');
+  if (optional('runnerFleetPackage') !== undefined)
+    throw new Error(
+      'context runnerFleetPackage is gone: the manager installs the npm pack tarball of this checkout (runnerFleetTarball)',
+    );
+  const gitlabRunnerVersion = str('gitlabRunnerVersion', '18.2.0');
+  if (!/^\d+\.\d+\.\d+$/.test(gitlabRunnerVersion))
+    throw new Error(
+      `context gitlabRunnerVersion must be an exact release like 18.2.0, got "${gitlabRunnerVersion}"`,
+    );
+  const gitlabRunnerSha256 = optional('gitlabRunnerSha256')?.toLowerCase();
+  if (gitlabRunnerSha256 !== undefined && !/^[0-9a-f]{64}$/.test(gitlabRunnerSha256))
+    throw new Error('context gitlabRunnerSha256 must be the 64 hex digits of a SHA-256');
   const postgresMajor = int('postgresMajor', 16);
   if (postgresMajor !== 16 && postgresMajor !== 17) throw new Error('context postgresMajor must be 16 or 17');
   for (const stage of Object.values(stages)) {
@@ -187,7 +204,9 @@ export function readInfraConfig(context: ContextReader): InfraConfig {
       jobInstanceType: str('jobInstanceType', 'm7i.large'),
       managerInstanceType: str('managerInstanceType', 't3.small'),
       jobMaxLifetimeMinutes: int('jobMaxLifetimeMinutes', 240),
-      packageSpec: str('runnerFleetPackage', 'runner-fleet'),
+      packageTarball: str('runnerFleetTarball', defaultTarballPath()),
+      gitlabRunnerVersion,
+      gitlabRunnerSha256,
     },
   };
 }

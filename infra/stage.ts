@@ -67,7 +67,9 @@ export class RunnerFleetStage extends Stage {
       jobInstanceType: config.fleet.jobInstanceType,
       managerInstanceType: config.fleet.managerInstanceType,
       jobMaxLifetimeMinutes: config.fleet.jobMaxLifetimeMinutes,
-      packageSpec: config.fleet.packageSpec,
+      packageTarball: config.fleet.packageTarball,
+      gitlabRunnerVersion: config.fleet.gitlabRunnerVersion,
+      gitlabRunnerSha256: config.fleet.gitlabRunnerSha256,
       credentialClasses: [
         { name: 'default' },
         // Roles the dev account places under /runner-fleet-jobs/ and lets this class assume.

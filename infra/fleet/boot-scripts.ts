@@ -4,10 +4,44 @@
  * instance role and writes it straight into gitlab-runner's root-only config.toml.
  */
 
+/** Where GitLab publishes each gitlab-runner release (binaries and their SHA-256 list). */
+const RUNNER_DOWNLOADS = 'https://gitlab-runner-downloads.s3.amazonaws.com';
+
+export interface GitlabRunnerRelease {
+  /** Exact release, e.g. `18.2.0`. */
+  version: string;
+  /** SHA-256 of `binaries/gitlab-runner-linux-amd64`; unset: taken from the release's own list. */
+  sha256?: string;
+}
+
+/**
+ * Bash that installs one pinned gitlab-runner binary at /usr/local/bin/gitlab-runner, and only
+ * if its SHA-256 matches: the pinned one, or else the one the release publishes beside it (which
+ * catches a corrupted or swapped download, though not a compromised release bucket).
+ */
+export function renderGitlabRunnerInstall(r: GitlabRunnerRelease): string {
+  const base = `${RUNNER_DOWNLOADS}/v${r.version}`;
+  const expected = r.sha256
+    ? `expected='${r.sha256}'`
+    : `expected="$(curl -fsSL --retry 5 '${base}/release.sha256' | awk '$2 ~ "binaries/gitlab-runner-linux-amd64$" {print $1}')"`;
+  return `# gitlab-runner ${r.version}, verified before it is installed.
+runner_tmp="$(mktemp)"
+curl -fsSL --retry 5 -o "$runner_tmp" '${base}/binaries/gitlab-runner-linux-amd64'
+${expected}
+if [ -z "$expected" ] || ! echo "$expected  $runner_tmp" | sha256sum --check --quiet -; then
+  echo "gitlab-runner ${r.version}: checksum mismatch, not installing" >&2
+  exit 1
+fi
+install -m 0755 "$runner_tmp" /usr/local/bin/gitlab-runner
+rm -f "$runner_tmp"
+`;
+}
+
 export interface ManagerBootScriptOptions {
   region: string;
-  /** npm spec of the runner-fleet package. */
-  packageSpec: string;
+  /** s3:// URL of the runner-fleet tarball (the CDK asset of `npm pack`). */
+  packageS3Url: string;
+  gitlabRunner: GitlabRunnerRelease;
   fleetConfig: string;
   systemdUnit: string;
   logGroupName: string;
@@ -40,10 +74,16 @@ set -euo pipefail
 exec > >(tee -a /var/log/gitlab-runner-boot.log) 2>&1
 export AWS_DEFAULT_REGION=${o.region}
 
-dnf install -y nodejs npm amazon-cloudwatch-agent
-curl -fsSL https://packages.gitlab.com/install/repositories/runner/gitlab-runner/script.rpm.sh | bash
-dnf install -y gitlab-runner
-npm install --global --prefix /usr ${o.packageSpec}
+# Node.js 22 (AL2023's namespaced package; alternatives makes it \`node\` and \`npm\`).
+dnf install -y nodejs22 nodejs22-npm amazon-cloudwatch-agent
+
+${renderGitlabRunnerInstall(o.gitlabRunner)}id gitlab-runner >/dev/null 2>&1 || useradd --system --create-home --home-dir /home/gitlab-runner gitlab-runner
+gitlab-runner install --user gitlab-runner --working-directory /home/gitlab-runner --config /etc/gitlab-runner/config.toml
+
+# runner-fleet from the tarball this deployment shipped (CDK asset of \`npm pack\`), not by name.
+aws s3 cp '${o.packageS3Url}' /tmp/runner-fleet.tgz
+npm install --global --prefix /usr /tmp/runner-fleet.tgz
+rm -f /tmp/runner-fleet.tgz
 
 install -d -m 0750 -o gitlab-runner -g gitlab-runner /etc/runner-fleet
 cat > /etc/runner-fleet/config.toml <<'FLEET_CONFIG_EOF'
@@ -75,12 +115,11 @@ systemctl restart gitlab-runner.service
 export interface JobBootScriptOptions {
   /** Dead-man switch: power off (the launch template turns that into terminate) after this long. */
   maxLifetimeMinutes: number;
-  /** Release of the gitlab-runner helper binary used for cache and artifacts, e.g. `v18.2.0`. */
-  gitlabRunnerVersion?: string;
+  /** gitlab-runner on the instance does cache and artifact transfer; the manager's release. */
+  gitlabRunner: GitlabRunnerRelease;
 }
 
 export function renderJobBootScript(o: JobBootScriptOptions): string {
-  const version = o.gitlabRunnerVersion ?? 'latest';
   return `#!/bin/bash
 # Job instance. First the dead-man switch, so that even a boot that fails below cannot leak an
 # instance: shutdown means terminate (InstanceInitiatedShutdownBehavior).
@@ -88,11 +127,7 @@ shutdown -P +${o.maxLifetimeMinutes} 'runner-fleet: maximum instance lifetime re
 set -euo pipefail
 dnf install -y git git-lfs tar gzip
 # gitlab-runner on the instance does cache and artifact transfer (cache-archiver, artifacts-uploader).
-arch="$(uname -m | sed -e s/x86_64/amd64/ -e s/aarch64/arm64/)"
-curl -fsSL -o /usr/local/bin/gitlab-runner \\
-  "https://gitlab-runner-downloads.s3.amazonaws.com/${version}/binaries/gitlab-runner-linux-$arch"
-chmod 0755 /usr/local/bin/gitlab-runner
-# The executor connects as ec2-user (the AMI default user) and builds under these.
+${renderGitlabRunnerInstall(o.gitlabRunner)}# The executor connects as ec2-user (the AMI default user) and builds under these.
 install -d -o ec2-user -g ec2-user -m 0750 /builds /cache
 `;
 }

@@ -3,11 +3,19 @@
  * job instances' launch template (and, in `asg` mode, their Auto Scaling group), one instance
  * profile per credential class, the S3 cache and the log group.
  */
-import { type CfnResource, Duration, RemovalPolicy, Stack, type StackProps, Tags } from 'aws-cdk-lib';
+import {
+  type CfnResource,
+  Duration,
+  RemovalPolicy,
+  Stack,
+  type StackProps,
+  Tags,
+} from 'aws-cdk-lib';
 import * as autoscaling from 'aws-cdk-lib/aws-autoscaling';
 import * as ec2 from 'aws-cdk-lib/aws-ec2';
 import * as iam from 'aws-cdk-lib/aws-iam';
 import * as logs from 'aws-cdk-lib/aws-logs';
+import * as s3assets from 'aws-cdk-lib/aws-s3-assets';
 import * as cr from 'aws-cdk-lib/custom-resources';
 import type { Construct } from 'constructs';
 import { managerPolicyDocument } from '../../manager/providers/aws/iam-policy.js';
@@ -16,6 +24,7 @@ import type { InfraConfig, StageConfig } from '../config.js';
 import { accessLogBucket, privateBucket } from '../shared/buckets.js';
 import { acknowledge, wildcardResourceFinding } from '../shared/nag.js';
 import { renderJobBootScript, renderManagerBootScript } from './boot-scripts.js';
+import { requireTarball } from './package-asset.js';
 import { type CredentialClassProfile, renderFleetConfig } from './runner-configs.js';
 import { renderManagerUnit } from './systemd-unit.js';
 
@@ -79,6 +88,7 @@ export class RunnerFleetStack extends Stack {
     jobSecurityGroup.addIngressRule(managerSecurityGroup, ec2.Port.tcp(22), 'SSH from the manager');
 
     const profiles = props.credentialClasses.map((c) => this.jobProfile(c));
+    const gitlabRunner = { version: props.gitlabRunnerVersion, sha256: props.gitlabRunnerSha256 };
     const defaultProfile = profiles[0]!;
 
     this.jobLaunchTemplate = new ec2.LaunchTemplate(this, 'JobLaunchTemplate', {
@@ -86,7 +96,9 @@ export class RunnerFleetStack extends Stack {
       instanceType: new ec2.InstanceType(props.jobInstanceType),
       securityGroup: jobSecurityGroup,
       instanceProfile: defaultProfile.profile,
-      userData: ec2.UserData.custom(renderJobBootScript({ maxLifetimeMinutes: props.jobMaxLifetimeMinutes })),
+      userData: ec2.UserData.custom(
+        renderJobBootScript({ maxLifetimeMinutes: props.jobMaxLifetimeMinutes, gitlabRunner }),
+      ),
       requireImdsv2: true,
       httpPutResponseHopLimit: 1,
       // The dead-man switch: the instance's own shutdown at maximum lifetime terminates it.
@@ -130,13 +142,27 @@ export class RunnerFleetStack extends Stack {
     });
     policy.attachToRole(this.managerRole);
 
+    // runner-fleet itself: this checkout's `npm pack` tarball, uploaded by `cdk deploy` as an asset.
+    const packageAsset = new s3assets.Asset(this, 'RunnerFleetPackage', {
+      path: requireTarball(props.packageTarball),
+    });
+    // Exactly this object, not the whole bootstrap bucket (grantRead would give bucket-wide reads).
+    this.managerRole.addToPrincipalPolicy(
+      new iam.PolicyStatement({
+        sid: 'ReadRunnerFleetPackage',
+        actions: ['s3:GetObject'],
+        resources: [`arn:${this.partition}:s3:::${packageAsset.s3BucketName}/${packageAsset.s3ObjectKey}`],
+      }),
+    );
+
     const classProfiles: CredentialClassProfile[] = profiles.map((p) => ({
       name: p.name,
       instanceProfileArn: p.profile.instanceProfileArn,
     }));
     const bootScript = renderManagerBootScript({
       region: this.region,
-      packageSpec: props.packageSpec,
+      packageS3Url: packageAsset.s3ObjectUrl,
+      gitlabRunner,
       logGroupName: logGroup.logGroupName,
       systemdUnit: renderManagerUnit({ binPath: BIN_PATH }),
       fleetConfig: renderFleetConfig({

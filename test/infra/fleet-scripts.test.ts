@@ -1,5 +1,14 @@
-import { describe, expect, it } from 'vitest';
-import { renderJobBootScript, renderManagerBootScript } from '../../infra/fleet/boot-scripts.js';
+import { spawnSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import {
+  renderGitlabRunnerInstall,
+  renderJobBootScript,
+  renderManagerBootScript,
+} from '../../infra/fleet/boot-scripts.js';
 import { renderFleetConfig } from '../../infra/fleet/runner-configs.js';
 import { renderManagerUnit } from '../../infra/fleet/systemd-unit.js';
 import { parseConfigText } from '../../manager/config/load.js';
@@ -56,7 +65,8 @@ describe('renderManagerUnit', () => {
 describe('renderManagerBootScript', () => {
   const script = renderManagerBootScript({
     region: 'eu-west-1',
-    packageSpec: 'runner-fleet@0.1.0',
+    packageS3Url: 's3://cdk-assets/abc.tgz',
+    gitlabRunner: { version: '18.2.0' },
     fleetConfig: 'fleet_name = "ci"\n',
     systemdUnit: renderManagerUnit(),
     logGroupName: '/runner-fleet/ci',
@@ -86,7 +96,7 @@ describe('renderManagerBootScript', () => {
 });
 
 describe('renderJobBootScript', () => {
-  const script = renderJobBootScript({ maxLifetimeMinutes: 240 });
+  const script = renderJobBootScript({ maxLifetimeMinutes: 240, gitlabRunner: { version: '18.2.0' } });
 
   it('arms the dead-man switch before anything that could fail', () => {
     const lines = script.split('\n');
@@ -133,5 +143,65 @@ describe('renderFleetConfig', () => {
 
   it('refuses asg mode without a group name', () => {
     expect(() => renderFleetConfig({ ...options, autoScalingGroupName: undefined })).toThrow(/group name/);
+  });
+});
+
+describe('renderGitlabRunnerInstall (run with bash against a stub curl and install)', () => {
+  const binary = 'pretend gitlab-runner binary\n';
+  const sha = createHash('sha256').update(binary).digest('hex');
+  let dir: string;
+  beforeEach(() => {
+    dir = mkdtempSync(join(tmpdir(), 'rf-runner-install-'));
+    mkdirSync(join(dir, 'bin'));
+    const stub = (name: string, body: string) => {
+      writeFileSync(join(dir, 'bin', name), `#!/bin/bash\necho "${name} $*" >> "${dir}/calls"\n${body}\n`);
+      chmodSync(join(dir, 'bin', name), 0o755);
+    };
+    // curl -o FILE URL writes the binary; the release list names it beside other files.
+    stub(
+      'curl',
+      `case "$*" in
+  *release.sha256*) printf '%s  binaries/gitlab-runner-linux-arm64\\n%s  binaries/gitlab-runner-linux-amd64\\n' "${'0'.repeat(64)}" "${sha}" ;;
+  *) printf '${binary.trimEnd()}\\n' > "$5" ;;
+esac`,
+    );
+    stub('install', '');
+  });
+  afterEach(() => rmSync(dir, { recursive: true, force: true }));
+  const run = (release: { version: string; sha256?: string }) => {
+    const r = spawnSync('bash', ['-c', `set -euo pipefail\n${renderGitlabRunnerInstall(release)}`], {
+      encoding: 'utf8',
+      env: { PATH: `${join(dir, 'bin')}:/usr/bin:/bin` },
+    });
+    const calls = existsSync(join(dir, 'calls')) ? readFileSync(join(dir, 'calls'), 'utf8') : '';
+    return {
+      code: r.status,
+      stderr: r.stderr,
+      installed: /^install -m 0755 .* \/usr\/local\/bin\/gitlab-runner$/m.test(calls),
+      calls,
+    };
+  };
+
+  it('installs the binary whose SHA-256 matches the pinned one', () => {
+    const r = run({ version: '18.2.0', sha256: sha });
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.installed).toBe(true);
+    expect(r.calls).toContain(
+      'https://gitlab-runner-downloads.s3.amazonaws.com/v18.2.0/binaries/gitlab-runner-linux-amd64',
+    );
+  });
+
+  it('refuses a binary that does not match, installing nothing', () => {
+    const r = run({ version: '18.2.0', sha256: 'f'.repeat(64) });
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain('gitlab-runner 18.2.0: checksum mismatch, not installing');
+    expect(r.installed).toBe(false);
+  });
+
+  it('without a pin, checks against the release’s own list (the amd64 line)', () => {
+    const r = run({ version: '18.2.0' });
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.installed).toBe(true);
+    expect(r.calls).toContain('v18.2.0/release.sha256');
   });
 });

@@ -1,10 +1,11 @@
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Stack } from 'aws-cdk-lib';
 import { Match, type Template } from 'aws-cdk-lib/assertions';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { defaultTarballPath } from '../../infra/fleet/package-asset.js';
 import { RunnerFleetStack, type RunnerFleetStackProps } from '../../infra/fleet/runner-fleet-stack.js';
 import { Network } from '../../infra/gitlab/network.js';
 import { accessLogBucket } from '../../infra/shared/buckets.js';
@@ -26,6 +27,7 @@ import { bashSyntaxCheck, heredoc, userDataOf } from './user-data.js';
 const env = { account: '222222222222', region: 'eu-west-1' };
 
 let synth: Synthesized;
+let props: RunnerFleetStackProps;
 let asgStack: RunnerFleetStack;
 let asg: Template;
 let fleet: Template;
@@ -35,7 +37,7 @@ beforeAll(() => {
   const network = new Stack(app, 'Network', { env });
   const vpc = new Network(network, 'Network', { natGateways: 1, flowLogs: accessLogBucket(network, 'Logs') })
     .vpc;
-  const props: RunnerFleetStackProps = {
+  props = {
     env,
     vpc,
     fleetName: 'ci',
@@ -47,7 +49,9 @@ beforeAll(() => {
     jobInstanceType: 'm7i.large',
     managerInstanceType: 't3.small',
     jobMaxLifetimeMinutes: 240,
-    packageSpec: 'runner-fleet',
+    packageTarball: defaultTarballPath(),
+    gitlabRunnerVersion: '18.2.0',
+    gitlabRunnerSha256: 'a'.repeat(64),
     credentialClasses: [
       { name: 'default' },
       { name: 'deploy-dev', assumableRoleArns: ['arn:aws:iam::222222222222:role/runner-fleet-jobs/*'] },
@@ -178,6 +182,55 @@ describe('runner fleet stack: the manager config loads in the daemon', () => {
   it('the whole manager user data is valid bash', () => {
     bashSyntaxCheck(rendered(asg, 'asg-bash').script);
     bashSyntaxCheck(rendered(fleet, 'fleet-bash').script);
+  });
+});
+
+describe('runner fleet stack: pinned, verified software', () => {
+  it('installs runner-fleet from its npm pack tarball shipped as a CDK asset, never by registry name', () => {
+    const userData = userDataOf(asg, 'ManagerLaunchTemplate', env);
+    expect(userData).toMatch(
+      /aws s3 cp 's3:\/\/cdk-[a-z0-9]+-assets-222222222222-eu-west-1\/[0-9a-f]{64}\.tgz' \/tmp\/runner-fleet.tgz/,
+    );
+    expect(userData).toContain('npm install --global --prefix /usr /tmp/runner-fleet.tgz');
+    expect(userData).not.toMatch(/npm install[^\n]* runner-fleet(@|\s|$)/m);
+    expect(userData).not.toMatch(/\|\s*(ba)?sh\b/);
+    // The asset is the packed tarball, staged into the cloud assembly.
+    const tarball = readdirSync(synth.assembly.directory).find((f) => /^asset\.[0-9a-f]{64}\.tgz$/.test(f));
+    expect(tarball).toBeDefined();
+    const listing = execFileSync('tar', ['tzf', join(synth.assembly.directory, tarball!)], {
+      encoding: 'utf8',
+    });
+    expect(listing.split('\n')).toEqual(
+      expect.arrayContaining(['package/package.json', 'package/dist/cli.js']),
+    );
+  });
+
+  it('installs the pinned gitlab-runner on manager and job instances only after its checksum matches', () => {
+    for (const prefix of ['ManagerLaunchTemplate', 'JobLaunchTemplate']) {
+      const userData = userDataOf(asg, prefix, env);
+      expect(userData).toContain(
+        'curl -fsSL --retry 5 -o "$runner_tmp" \'https://gitlab-runner-downloads.s3.amazonaws.com/v18.2.0/binaries/gitlab-runner-linux-amd64\'',
+      );
+      expect(userData).toContain(`expected='${'a'.repeat(64)}'`);
+      expect(userData).not.toContain('/latest/');
+    }
+  });
+
+  it('refuses to synthesize without the tarball, naming the command that makes it', () => {
+    const app = appWithContext();
+    const network = new Stack(app, 'Net', { env });
+    const vpc = new Network(network, 'Network', {
+      natGateways: 1,
+      flowLogs: accessLogBucket(network, 'Logs'),
+    }).vpc;
+    expect(
+      () =>
+        new RunnerFleetStack(app, 'NoTarball', {
+          ...props,
+          vpc,
+          packageTarball: '/nonexistent/runner-fleet.tgz',
+        }),
+    ).toThrow(/runner-fleet package not found at \/nonexistent\/runner-fleet.tgz: run `npm run pack:asset`/);
   });
 });
 
