@@ -3,14 +3,7 @@
  * job instances' launch template (and, in `asg` mode, their Auto Scaling group), one instance
  * profile per credential class, the S3 cache and the log group.
  */
-import {
-  type CfnResource,
-  Duration,
-  RemovalPolicy,
-  Stack,
-  type StackProps,
-  Tags,
-} from 'aws-cdk-lib';
+import { type CfnResource, Duration, RemovalPolicy, Stack, type StackProps, Tags } from 'aws-cdk-lib';
 import * as autoscaling from 'aws-cdk-lib/aws-autoscaling';
 import * as ec2 from 'aws-cdk-lib/aws-ec2';
 import * as iam from 'aws-cdk-lib/aws-iam';
