@@ -7,7 +7,7 @@ import { existsSync, readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { eventually, startTestDaemon, type TestDaemon } from '../support/daemon.js';
-import { type RunnerEntry, runJob } from '../support/gitlab-runner.js';
+import { type JobResult, type RunnerEntry, runJob } from '../support/gitlab-runner.js';
 
 let daemon: TestDaemon;
 let entry: RunnerEntry;
@@ -21,6 +21,9 @@ beforeAll(async () => {
 afterAll(async () => {
   await daemon?.cleanup();
 });
+
+/** The stages gitlab-runner sent to the run hook, in order. */
+const runStages = (result: JobResult) => result.calls.filter((c) => c.hook === 'run').map((c) => c.stage);
 
 const noLeases = () =>
   eventually(
@@ -71,6 +74,60 @@ describe('job path on the local provider', () => {
       expect(call?.exitCode, name).toBe(0);
       expect(call?.stdout, name).toContain(`ran stage ${name}`);
     }
+  });
+
+  it('runs every stage gitlab-runner drives, in its order, with step_* and unknown stage names', async () => {
+    const id = jobId();
+    const result = await runJob(entry, {
+      id,
+      // The first get_sources fails: gitlab-runner sends clear_worktree, then retries.
+      getSourcesAttempts: 2,
+      stageScripts: {
+        get_sources:
+          'if [ ! -e "$CI_BUILDS_DIR/fetched-once" ]; then touch "$CI_BUILDS_DIR/fetched-once"; exit 1; fi; mkdir -p "$CI_PROJECT_DIR"',
+      },
+      script: 'echo "in build_script"',
+      steps: [{ name: 'release', script: 'echo "in step_release"' }],
+      afterScript: 'echo "in after_script"',
+    });
+    expect(result.outcome, result.log).toBe('success');
+    expect(runStages(result)).toEqual([
+      'prepare_script',
+      'get_sources',
+      'clear_worktree',
+      'get_sources',
+      'restore_cache',
+      'download_artifacts',
+      'build_script',
+      'step_release',
+      'after_script',
+      'archive_cache',
+      'upload_artifacts_on_success',
+      'cleanup_file_variables',
+    ]);
+    expect(result.log).toContain('in step_release');
+  });
+
+  it('after a build failure still runs after_script and the on_failure stages, and skips the later steps', async () => {
+    const result = await runJob(entry, {
+      id: jobId(),
+      script: 'exit 3',
+      steps: [{ name: 'release', script: 'echo never' }],
+      afterScript: 'echo after',
+    });
+    expect(result.outcome).toBe('build-failure');
+    expect(result.buildExitCode).toBe(3);
+    expect(runStages(result)).toEqual([
+      'prepare_script',
+      'get_sources',
+      'restore_cache',
+      'download_artifacts',
+      'build_script',
+      'after_script',
+      'archive_cache_on_failure',
+      'upload_artifacts_on_failure',
+      'cleanup_file_variables',
+    ]);
   });
 
   it('relays 300,000 lines of stdout in order, with stderr alongside', async () => {
@@ -147,6 +204,8 @@ describe('job path on the local provider', () => {
       /runner-fleet run: stage prepare_script on instance local-\w+: .+; the local instance was terminated \(its directory is gone\)/,
     );
     expect(result.log).not.toMatch(/\n\s+at /); // No stack trace in the job log.
+    // A failed prepare_script ends the plan: gitlab-runner runs no further stage, only cleanup_exec.
+    expect(runStages(result)).toEqual(['prepare_script']);
     expect(result.cleanup.exitCode).toBe(0);
   });
 

@@ -1,9 +1,10 @@
 /**
  * Drives the custom-executor hooks the way gitlab-runner does (executors/custom): the same
  * environment (TMPDIR, BUILD_FAILURE_EXIT_CODE, SYSTEM_FAILURE_EXIT_CODE, BUILD_EXIT_CODE_FILE,
- * JOB_RESPONSE_FILE, job_env, CUSTOM_ENV_*), the same stage order, the same exit-code rules, each
- * hook in its own process group, SIGTERM to the group on cancel then SIGKILL after
- * graceful_kill_timeout, and cleanup always.
+ * JOB_RESPONSE_FILE, job_env, CUSTOM_ENV_*), every stage gitlab-runner runs in its order and
+ * after the same failures (see runJob), the same exit-code rules, each hook in its own process
+ * group, SIGTERM to the group on cancel then SIGKILL after graceful_kill_timeout, and cleanup
+ * always.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -45,7 +46,7 @@ export interface JobSpec {
   projectId?: number;
   /** Job variables (CUSTOM_ENV_*); some may be secrets. */
   variables?: Record<string, string>;
-  /** build_script commands. */
+  /** The job's `script:` (step_script, passed on to the executor as build_script). */
   script: string;
   /**
    * Container fields of the job response, as gitlab-runner fills them from .gitlab-ci.yml:
@@ -56,11 +57,24 @@ export interface JobSpec {
   image?: Record<string, unknown>;
   services?: Array<Record<string, unknown>>;
   credentials?: Array<Record<string, unknown>>;
-  /** Stages run between get_sources and build_script, as [stage name, commands] (step_*, …). */
+  /**
+   * User stages sent before build_script, as [stage name, commands]: any name (step_*, names no
+   * executor has seen), as gitlab-runner sends a job's steps.
+   */
   extraStages?: Array<[string, string]>;
-  afterScript?: string;
   /** Extra commands of get_sources (in CI_PROJECT_DIR), e.g. files a checkout would bring. */
   getSources?: string;
+  /** Further steps, sent as `step_<name>`: stage names no executor can know in advance. */
+  steps?: Array<{ name: string; script: string }>;
+  afterScript?: string;
+  /** The job has `cache:` (restore_cache, archive_cache*); default true. */
+  cache?: boolean;
+  /** The job has artifacts and dependencies (download_artifacts, upload_artifacts_*); default true. */
+  artifacts?: boolean;
+  /** GET_SOURCES_ATTEMPTS (default 1); a retry is preceded by clear_worktree. */
+  getSourcesAttempts?: number;
+  /** Replace the body of a runner-generated stage (get_sources, restore_cache, …). */
+  stageScripts?: Record<string, string>;
   /** Cancel (SIGTERM to the running hook's group) this long after the build_script started. */
   cancelAfterMs?: number;
   /** Called once the prepare hook has succeeded, e.g. to kill the daemon mid-job. */
@@ -79,7 +93,7 @@ export interface JobSpec {
   /** build_script's output as it arrives (e.g. to strike once the script really runs). */
   onBuildOutput?: (chunk: string) => void;
   /** Called as each hook starts (the soak suite times faults by the job's phase). */
-  onPhase?: (phase: 'config' | 'prepare' | 'run' | 'cleanup', stage?: string) => void;
+  onPhase?: (phase: 'config' | 'prepare' | 'run' | 'cleanup', stage?: string) => void | Promise<void>;
 }
 
 export interface HookCall {
@@ -89,6 +103,8 @@ export interface HookCall {
   signal: NodeJS.Signals | null;
   stdout: string;
   stderr: string;
+  /** Wall-clock start (Date.now()), to check when stages ran relative to an event. */
+  startedAtMs: number;
   durationMs: number;
 }
 
@@ -114,8 +130,19 @@ export interface JobResult {
  */
 export const SECRET_SENTINEL = 'rf-sentinel-2f9c41d7';
 
-const STAGES_AFTER_BUILD = ['after_script', 'upload_artifacts_on_failure', 'cleanup_file_variables'];
-
+/**
+ * gitlab-runner's stage plan (common/build.go executeScript, 17/18): prepare_script; get_sources
+ * (clear_worktree before a retry), restore_cache, download_artifacts; the user's steps
+ * (`step_script`, which the custom executor passes on as `build_script`, then any other
+ * `step_<name>` as is); after_script; archive_cache or archive_cache_on_failure;
+ * upload_artifacts_on_success or _on_failure; cleanup_file_variables. A failing prepare_script
+ * ends the plan. A failure in get_sources…download_artifacts skips the steps and after_script but
+ * not the on_failure stages. after_script runs after any end of the steps (success, build failure,
+ * system failure, cancel); its own failure is ignored (AFTER_SCRIPT_IGNORE_ERRORS defaults to
+ * true), as is a failing cleanup_file_variables. Stages with nothing to do are skipped
+ * (ErrSkipBuildStage): restore_cache/archive_cache without `cache:`, the downloads and uploads
+ * without artifacts, after_script without commands.
+ */
 export async function runJob(
   entry: RunnerEntry,
   job: JobSpec,
@@ -172,10 +199,13 @@ export async function runJob(
   const log: string[] = [];
   let result: Omit<JobResult, 'cleanup' | 'calls'> | undefined;
   let canceledAtMs: number | undefined;
+  const cache = job.cache ?? true;
+  const artifacts = job.artifacts ?? true;
+  const bodyOf = (stage: string, fallback: string) => job.stageScripts?.[stage] ?? fallback;
 
   try {
     // config_exec: stdout is JSON, stderr goes to the job log.
-    job.onPhase?.('config');
+    await job.onPhase?.('config');
     const config = await runHook(custom.config_exec, [...custom.config_args], baseEnv(), tmpDir, 'config');
     calls.push(config);
     log.push(config.stderr);
@@ -192,7 +222,7 @@ export async function runJob(
     variables.CI_BUILDS_DIR = executorConfig.builds_dir;
     variables.CI_PROJECT_DIR = projectDir;
 
-    job.onPhase?.('prepare');
+    await job.onPhase?.('prepare');
     const prepare = await runHook(
       custom.prepare_exec,
       [...custom.prepare_args],
@@ -222,43 +252,58 @@ export async function runJob(
     }
     await job.onPrepared?.(jobEnv);
 
-    const stages: Array<[string, string]> = [
-      ['prepare_script', 'echo "Running on $(hostname) via runner-fleet"'],
-      [
-        'get_sources',
-        `mkdir -p "$CI_PROJECT_DIR" && cd "$CI_PROJECT_DIR" && echo "Fetched sources"${job.getSources ? `\n${job.getSources}` : ''}`,
-      ],
-      ...(job.extraStages ?? []),
-      ['build_script', job.script],
-    ];
-    let outcome: Outcome = 'success';
-    let buildExitCode: number | undefined;
-    for (const [stage, body] of stages) {
-      const run = await runStage(stage, body, stage === 'build_script');
-      if (run.outcome !== 'success') {
-        outcome = run.outcome;
-        buildExitCode = run.buildExitCode;
-        break;
-      }
+    const prepared = await runStage(
+      'prepare_script',
+      bodyOf('prepare_script', 'echo "Running on $(hostname) via runner-fleet"'),
+    );
+    if (prepared.outcome !== 'success') {
+      result = { outcome: prepared.outcome, log: log.join(''), projectDir };
+      return finish();
     }
-    // After a build failure or a cancel, gitlab-runner still runs these on the same instance.
-    if (outcome === 'success' || outcome === 'build-failure' || outcome === 'canceled') {
-      const after = outcome === 'success' ? ['after_script', 'cleanup_file_variables'] : STAGES_AFTER_BUILD;
-      for (const stage of after) {
-        const body =
-          stage === 'after_script'
-            ? (job.afterScript ?? '')
-            : stage === 'cleanup_file_variables'
-              ? 'echo cleaned file variables'
-              : 'echo uploading artifacts';
-        if (!body) continue; // Empty stages are skipped.
-        const run = await runStage(stage, body, false);
-        if (run.outcome === 'system-failure' && outcome === 'success') outcome = 'system-failure';
-      }
+
+    let jobRun: StageRun = await getSources();
+    if (jobRun.outcome === 'success' && cache) {
+      jobRun = await runStage('restore_cache', bodyOf('restore_cache', 'echo "Restoring cache"'));
     }
+    if (jobRun.outcome === 'success' && artifacts) {
+      jobRun = await runStage(
+        'download_artifacts',
+        bodyOf('download_artifacts', 'echo "Downloading artifacts"'),
+      );
+    }
+    if (jobRun.outcome === 'success') {
+      const steps: Array<[string, string]> = [
+        ...(job.extraStages ?? []),
+        ['build_script', job.script],
+        ...(job.steps ?? []).map(({ name, script }): [string, string] => [`step_${name}`, script]),
+      ];
+      for (const [stage, body] of steps) {
+        jobRun = await runStage(stage, body, stage === 'build_script');
+        if (jobRun.outcome !== 'success') break;
+      }
+      // after_script follows any end of the steps; its failure does not change the job's outcome.
+      if (job.afterScript) await runStage('after_script', job.afterScript);
+    }
+    const ok = jobRun.outcome === 'success';
+    let postRun: StageRun = { outcome: 'success' };
+    if (cache) {
+      const stage = ok ? 'archive_cache' : 'archive_cache_on_failure';
+      postRun = await runStage(stage, bodyOf(stage, 'echo "Saving cache"'));
+    }
+    if (artifacts) {
+      const stage = ok ? 'upload_artifacts_on_success' : 'upload_artifacts_on_failure';
+      const upload = await runStage(stage, bodyOf(stage, 'echo "Uploading artifacts"'));
+      if (postRun.outcome === 'success') postRun = upload;
+    }
+    // Its failure is only a warning in the runner's log.
+    await runStage(
+      'cleanup_file_variables',
+      bodyOf('cleanup_file_variables', 'echo "Removed file variables"'),
+    );
+    const final = ok ? postRun : jobRun;
     result = {
-      outcome,
-      ...(buildExitCode !== undefined ? { buildExitCode } : {}),
+      outcome: final.outcome,
+      ...(final.buildExitCode !== undefined ? { buildExitCode: final.buildExitCode } : {}),
       log: log.join(''),
       projectDir,
       ...(canceledAtMs !== undefined ? { canceledAtMs } : {}),
@@ -273,13 +318,38 @@ export async function runJob(
     return finish();
   }
 
-  async function runStage(stage: string, body: string, isBuild: boolean) {
-    const scriptPath = join(tmpDir, `script-${stage}`);
+  /** GET_SOURCES_ATTEMPTS: before the second attempt gitlab-runner sends clear_worktree. */
+  async function getSources(): Promise<StageRun> {
+    const attempts = job.getSourcesAttempts ?? 1;
+    let run: StageRun = { outcome: 'success' };
+    for (let attempt = 0; attempt < attempts; attempt++) {
+      if (attempt === 1) {
+        const cleared = await runStage(
+          'clear_worktree',
+          bodyOf('clear_worktree', 'rm -rf "$CI_PROJECT_DIR"'),
+        );
+        if (cleared.outcome !== 'success') continue;
+      }
+      run = await runStage(
+        'get_sources',
+        bodyOf(
+          'get_sources',
+          `mkdir -p "$CI_PROJECT_DIR" && cd "$CI_PROJECT_DIR" && echo "Fetched sources"${job.getSources ? `\n${job.getSources}` : ''}`,
+        ),
+      );
+      if (run.outcome === 'success') return run;
+    }
+    return run;
+  }
+
+  async function runStage(stage: string, body: string, isBuild = false): Promise<StageRun> {
+    // As executors/custom does: a fresh directory per stage under the job's TMPDIR.
+    const scriptPath = join(mkdtempSync(join(tmpDir, 'script')), 'script');
     writeFileSync(scriptPath, renderScript(variables, body, stage), { mode: 0o700 });
     const exitFile = join(tmpDir, `exit-code-${stage}`);
     rmSync(exitFile, { force: true });
     const env = { ...baseEnv(), BUILD_EXIT_CODE_FILE: exitFile };
-    job.onPhase?.('run', stage);
+    await job.onPhase?.('run', stage);
     const cancelAt = isBuild && job.cancelAfterMs !== undefined ? job.cancelAfterMs : undefined;
     const call = await runHook(custom.run_exec, [...custom.run_args, scriptPath, stage], env, tmpDir, 'run', {
       stage,
@@ -292,8 +362,8 @@ export async function runJob(
     });
     calls.push(call);
     log.push(call.stdout, call.stderr);
-    if (cancelAt !== undefined && canceledAtMs !== undefined) return { outcome: 'canceled' as Outcome };
-    if (call.exitCode === 0) return { outcome: 'success' as Outcome };
+    if (cancelAt !== undefined && canceledAtMs !== undefined) return { outcome: 'canceled' };
+    if (call.exitCode === 0) return { outcome: 'success' };
     if (call.exitCode === 1) {
       let code: number | undefined;
       try {
@@ -302,14 +372,14 @@ export async function runJob(
       } catch {
         // No exit code file: a plain build failure.
       }
-      return { outcome: 'build-failure' as Outcome, buildExitCode: code };
+      return { outcome: 'build-failure', ...(code !== undefined ? { buildExitCode: code } : {}) };
     }
     return { outcome: classify(call.exitCode) };
   }
 
   async function finish(): Promise<JobResult> {
     // cleanup_exec always runs; its output goes to the runner's log, not the job's.
-    job.onPhase?.('cleanup');
+    await job.onPhase?.('cleanup');
     const cleanup = await runHook(
       custom.cleanup_exec,
       [...custom.cleanup_args],
@@ -320,6 +390,11 @@ export async function runJob(
     rmSync(tmpDir, { recursive: true, force: true });
     return { ...(result as Omit<JobResult, 'cleanup' | 'calls'>), calls, cleanup };
   }
+}
+
+interface StageRun {
+  outcome: Outcome;
+  buildExitCode?: number;
 }
 
 function classify(code: number | null): Outcome {
@@ -334,7 +409,10 @@ export function renderScript(variables: Record<string, string>, body: string, st
   const exports = Object.entries(variables)
     .map(([k, v]) => `export ${k}=${shellQuote(v)}`)
     .join('\n');
-  const cd = stage === 'prepare_script' || stage === 'get_sources' ? '' : 'cd "$CI_PROJECT_DIR"\n';
+  // The project directory exists only once get_sources made it.
+  const cd = ['prepare_script', 'get_sources', 'clear_worktree'].includes(stage)
+    ? ''
+    : 'cd "$CI_PROJECT_DIR"\n';
   return `#!/usr/bin/env bash\nset -eo pipefail\nset +o noclobber\n${exports}\n${cd}${body}\nexit 0\n`;
 }
 
@@ -401,6 +479,7 @@ export function runHook(
         signal,
         stdout: Buffer.concat(stdout).toString('utf8'),
         stderr: Buffer.concat(stderr).toString('utf8'),
+        startedAtMs: started,
         durationMs: Date.now() - started,
       });
     });
