@@ -43,3 +43,34 @@ export function readLeaseFile(tmpDir: string): Lease | undefined {
 export function removeLeaseFile(tmpDir: string): void {
   rmSync(leaseFilePath(tmpDir), { force: true });
 }
+
+const LOST_FILE = 'runner-fleet-lost.json';
+
+export interface LostInstance {
+  readonly instanceId: string;
+  /** One line for the job log: what was seen and, when known, why. */
+  readonly cause: string;
+  /** When the loss was seen (ISO time). */
+  readonly at: string;
+}
+
+/**
+ * Remember, for the rest of this job, that its instance is gone: every later stage (each its own
+ * `run` process) then fails at once instead of spending its connect budget on a dead address.
+ * Kept in the job's TMPDIR so no stage depends on the daemon to know it.
+ */
+export function writeLostFile(tmpDir: string, lost: LostInstance): void {
+  const path = join(tmpDir, LOST_FILE);
+  writeFileSync(`${path}.tmp`, JSON.stringify(lost), { mode: 0o600 });
+  renameSync(`${path}.tmp`, path);
+}
+
+/** The recorded loss of `instanceId` in this job, if any; an unreadable file counts as none. */
+export function readLostFile(tmpDir: string, instanceId: string): LostInstance | undefined {
+  try {
+    const lost = JSON.parse(readFileSync(join(tmpDir, LOST_FILE), 'utf8')) as LostInstance;
+    return lost?.instanceId === instanceId && typeof lost.cause === 'string' ? lost : undefined;
+  } catch {
+    return undefined;
+  }
+}

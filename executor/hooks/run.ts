@@ -3,7 +3,7 @@ import { request } from '../../manager/control/client.js';
 import type { Lease } from '../../manager/control/protocol.js';
 import { readContainerState } from '../container/state.js';
 import { readHookEnv } from '../job-env.js';
-import { readLeaseFile } from '../lease-file.js';
+import { readLeaseFile, readLostFile, writeLostFile } from '../lease-file.js';
 import { hookSocketPath } from '../socket.js';
 import { loadTransport } from '../transports/load.js';
 import { runHook, SystemFailure } from './common.js';
@@ -25,6 +25,14 @@ export function runStageHook(options: { socket?: string; positionals: string[] }
       throw new SystemFailure(`stage ${stage}: script ${scriptPath} does not exist or is not a file`);
     }
     const lease = await findLease(env.tmpDir, env.jobId, env.jobSecret, options.socket, env.daemonWaitMs);
+    const lost = readLostFile(env.tmpDir, lease.instanceId);
+    if (lost) {
+      // gitlab-runner still runs after_script, the on_failure uploads and cleanup_file_variables
+      // after a system failure; on a lost instance each would wait for a dead address.
+      throw new SystemFailure(
+        `stage ${stage} not run: instance ${lease.instanceId} was lost earlier in this job (${lost.cause})`,
+      );
+    }
     const transport = await loadTransport(lease.connect);
     // A container job's user stages run in its job container (executor/container/).
     const containerJob = readContainerState(env.tmpDir);
@@ -52,6 +60,7 @@ export function runStageHook(options: { socket?: string; positionals: string[] }
         jobTmpDir: env.tmpDir,
         killGraceMs: lease.killGraceMs,
         ...(container ? { script: container.script } : {}),
+        probeGone: () => askFate(env.jobId, env.jobSecret, options.socket, FATE_TIMEOUT_MS),
       },
       controller.signal,
     );
@@ -71,26 +80,40 @@ export function runStageHook(options: { socket?: string; positionals: string[] }
         );
         return env.buildFailureExitCode;
       case 'system-failure': {
-        const cause = await askFate(env.jobId, env.jobSecret, options.socket);
-        throw new SystemFailure(
-          `stage ${stage} on instance ${lease.instanceId}: ${outcome.message}${cause ? `; ${cause}` : ''}`,
-        );
+        const cause =
+          outcome.cause ?? (await askFate(env.jobId, env.jobSecret, options.socket, FATE_TIMEOUT_MS));
+        const message = `${outcome.message}${cause ? `; ${cause}` : ''}`;
+        if (cause || outcome.instanceLost) {
+          writeLostFile(env.tmpDir, {
+            instanceId: lease.instanceId,
+            cause: message,
+            at: new Date().toISOString(),
+          });
+        }
+        throw new SystemFailure(`stage ${stage} on instance ${lease.instanceId}: ${message}`);
       }
     }
   });
 }
 
-/** The daemon's view of why the instance failed (e.g. a spot interruption); never blocks long. */
+/** Long enough for the daemon's one DescribeInstances; a daemon that is down answers at once. */
+const FATE_TIMEOUT_MS = 5_000;
+
+/**
+ * The daemon's view of why the instance failed (e.g. a spot interruption); never blocks long and
+ * never waits for a daemon that is down, so a restart cannot fail a healthy stage.
+ */
 async function askFate(
   jobId: string,
   jobSecret: string | undefined,
   socket: string | undefined,
+  timeoutMs: number,
 ): Promise<string | undefined> {
   try {
     const fate = await request<{ cause?: string }>(
       hookSocketPath(socket),
       { op: 'fate', jobId, ...(jobSecret ? { jobSecret } : {}) },
-      { signal: AbortSignal.timeout(5000) },
+      { signal: AbortSignal.timeout(timeoutMs) },
     );
     return fate?.cause;
   } catch {

@@ -61,9 +61,15 @@ export interface SshTransportOptions {
 
 const CANCELED: StageOutcome = { kind: 'canceled' };
 
-function systemFailure(message: string): StageOutcome {
-  return { kind: 'system-failure', message };
+function systemFailure(
+  message: string,
+  extra: { instanceLost?: boolean; cause?: string } = {},
+): StageOutcome {
+  return { kind: 'system-failure', message, ...extra };
 }
+
+/** How often a failing connect asks probeGone again (each answer may cost the daemon an API call). */
+const PROBE_INTERVAL_MS = 10_000;
 
 export function createSshTransport(info: SshConnectInfo, options: SshTransportOptions = {}): SshTransport {
   return new SshTransport(info, options);
@@ -112,7 +118,7 @@ export class SshTransport implements Transport {
       );
     }
     const paths = jobPaths(request.jobTmpDir);
-    const notReady = await this.ensureMaster(info, paths, signal);
+    const notReady = await this.ensureMaster(info, paths, signal, request.probeGone);
     if (notReady) return notReady;
 
     const token = randomBytes(8).toString('hex');
@@ -194,6 +200,7 @@ export class SshTransport implements Transport {
     info: ValidConnectInfo,
     paths: JobPaths,
     signal: AbortSignal,
+    probeGone?: () => Promise<string | undefined>,
   ): Promise<StageOutcome | undefined> {
     if (isSocket(paths.controlPath)) {
       const pid = readMasterPid(paths);
@@ -223,6 +230,7 @@ export class SshTransport implements Transport {
     const started = Date.now();
     let attempts = 0;
     let last: SshFailure = { kind: 'unreachable', detail: 'no attempt made' };
+    let lastProbe = Number.NEGATIVE_INFINITY;
     for (;;) {
       if (signal.aborted) return CANCELED;
       attempts++;
@@ -248,6 +256,19 @@ export class SshTransport implements Transport {
       // The daemon leased this instance only after it accepted the pinned key pair, so a refusal
       // now is not boot noise: say so at once.
       if (last.kind === 'host-key' || last.kind === 'auth') return systemFailure(describeFailure(last, info));
+      // A reclaimed instance never answers again: ask whether it is known to be gone rather than
+      // spend the whole budget (the budget is for instances that are slow, not dead).
+      if (probeGone && Date.now() - lastProbe >= PROBE_INTERVAL_MS) {
+        lastProbe = Date.now();
+        const cause = await probeGone();
+        if (signal.aborted) return CANCELED;
+        if (cause) {
+          return systemFailure(describeFailure({ kind: 'unreachable', detail: last.detail }, info), {
+            instanceLost: true,
+            cause,
+          });
+        }
+      }
       const wait = Math.min(250 * 2 ** (attempts - 1), 4_000);
       if (Date.now() - started + wait > this.connectBudgetMs) break;
       await delay(wait, signal);
@@ -256,6 +277,7 @@ export class SshTransport implements Transport {
     const kind = last.kind === 'other' ? 'other' : 'unreachable';
     return systemFailure(
       `${describeFailure({ kind, detail: last.detail }, info)}; gave up after ${attempts} attempt(s) in ${seconds} s`,
+      { instanceLost: true },
     );
   }
 
@@ -283,13 +305,16 @@ export class SshTransport implements Transport {
     if (exit.code !== 255) return { kind: 'exited', code: exit.code };
     // 255 is ssh's own failure code, and also a script's `exit 255`.
     const failure = classifySshLog(readFrom(paths.stageLog, logOffset));
-    if (failure) return systemFailure(describeFailure(failure, info));
+    if (failure) {
+      const lost = failure.kind === 'lost' || failure.kind === 'unreachable';
+      return systemFailure(describeFailure(failure, info), lost ? { instanceLost: true } : {});
+    }
     // A master that died with this stage means the connection was lost, not that the script failed.
     const pid = readMasterPid(paths);
     if (pid !== undefined && (await waitUntil(() => !isOurMaster(pid, paths), 300))) {
       const masterLog = await readFile(paths.masterLog, 'utf8').catch(() => '');
       const detail = classifySshLog(masterLog)?.detail ?? 'the multiplexed connection ended';
-      return systemFailure(describeFailure({ kind: 'lost', detail }, info));
+      return systemFailure(describeFailure({ kind: 'lost', detail }, info), { instanceLost: true });
     }
     return { kind: 'exited', code: 255 };
   }

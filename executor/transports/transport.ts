@@ -18,13 +18,28 @@ export interface StageRequest {
   readonly jobTmpDir: string;
   /** After a cancel, how long to wait between SIGTERM and SIGKILL of the remote tree. */
   readonly killGraceMs: number;
+  /**
+   * Asked when a connection attempt fails, before retrying: a cause (e.g. the daemon knows the
+   * instance was reclaimed) ends the retries at once. Must answer quickly and never throw;
+   * undefined (no answer, daemon restarting) means keep trying for the whole connect budget.
+   */
+  readonly probeGone?: () => Promise<string | undefined>;
 }
 
 export type StageOutcome =
   /** The script ran to the end (or was killed by a signal: code is 128 + signal). */
   | { readonly kind: 'exited'; readonly code: number }
-  /** The infrastructure failed: connection lost, auth refused, host key mismatch, instance gone. */
-  | { readonly kind: 'system-failure'; readonly message: string }
+  /**
+   * The infrastructure failed: connection lost, auth refused, host key mismatch, instance gone.
+   * `instanceLost`: the instance could not be reached or the connection to it was lost, so later
+   * stages of the job should not wait for it again. `cause`: why, when probeGone said.
+   */
+  | {
+      readonly kind: 'system-failure';
+      readonly message: string;
+      readonly instanceLost?: boolean;
+      readonly cause?: string;
+    }
   /** The stage was canceled through the abort signal and its process tree has ended. */
   | { readonly kind: 'canceled' };
 

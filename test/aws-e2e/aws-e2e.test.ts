@@ -37,7 +37,7 @@ async function statusJson(d: TestDaemon): Promise<StatusReport> {
   return JSON.parse(stdout) as StatusReport;
 }
 
-function config(w: AwsWorld, mode: 'asg' | 'fleet', dir: string, pool: string): string {
+function config(w: AwsWorld, mode: 'asg' | 'fleet', dir: string, pool: string, aws = ''): string {
   return `provider = "aws"
 fleet_name = "e2e"
 [executor]
@@ -49,7 +49,7 @@ reconcile_interval = "1s"
 reconcile_interval_fast = "200ms"
 instance_ready_timeout = "30s"
 ${pool}
-${awsToml(w, mode)}`;
+${awsToml(w, mode, aws)}`;
 }
 
 describe.each(['asg', 'fleet'] as const)('AWS end to end (%s mode)', (mode) => {
@@ -57,9 +57,11 @@ describe.each(['asg', 'fleet'] as const)('AWS end to end (%s mode)', (mode) => {
     world = await startAwsWorld();
     const w = world;
     scratch = mkdtempSync(join(tmpdir(), 'rf-aws-e2e-'));
-    daemon = await startTestDaemon(config(w, mode, scratch, 'idle_count = 1\nidle_time = "10m"'), {
-      env: AWS_ENV,
-    });
+    // [aws] instance_profile and no [credentials]: the job runs under that profile, and says so.
+    daemon = await startTestDaemon(
+      config(w, mode, scratch, 'idle_count = 1\nidle_time = "10m"', 'instance_profile = "runner-fleet-ci"'),
+      { env: AWS_ENV },
+    );
     const d = daemon;
     // The idle instance the pool keeps ready is an EC2 instance, by its id.
     const ready = await eventually(
@@ -78,6 +80,10 @@ describe.each(['asg', 'fleet'] as const)('AWS end to end (%s mode)', (mode) => {
     expect(result.log).toMatch(/hello from i-[0-9a-f]{17}/);
     const used = /hello from (i-[0-9a-f]{17})/.exec(result.log)?.[1] ?? '';
     expect(w.fake.instance(used)).toBeDefined();
+    expect(result.log).toContain(
+      'Credentials: no ID token; using the default profile (runner-fleet-ci, from [aws] instance_profile)',
+    );
+    expect(w.fake.instance(used)?.IamInstanceProfile?.Arn).toMatch(/:instance-profile\/runner-fleet-ci$/);
 
     // max_use_count = 1: the instance goes after its job, and the pool replaces it.
     await w.fake.waitFor(() => w.fake.instance(used)?.State === 'terminated');
@@ -148,7 +154,7 @@ describe('SSH job path through the hooks', () => {
 });
 
 describe('spot interruption mid-stage', () => {
-  it('ends the stage as a system failure that names the spot interruption, and the daemon keeps running', async () => {
+  it('ends the job as a system failure naming the spot interruption; every later stage fails at once', async () => {
     world = await startAwsWorld();
     const w = world;
     scratch = mkdtempSync(join(tmpdir(), 'rf-aws-spot-'));
@@ -156,14 +162,17 @@ describe('spot interruption mid-stage', () => {
     const d = daemon;
     let victim = '';
     let struck: Promise<void> | undefined;
+    let lostAt = 0;
     const result = await runJob(d.entry(), {
       id: '7201',
       script: 'echo "on $RUNNER_FLEET_INSTANCE_ID"; for i in $(seq 1 60); do echo tick $i; sleep 0.5; done',
+      afterScript: 'echo "after_script ran"',
       // Once the stage prints on the instance: the interruption lands mid-stage.
       onBuildOutput: (chunk) => {
         if (!chunk.includes('tick 1') || struck) return;
         struck = d.status().then((s) => {
           victim = s.leases.find((l) => l.jobId === '7201')?.instanceId ?? '';
+          lostAt = Date.now();
           w.fake.vanish(victim, 'spot');
         });
       },
@@ -172,11 +181,70 @@ describe('spot interruption mid-stage', () => {
     expect(victim).toMatch(/^i-/);
     expect(result.outcome, result.log).toBe('system-failure');
     expect(result.log).toMatch(
-      /spot interruption: AWS reclaimed the instance \(Server\.SpotInstanceTermination\)/,
+      /stage build_script on instance i-\w+: .*spot interruption: AWS reclaimed the instance \(Server\.SpotInstanceTermination\)/,
     );
+    // gitlab-runner still sends these after a system failure; none may wait for the dead instance.
+    const runs = result.calls.filter((c) => c.hook === 'run');
+    const afterLoss = runs.slice(runs.findIndex((c) => c.stage === 'build_script') + 1);
+    expect(afterLoss.map((c) => c.stage)).toEqual([
+      'after_script',
+      'archive_cache_on_failure',
+      'upload_artifacts_on_failure',
+      'cleanup_file_variables',
+    ]);
+    for (const call of afterLoss) {
+      expect(call.exitCode, call.stage).toBe(2);
+      expect(call.stderr).toMatch(
+        new RegExp(
+          `stage ${call.stage} not run: instance ${victim} was lost earlier in this job \\(.*Server\\.SpotInstanceTermination`,
+        ),
+      );
+    }
+    expect(result.log).not.toContain('after_script ran');
+    // The issue's bound: the job ends within 30 s of the loss plus the stage's kill grace (2 s).
+    // Generous on purpose; before the fix each later stage alone retried SSH for about a minute.
+    const last = afterLoss[afterLoss.length - 1]!;
+    expect(last.startedAtMs + last.durationMs - lostAt).toBeLessThan(30_000 + 2_000);
     expect(result.cleanup.exitCode).toBe(0);
     const status = await d.status();
     expect(status.manager.pid).toBeGreaterThan(0);
+  });
+
+  it('a later stage of a healthy job still gets the whole connect budget', async () => {
+    world = await startAwsWorld();
+    const w = world;
+    scratch = mkdtempSync(join(tmpdir(), 'rf-aws-slow-'));
+    daemon = await startTestDaemon(config(w, 'fleet', scratch, 'idle_count = 1'), { env: AWS_ENV });
+    const d = daemon;
+    let frozen: string | undefined;
+    let thawedAt = 0;
+    const result = await runJob(d.entry(), {
+      id: '7202',
+      script: 'echo "on $RUNNER_FLEET_INSTANCE_ID"',
+      onPhase: async (phase, stage) => {
+        if (phase !== 'run' || stage !== 'archive_cache') return;
+        // Between stages: the job's connection drops and the instance stops answering for a
+        // while (longer than one connect attempt), then recovers. The daemon, asked, sees it
+        // running, so the stage keeps trying instead of failing.
+        const id = (await d.status()).leases.find((l) => l.jobId === '7202')?.instanceId;
+        const sshd = id ? w.backed.get(id) : undefined;
+        if (!id || !sshd) return;
+        frozen = id;
+        w.cutConnections(id);
+        sshd.freeze();
+        setTimeout(() => {
+          thawedAt = Date.now();
+          sshd.thaw();
+        }, 14_000);
+      },
+    });
+    expect(frozen).toMatch(/^i-/);
+    expect(result.outcome, result.log).toBe('success');
+    const archive = result.calls.find((c) => c.stage === 'archive_cache');
+    expect(archive?.exitCode).toBe(0);
+    // It ran to the end only once the instance answered again, past the first probe of the daemon.
+    expect(archive!.startedAtMs + archive!.durationMs).toBeGreaterThanOrEqual(thawedAt);
+    expect(result.log).not.toContain('was lost earlier');
   });
 });
 
