@@ -2,6 +2,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { parse, TomlError } from 'smol-toml';
 import type { z } from 'zod';
+import { withInstanceProfileFallback } from '../credentials/schema.js';
 import { locateKey } from './locate.js';
 import { CONFIG_ENV, DEFAULT_CONFIG_PATH, SYSTEM_STATE_DIR, socketPathIn, userStateDir } from './paths.js';
 import { type Config, configSchema, defaultManagerId } from './schema.js';
@@ -122,6 +123,10 @@ function resolveConfig(
     socket: parsed.socket ?? socketPathIn(stateDir),
     manager_id: parsed.manager_id ?? defaultManagerId(),
     local: { ...parsed.local, root: parsed.local.root ?? join(stateDir, 'local') },
+    credentials: withInstanceProfileFallback(
+      parsed.credentials,
+      parsed.provider === 'aws' ? parsed.aws?.instance_profile : undefined,
+    ),
     source,
   };
 }

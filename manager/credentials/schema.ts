@@ -205,8 +205,13 @@ export interface CredentialsConfig {
   readonly clockSkewMs: number;
   readonly jwksTimeoutMs: number;
   readonly jwksCacheTtlMs: number;
-  /** Least-privileged profile for every job that matches no rule; undefined means none. */
+  /**
+   * Least-privileged profile for every job that matches no rule; undefined means none. After
+   * config loading this is the effective one (see withInstanceProfileFallback).
+   */
   readonly defaultProfile?: string;
+  /** Which key defaultProfile came from, for the job log. */
+  readonly defaultProfileKey?: 'credentials.default_profile' | 'aws.instance_profile';
   readonly defaultHopLimit: number;
   /**
    * When a job brings a token but GitLab's keys cannot be fetched: `default` runs it with the
@@ -344,12 +349,28 @@ export const credentialsSchema = z
       clockSkewMs: raw.clock_skew,
       jwksTimeoutMs: raw.jwks_timeout,
       jwksCacheTtlMs: raw.jwks_cache_ttl,
-      defaultProfile: raw.default_profile === '' ? undefined : raw.default_profile,
+      ...(raw.default_profile === ''
+        ? {}
+        : { defaultProfile: raw.default_profile, defaultProfileKey: 'credentials.default_profile' as const }),
       defaultHopLimit: raw.default_hop_limit,
       whenJwksUnavailable: raw.when_jwks_unavailable,
       rules,
     };
   });
+
+/**
+ * The one precedence rule for a job's instance profile: the first matching rule's
+ * `instance_profile`; else `[credentials] default_profile` when set (non-empty); else `[aws]
+ * instance_profile` (what instances boot with); else none. Applied once, at config load, so the
+ * job log names the profile the instance really runs under.
+ */
+export function withInstanceProfileFallback(
+  config: CredentialsConfig,
+  awsInstanceProfile: string | undefined,
+): CredentialsConfig {
+  if (config.defaultProfile !== undefined || !awsInstanceProfile) return config;
+  return { ...config, defaultProfile: awsInstanceProfile, defaultProfileKey: 'aws.instance_profile' };
+}
 
 /** For embedding as an optional section: `credentials: credentialsSectionSchema` (absent → defaults). */
 export const credentialsSectionSchema = credentialsSchema.prefault({});

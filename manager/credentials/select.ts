@@ -110,7 +110,9 @@ function fromDefault(config: CredentialsConfig, why: string, claims?: VerifiedCl
     ...(claims ? { verifiedProject: claims.jobProjectPath ?? claims.projectPath } : {}),
     overrides: {},
     logLine: oneLine(
-      `Credentials: ${why}; using the default profile (${describeProfile(config.defaultProfile)})`,
+      `Credentials: ${why}; using the default profile (${describeProfile(config.defaultProfile)}${
+        config.defaultProfileKey === 'aws.instance_profile' ? ', from [aws] instance_profile' : ''
+      })`,
     ),
   };
 }
