@@ -23,6 +23,7 @@ export interface AwsConfig {
   launch_template?: string;
   launch_template_version: string;
   endpoint?: string;
+  ssh_user: string;
 }
 
 /** The `[aws]` section if the config has one (read loosely: the section belongs to the provider). */

@@ -354,6 +354,23 @@ async function awsChecks(
           status: 'pass',
           detail: `${group.AutoScalingGroupName}: desired ${group.DesiredCapacity}, max ${group.MaxSize}`,
         });
+        // Above MaxSize, SetDesiredCapacity fails: jobs would wait for instances that never come.
+        const maxSize = group.MaxSize ?? 0;
+        const wanted = config.pool.max_instances;
+        add(
+          maxSize >= wanted
+            ? {
+                id: 'group size',
+                status: 'pass',
+                detail: `MaxSize ${maxSize} ≥ [pool] max_instances ${wanted}`,
+              }
+            : {
+                id: 'group size',
+                status: 'fail',
+                detail: `MaxSize ${maxSize} < [pool] max_instances ${wanted}: the fleet could never launch more than ${maxSize} instances, and jobs beyond that would wait`,
+                fix: `aws autoscaling update-auto-scaling-group --auto-scaling-group-name ${group.AutoScalingGroupName} --max-size ${wanted} (or lower [pool] max_instances)`,
+              },
+        );
         const suspended = (group.SuspendedProcesses ?? []).some((p) => p.ProcessName === 'AZRebalance');
         add(
           suspended
@@ -413,8 +430,14 @@ async function awsChecks(
       const ami = await checkAmi(ssm, config, imageId, o.gitlabRunnerVersion ?? localGitlabRunnerVersion);
       const { manifest, ...amiResult } = ami;
       add(amiResult);
-      if (manifest) add(checkAmiDocker(imageId, manifest));
-    } else add({ id: 'ami', status: 'skip', detail: 'no image id found in the launch template' });
+      if (manifest) {
+        add(checkAmiDocker(imageId, manifest));
+        add(checkAmiDirs(config, aws, imageId, manifest));
+      } else add({ id: 'ami directories', status: 'skip', detail: 'no usable AMI manifest' });
+    } else {
+      add({ id: 'ami', status: 'skip', detail: 'no image id found in the launch template' });
+      add({ id: 'ami directories', status: 'skip', detail: 'no image id found in the launch template' });
+    }
   } finally {
     sts.destroy();
     ec2.destroy();
@@ -660,6 +683,10 @@ async function checkPermissions(
 
 interface AmiManifest {
   packages?: Record<string, unknown>;
+  /** The login user the image build prepared (optional). */
+  ssh_user?: unknown;
+  /** Directories the image build created writable by ssh_user (optional). */
+  writable_dirs?: unknown;
 }
 
 export function localGitlabRunnerVersion(): Promise<string | undefined> {
@@ -757,6 +784,48 @@ async function checkAmi(
     status: 'pass',
     detail: `${imageId}: git ${packages.git}, git-lfs ${packages['git-lfs']}, gitlab-runner ${onImage}${here ? ` (manager ${here})` : ''}`,
     manifest,
+  };
+}
+
+/**
+ * builds_dir and cache_dir must exist on the image and be writable by ssh_user: every stage runs
+ * there as that user, and nothing at boot creates them. Checked against what the image build
+ * published in the manifest (`ssh_user`, `writable_dirs`), since doctor launches nothing.
+ */
+function checkAmiDirs(config: Config, aws: AwsConfig, imageId: string, manifest: AmiManifest): CheckResult {
+  const needed = [config.executor.builds_dir, config.executor.cache_dir];
+  const publish = `have the image build create ${needed.join(' and ')} owned by ${aws.ssh_user} and add "ssh_user":"${aws.ssh_user}","writable_dirs":${JSON.stringify(needed)} to the manifest`;
+  const dirs = Array.isArray(manifest.writable_dirs)
+    ? manifest.writable_dirs.filter((d): d is string => typeof d === 'string')
+    : undefined;
+  if (dirs === undefined || typeof manifest.ssh_user !== 'string')
+    return {
+      id: 'ami directories',
+      status: 'warn',
+      detail: `the manifest of ${imageId} does not say whether ${needed.join(' and ')} exist writable by ${aws.ssh_user}`,
+      fix: publish,
+    };
+  if (manifest.ssh_user !== aws.ssh_user)
+    return {
+      id: 'ami directories',
+      status: 'fail',
+      detail: `${imageId} prepared its directories for user ${manifest.ssh_user}, but [aws] ssh_user is ${aws.ssh_user}`,
+      fix: `set [aws] ssh_user = "${manifest.ssh_user}" or rebuild the image for ${aws.ssh_user}`,
+    };
+  const covered = (path: string) =>
+    dirs.some((d) => path === d || path.startsWith(`${d.replace(/\/+$/, '')}/`));
+  const missing = needed.filter((path) => !covered(path));
+  if (missing.length > 0)
+    return {
+      id: 'ami directories',
+      status: 'fail',
+      detail: `${missing.join(' and ')} not writable by ${aws.ssh_user} on ${imageId} (manifest lists ${dirs.join(', ') || 'none'}): every stage would fail`,
+      fix: publish,
+    };
+  return {
+    id: 'ami directories',
+    status: 'pass',
+    detail: `${needed.join(' and ')} writable by ${aws.ssh_user} on ${imageId}`,
   };
 }
 

@@ -126,6 +126,11 @@ describe('doctor', () => {
       ].sort(),
     );
     expect(b.get('state directory')?.status).toBe('pass'); // install created it, 0700
+    expect(b.get('group size')).toMatchObject({
+      status: 'pass',
+      detail: 'MaxSize 10 ≥ [pool] max_instances 10',
+    });
+    expect(b.get('ami directories')?.status).toBe('skip'); // no manifest yet
     expect(b.get('aws identity')?.status).toBe('pass');
     expect(b.get('az rebalance')?.fix).toContain('--scaling-processes AZRebalance');
     expect(b.get('imdsv2')?.fix).toContain('HttpTokens = "required"');
@@ -151,7 +156,11 @@ describe('doctor', () => {
     // An AMI without Docker: bare jobs would run, jobs with image: would not.
     fake.putParameter(
       '/runner-fleet/ami/ami-0123456789abcdef0',
-      JSON.stringify({ packages: { git: '2.43.0', 'git-lfs': '3.4.1', 'gitlab-runner': '17.11.0' } }),
+      JSON.stringify({
+        packages: { git: '2.43.0', 'git-lfs': '3.4.1', 'gitlab-runner': '17.11.0' },
+        ssh_user: 'ec2-user',
+        writable_dirs: ['/builds', '/cache'],
+      }),
     );
     const noDocker = byId((await doctor(config, runnerToml)).results);
     expect(noDocker.get('ami')?.status).toBe('pass');
@@ -161,6 +170,8 @@ describe('doctor', () => {
       '/runner-fleet/ami/ami-0123456789abcdef0',
       JSON.stringify({
         packages: { git: '2.43.0', 'git-lfs': '3.4.1', 'gitlab-runner': '17.11.0', docker: '26.1.5' },
+        ssh_user: 'ec2-user',
+        writable_dirs: ['/builds', '/cache'],
       }),
     );
     fake.addBucket('rf-cache-blue');
@@ -184,6 +195,10 @@ describe('doctor', () => {
 
     const after = await doctor(config, runnerToml);
     expect(failing(after.results), renderReport(after.results)).toEqual([]);
+    expect(byId(after.results).get('ami directories')).toMatchObject({
+      status: 'pass',
+      detail: '/builds and /cache writable by ec2-user on ami-0123456789abcdef0',
+    });
     expect(byId(after.results).get('gitlab accepts token')?.detail).toContain('runner 100');
     expect(byId(after.results).get('job checks')?.detail).toContain(`${gitlab.url}/api/v4/job`);
     expect(renderReport(after.results)).toContain('all checks passed');
@@ -236,5 +251,48 @@ describe('doctor', () => {
     expect(r.get('cache bucket')?.status).toBe('skip');
     // No GitLab URL in the config: job checks are off, and doctor says so.
     expect(r.get('job checks')).toMatchObject({ status: 'warn', detail: expect.stringContaining('off') });
+  });
+
+  it('asg mode: a group smaller than max_instances, and an AMI without the job directories, fail with their fix', async () => {
+    fake.addLaunchTemplate('rf-job', {
+      ImageId: 'ami-0123456789abcdef0',
+      MetadataOptions: { HttpTokens: 'required' },
+      InstanceInitiatedShutdownBehavior: 'terminate',
+    });
+    fake.addAutoScalingGroup({
+      name: 'rf-jobs',
+      maxSize: 4,
+      launchTemplate: { LaunchTemplateName: 'rf-job', Version: '$Default' },
+    });
+    const packages = { git: '2.43.0', 'git-lfs': '3.4.1', 'gitlab-runner': '17.11.0' };
+    const manifest = '/runner-fleet/ami/ami-0123456789abcdef0';
+    fake.putParameter(
+      manifest,
+      JSON.stringify({ packages, ssh_user: 'ec2-user', writable_dirs: ['/builds'] }),
+    );
+    const big = parseConfigText(
+      configText('asg', '[pool]\nmax_instances = 12\n'),
+      '/etc/runner-fleet/config.toml',
+    );
+    const r = byId((await doctor(big, join(dir, 'none.toml'))).results);
+    expect(r.get('group size')).toMatchObject({
+      status: 'fail',
+      fix: 'aws autoscaling update-auto-scaling-group --auto-scaling-group-name rf-jobs --max-size 12 (or lower [pool] max_instances)',
+    });
+    expect(r.get('ami directories')).toMatchObject({ status: 'fail' });
+    expect(r.get('ami directories')?.detail).toMatch(
+      /^\/cache not writable by ec2-user on ami-0123456789abcdef0/,
+    );
+
+    // Sized to the group, with a manifest that says nothing about directories: pass, and a warning.
+    fake.putParameter(manifest, JSON.stringify({ packages }));
+    const fits = parseConfigText(
+      configText('asg', '[pool]\nmax_instances = 4\n'),
+      '/etc/runner-fleet/config.toml',
+    );
+    const f = byId((await doctor(fits, join(dir, 'none.toml'))).results);
+    expect(f.get('group size')?.status).toBe('pass');
+    expect(f.get('ami directories')).toMatchObject({ status: 'warn' });
+    expect(f.get('ami directories')?.fix).toContain('"writable_dirs":["/builds","/cache"]');
   });
 });
