@@ -97,7 +97,8 @@ export async function startDaemon(config: Config, log: Logger): Promise<RunningD
     authorize(request);
     switch (request.op) {
       case 'ping':
-        return { pid: process.pid, version: version() };
+        // Also what a second daemon started on this state by mistake names in its refusal.
+        return { pid: process.pid, version: version(), config: config.source };
       case 'config':
         return {
           ...executorConfig(config, provider, request.jobId),

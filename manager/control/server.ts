@@ -2,7 +2,7 @@
  * The daemon's control socket: newline-delimited JSON over a unix socket that only the daemon's
  * user can open (0600 socket in a 0700 directory). One request per connection.
  */
-import { chmodSync, existsSync, mkdirSync, unlinkSync } from 'node:fs';
+import { chmodSync, existsSync, lstatSync, mkdirSync, unlinkSync } from 'node:fs';
 import { connect, createServer, type Server, type Socket } from 'node:net';
 import { dirname } from 'node:path';
 import type { Logger } from 'pino';
@@ -32,9 +32,31 @@ export async function listenControl(
 ): Promise<Server> {
   mkdirSync(dirname(socketPath), { recursive: true, mode: 0o700 });
   if (existsSync(socketPath)) {
-    if (await isAlive(socketPath)) {
+    // Never take over what is not ours: only a dead socket (a daemon that died) is replaced.
+    if (!lstatSync(socketPath).isSocket()) {
       throw new Error(
-        `another runner-fleet daemon is already serving ${socketPath}; two daemons on one state would fight over the same instances`,
+        `${socketPath} exists and is not a socket: refusing to replace it; move it away, or set state_dir (or socket) in the config to another place`,
+      );
+    }
+    const other = await identify(socketPath);
+    if (other === 'runner-fleet') {
+      throw new Error(
+        `another runner-fleet daemon is already serving ${socketPath}; two daemons on one state would fight over the same instances (stop it, or give this one its own state_dir)`,
+      );
+    }
+    if (typeof other === 'object') {
+      throw new Error(
+        `another runner-fleet daemon is already serving ${socketPath} (pid ${other.pid}, version ${other.version}${other.config ? `, config ${other.config}` : ''}); two daemons on one state would fight over the same instances (stop it, or give this one its own state_dir)`,
+      );
+    }
+    if (other === 'foreign') {
+      throw new Error(
+        `${socketPath} is in use by a program that is not a runner-fleet daemon: refusing to take it over; set state_dir (or socket) in the config to another place`,
+      );
+    }
+    if (other === 'silent') {
+      throw new Error(
+        `something listens on ${socketPath} but does not answer a ping (a runner-fleet daemon still starting, or another program): refusing to take it over`,
       );
     }
     unlinkSync(socketPath); // A stale socket from a daemon that died.
@@ -122,15 +144,54 @@ function parseRequest(line: string): ControlRequest {
   return value as ControlRequest;
 }
 
-function isAlive(socketPath: string): Promise<boolean> {
+/**
+ * Who answers at an existing socket: nobody (a stale socket), a runner-fleet daemon (its ping:
+ * pid, version, config), or something else.
+ */
+function identify(
+  socketPath: string,
+): Promise<
+  'dead' | 'foreign' | 'silent' | 'runner-fleet' | { pid: number; version: string; config?: string }
+> {
   return new Promise((resolve) => {
     const socket = connect(socketPath);
-    const done = (alive: boolean) => {
+    let buffer = '';
+    let connected = false;
+    const done = (answer: Awaited<ReturnType<typeof identify>>) => {
+      clearTimeout(timer);
       socket.destroy();
-      resolve(alive);
+      resolve(answer);
     };
-    socket.once('connect', () => done(true));
-    socket.once('error', () => done(false));
-    setTimeout(() => done(false), 1000).unref();
+    // A daemon answers a ping once its fleet has started (an AWS listing may take a while).
+    const timer = setTimeout(() => done(connected ? 'silent' : 'dead'), 15_000);
+    socket.setEncoding('utf8');
+    socket.once('connect', () => {
+      connected = true;
+      socket.write(`${JSON.stringify({ op: 'ping' })}\n`);
+    });
+    socket.on('data', (chunk: string) => {
+      buffer += chunk;
+      const newline = buffer.indexOf('\n');
+      if (newline < 0) return;
+      try {
+        const reply = JSON.parse(buffer.slice(0, newline)) as ControlResponse;
+        const data =
+          reply.type === 'ok'
+            ? (reply.data as { pid?: unknown; version?: unknown; config?: unknown })
+            : undefined;
+        if (data && typeof data.pid === 'number' && typeof data.version === 'string') {
+          return done({
+            pid: data.pid,
+            version: data.version,
+            ...(typeof data.config === 'string' ? { config: data.config } : {}),
+          });
+        }
+        done(reply.type === 'error' ? 'runner-fleet' : 'foreign');
+      } catch {
+        done('foreign');
+      }
+    });
+    socket.once('error', () => done(connected ? 'foreign' : 'dead'));
+    socket.once('close', () => done(connected ? 'foreign' : 'dead'));
   });
 }

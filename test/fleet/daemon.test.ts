@@ -4,7 +4,16 @@
  * provider keeping apart, delete_instances_on_shutdown, and the /metrics and /healthz endpoint.
  */
 import { execFile } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import {
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
+import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pino } from 'pino';
@@ -30,7 +39,7 @@ async function daemon(body: string): Promise<TestDaemon> {
 
 function runCli(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
-    execFile(process.execPath, [CLI, ...args], { timeout: 30_000 }, (error, stdout, stderr) => {
+    execFile(process.execPath, [CLI, ...args], (error, stdout, stderr) => {
       resolve({ code: error ? ((error as { code?: number }).code ?? 1) : 0, stdout, stderr });
     });
   });
@@ -78,10 +87,42 @@ describe('restart and upgrade safety', () => {
     );
     const second = await runCli(['daemon', '--config', d.configPath]);
     expect(second.code).not.toBe(0);
-    expect(`${second.stdout}${second.stderr}`).toMatch(/another runner-fleet daemon is already serving/);
+    // It names the daemon it found, so the operator knows which one to stop.
+    expect(`${second.stdout}${second.stderr}`).toContain(
+      `another runner-fleet daemon is already serving ${d.socket} (pid ${d.pid()}, version `,
+    );
+    expect(`${second.stdout}${second.stderr}`).toContain(`config ${d.configPath})`);
     // It refused before its first listing: it adopted, launched and terminated nothing.
     expect(second.stdout).not.toMatch(/adopted instance|instance launched|terminating instance/);
     expect(await request(d.socket, { op: 'ping' })).toMatchObject({ pid: expect.any(Number) });
+  });
+
+  it('never takes over a socket path another program holds, nor a file that is not a socket', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'rf-foreign-'));
+    const state = join(dir, 'state');
+    mkdirSync(state, { mode: 0o700 });
+    const config = join(dir, 'config.toml');
+    writeFileSync(config, `state_dir = "${state}"\n`);
+    const socket = join(state, 'control.sock');
+    // Something else listens there and answers in its own protocol.
+    const foreign = createServer((c) => c.end('HTTP/1.1 400 Bad Request\r\n\r\n'));
+    await new Promise<void>((r) => foreign.listen(socket, () => r()));
+    try {
+      const refused = await runCli(['daemon', '--config', config]);
+      expect(refused.code).not.toBe(0);
+      expect(refused.stderr).toContain(`${socket} is in use by a program that is not a runner-fleet daemon`);
+      expect(existsSync(socket)).toBe(true);
+    } finally {
+      foreign.close();
+      foreign.unref();
+    }
+    rmSync(socket, { force: true });
+    writeFileSync(socket, 'not a socket');
+    const file = await runCli(['daemon', '--config', config]);
+    expect(file.code).not.toBe(0);
+    expect(file.stderr).toContain(`${socket} exists and is not a socket`);
+    expect(readFileSync(socket, 'utf8')).toBe('not a socket');
+    rmSync(dir, { recursive: true, force: true });
   });
 
   it('delete_instances_on_shutdown terminates every instance when the daemon stops', async () => {
