@@ -176,7 +176,11 @@ async function checkSocket(config: Config): Promise<CheckResult> {
       id: 'daemon',
       status: 'fail',
       detail: (error as Error).message.replace(/: is it running\?.*$/, ''),
-      fix: 'systemctl enable --now runner-fleet; if it does not stay up: journalctl -u runner-fleet -e -o cat',
+      // The embedded default is what `npm start` runs: no unit is installed for it.
+      fix:
+        config.source === 'embedded default'
+          ? 'start it: `runner-fleet daemon` (or `npm start` in a checkout) runs the embedded default; for a service, `runner-fleet install` first, then systemctl enable --now runner-fleet'
+          : 'systemctl enable --now runner-fleet; if it does not stay up: journalctl -u runner-fleet -e -o cat',
     };
   }
 }
@@ -207,7 +211,12 @@ async function checkForeignInstances(config: Config, daemonUp: boolean): Promise
 }
 
 function checkRunnerEntry(config: Config, path: string): CheckResult {
-  const fix = 'runner-fleet runner-config --write';
+  // --write builds the entry from a config file on the manager; the embedded default has none,
+  // so there the entry is printed and pasted.
+  const fix =
+    config.source === 'embedded default'
+      ? "paste what `runner-fleet runner-config` prints into gitlab-runner's config.toml (set url and token)"
+      : 'runner-fleet runner-config --write';
   let text: string;
   try {
     text = readFileSync(path, 'utf8');

@@ -102,7 +102,10 @@ export function install(o: InstallOptions, say: (line: string) => void = () => {
   const stateDir = at(o.stateDir);
   if (!existsSync(stateDir)) {
     if (!o.dryRun) {
-      mkdirSync(stateDir, { recursive: true, mode: 0o700 });
+      // Parents the usual way (0755): only the state directory itself is private. A recursive
+      // mkdir with 0700 would also make a fresh root's /var and /var/lib 0700.
+      mkdirSync(dirname(stateDir), { recursive: true, mode: 0o755 });
+      mkdirSync(stateDir, { mode: 0o700 });
       chmodSync(stateDir, 0o700);
       if (isRoot) chownSync(stateDir, ids.uid, ids.gid);
     }

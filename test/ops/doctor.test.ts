@@ -251,6 +251,19 @@ describe('doctor', () => {
     expect(r.get('cache bucket')?.status).toBe('skip');
     // No GitLab URL in the config: job checks are off, and doctor says so.
     expect(r.get('job checks')).toMatchObject({ status: 'warn', detail: expect.stringContaining('off') });
+    // A config file on a manager: the service and --write are the fixes.
+    expect(r.get('daemon')?.fix).toMatch(/^systemctl enable --now runner-fleet/);
+  });
+
+  it('gives fixes that work for the embedded default (npm start): no unit, no --write', async () => {
+    const state = join(dir, 'embedded-state');
+    const embedded = { ...parseConfigText(`state_dir = "${state}"\n`, 'x.toml'), source: 'embedded default' };
+    const r = byId(await runDoctor({ config: embedded, runnerConfigPath: join(dir, 'none.toml') }));
+    expect(r.get('daemon')?.status).toBe('fail');
+    expect(r.get('daemon')?.fix).toMatch(/^start it: `runner-fleet daemon` \(or `npm start`/);
+    const entry = [...r.values()].find((c) => c.fix?.includes('runner-config'));
+    expect(entry?.fix).toContain('paste what `runner-fleet runner-config` prints');
+    expect(JSON.stringify([...r.values()].map((c) => c.fix))).not.toContain('runner-config --write');
   });
 
   it('asg mode: a group smaller than max_instances, and an AMI without the job directories, fail with their fix', async () => {

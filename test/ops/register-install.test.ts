@@ -140,6 +140,9 @@ describe('install', () => {
     const first = install(base(root));
     expect(first.steps.map((s) => s.action)).toEqual(['create', 'create', 'create']);
     expect(statSync(join(root, 'var/lib/runner-fleet')).mode & 0o777).toBe(0o700);
+    // Only the state directory is private: the parents a fresh root lacked are the usual 0755.
+    expect(statSync(join(root, 'var')).mode & 0o777).toBe(0o755);
+    expect(statSync(join(root, 'var/lib')).mode & 0o777).toBe(0o755);
     expect(statSync(join(root, 'etc/runner-fleet/config.toml')).mode & 0o777).toBe(0o640);
     expect(readFileSync(join(root, 'etc/systemd/system/runner-fleet.service'), 'utf8')).toContain(
       'User=gitlab-runner',
