@@ -1,10 +1,15 @@
 /**
- * Runs a stage on a local instance: `bash <script>` as a child of the run hook, in its own
- * process group (so cancel can end the whole tree, and the daemon is never its parent), with
- * stdout/stderr handed straight to the hook's own (order and back-pressure come from the kernel).
+ * Runs a stage on a local instance: bash as a child of the run hook, in its own process group (so
+ * cancel can end the whole tree, and the daemon is never its parent), with stdout/stderr handed
+ * straight to the hook's own (order and back-pressure come from the kernel).
+ *
+ * When the instance has a uid of its own (daemon and gitlab-runner run as root), bash runs as it.
+ * That uid cannot open gitlab-runner's script file (0700, in root's per-job TMPDIR), so the hook
+ * reads it and streams it over a pipe, as the SSH transport does: nothing lands on disk, and the
+ * script's own commands read /dev/null, not the script.
  */
 import { spawn } from 'node:child_process';
-import { rmSync, writeFileSync } from 'node:fs';
+import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { LocalConnectInfo } from '../../manager/providers/provider.js';
 import type { StageOutcome, StageRequest, Transport } from './transport.js';
@@ -17,38 +22,50 @@ const SIGNAL_NUMBERS: Readonly<Record<string, number>> = {
   SIGPIPE: 13,
 };
 
+/**
+ * Moves the piped script to fd 3, gives the script /dev/null as stdin, and sources it from a pipe
+ * bash opens itself (a pipe the hook made could not be reopened by another uid through /dev/fd).
+ */
+const STAGE_COMMAND = 'exec 3<&0 </dev/null; . <(cat <&3) 3<&-';
+
 export class LocalTransport implements Transport {
   constructor(private readonly connect: LocalConnectInfo) {}
 
   runStage(request: StageRequest, signal: AbortSignal): Promise<StageOutcome> {
-    const { root } = this.connect;
+    const { root, uid, gid } = this.connect;
+    const user = uid === undefined ? undefined : `runner-fleet-job-${uid}`;
+    let script: Buffer;
+    try {
+      // Content given (e.g. a container stage wrapping gitlab-runner's), else gitlab-runner's file.
+      script = request.script ?? readFileSync(request.scriptPath);
+    } catch (error) {
+      return Promise.resolve({
+        kind: 'system-failure',
+        message: `cannot read the stage script: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`,
+      });
+    }
     return new Promise<StageOutcome>((resolve) => {
-      // A script given as content reaches bash on fd 3 (a socket, which bash cannot open as a
-      // file: cat turns it into a pipe to source) and is never written to disk.
-      const args = request.script ? ['-c', '. <(exec cat <&3)'] : [request.scriptPath];
-      const child = spawn('bash', args, {
+      const child = spawn('bash', ['--noprofile', '--norc', '-c', STAGE_COMMAND], {
         cwd: join(root, 'home'),
         // A clean environment, as on a fresh machine: the script itself exports the job's variables.
+        // Nothing of the hook's own (job_env, the job secret, CUSTOM_ENV_*) is passed on.
         env: {
           PATH: process.env.PATH ?? '/usr/local/bin:/usr/bin:/bin',
           HOME: join(root, 'home'),
           TMPDIR: join(root, 'tmp'),
-          USER: process.env.USER ?? '',
-          LOGNAME: process.env.LOGNAME ?? process.env.USER ?? '',
+          USER: user ?? process.env.USER ?? '',
+          LOGNAME: user ?? process.env.LOGNAME ?? process.env.USER ?? '',
           LANG: process.env.LANG ?? 'C.UTF-8',
           SHELL: '/bin/bash',
           ...request.env,
         },
-        stdio: ['ignore', 'inherit', 'inherit', ...(request.script ? (['pipe'] as const) : [])],
+        stdio: ['pipe', 'inherit', 'inherit'],
         detached: true,
+        ...(uid !== undefined ? { uid, gid: gid ?? uid } : {}),
       });
-      if (request.script) {
-        const pipe = child.stdio[3] as NodeJS.WritableStream & { on(e: 'error', f: () => void): void };
-        pipe.on('error', () => {
-          // bash ended before reading it all; its exit status says why.
-        });
-        pipe.end(request.script);
-      }
+      // bash may exit before reading it all (an early `exit`): that is not an error of ours.
+      child.stdin?.on('error', () => undefined);
+      child.stdin?.end(script);
       const pgidFile = child.pid ? join(root, 'pgids', String(child.pid)) : undefined;
       let canceled = false;
       let killTimer: NodeJS.Timeout | undefined;
@@ -73,11 +90,14 @@ export class LocalTransport implements Transport {
         }
       }
       signal.addEventListener('abort', onAbort, { once: true });
-      child.once('error', (error) => {
+      child.once('error', (error: NodeJS.ErrnoException) => {
         signal.removeEventListener('abort', onAbort);
         resolve({
           kind: 'system-failure',
-          message: `cannot start bash on the local instance: ${error.message}`,
+          message:
+            error.code === 'EPERM' && uid !== undefined
+              ? `cannot start bash as the local instance's uid ${uid}: the run hook must run as root (run gitlab-runner as root, as the daemon)`
+              : `cannot start bash on the local instance: ${error.message}`,
         });
       });
       child.once('exit', async (code, sig) => {

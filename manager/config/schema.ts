@@ -47,6 +47,8 @@ export const localSchema = z
     root: z.string().optional(),
     /** Simulated boot time of a local instance, to exercise the waiting path. */
     boot_time: duration('0s'),
+    /** First of the 2000 uids local instances' jobs run as, when the daemon runs as root. */
+    job_uid_base: z.number().int().min(1000).max(4_000_000_000).default(63000),
   })
   .prefault({});
 

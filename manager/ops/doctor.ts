@@ -131,14 +131,20 @@ function checkStateDir(config: Config): CheckResult {
         detail: `${config.state_dir} is not a directory`,
         fix: 'remove it and run `runner-fleet install`',
       };
-    if ((st.mode & 0o077) !== 0)
+    // Search permission alone (0711, set by a root daemon so local jobs reach their trees) lists
+    // nothing and opens none of the 0600 files; read or write for others would.
+    if ((st.mode & 0o066) !== 0)
       return {
         id: 'state directory',
         status: 'fail',
         detail: `${config.state_dir} has mode ${(st.mode & 0o777).toString(8)}: others could reach the control socket and SSH keys`,
         fix: `chmod 0700 ${config.state_dir}`,
       };
-    return { id: 'state directory', status: 'pass', detail: `${config.state_dir} (mode 0700)` };
+    return {
+      id: 'state directory',
+      status: 'pass',
+      detail: `${config.state_dir} (mode ${(st.mode & 0o777).toString(8).padStart(4, '0')})`,
+    };
   } catch {
     return {
       id: 'state directory',

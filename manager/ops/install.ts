@@ -112,7 +112,8 @@ export function install(o: InstallOptions, say: (line: string) => void = () => {
     step({ action: 'create', path: o.stateDir, detail: `directory, mode 0700, owner ${o.user}` });
   } else {
     const st = statSync(stateDir);
-    const wrongMode = (st.mode & 0o777) !== 0o700;
+    // 0711 is what a root daemon of the local provider sets: search (not list) for its jobs' uids.
+    const wrongMode = (st.mode & 0o777) !== 0o700 && (st.mode & 0o777) !== 0o711;
     const wrongOwner = isRoot && st.uid !== ids.uid;
     if (wrongMode || wrongOwner) {
       if (!o.dryRun) {
@@ -124,7 +125,12 @@ export function install(o: InstallOptions, say: (line: string) => void = () => {
         path: o.stateDir,
         detail: `was mode ${(st.mode & 0o777).toString(8)} owner uid ${st.uid}; now 0700 ${o.user}`,
       });
-    } else step({ action: 'unchanged', path: o.stateDir, detail: `mode 0700, owner ${o.user}` });
+    } else
+      step({
+        action: 'unchanged',
+        path: o.stateDir,
+        detail: `mode ${(st.mode & 0o777).toString(8).padStart(4, '0')}, owner ${o.user}`,
+      });
   }
 
   // 2. Config: the example, only when there is none. Root-owned, readable by the service group:

@@ -65,6 +65,9 @@ export interface LocalConnectInfo {
   readonly kind: 'local';
   /** The instance's private directory tree on this machine. */
   readonly root: string;
+  /** The instance's own uid/gid, when the daemon runs as root: stages run as it. */
+  readonly uid?: number;
+  readonly gid?: number;
 }
 
 export interface SshConnectInfo {

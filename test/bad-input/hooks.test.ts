@@ -5,7 +5,7 @@
  * the right exit code; none a stack trace in the job log; none loses track of an instance.
  */
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -120,6 +120,7 @@ describe('hooks with missing or garbage environment', () => {
 describe('run hook with bad arguments', () => {
   it('fails a missing script or missing arguments as a system failure naming them', () => {
     const dir = mkdtempSync(join(tmpdir(), 'rf-run-'));
+    chmodSync(dir, 0o711); // the stage cds into it, as the instance's own uid when run as root
     const env = { ...process.env, CUSTOM_ENV_CI_JOB_ID: jobId(), TMPDIR: dir };
     const r = spawnSync(
       process.execPath,
@@ -139,6 +140,7 @@ describe('run hook with bad arguments', () => {
   it('runs a stage with an unknown name like any other', async () => {
     const id = jobId();
     const dir = mkdtempSync(join(tmpdir(), 'rf-run-'));
+    chmodSync(dir, 0o711); // the stage cds into it, as the instance's own uid when run as root
     const env = configured({ ...process.env, CUSTOM_ENV_CI_JOB_ID: id, TMPDIR: dir });
     expect(spawnSync(process.execPath, entry.custom.prepare_args, { env }).status).toBe(0);
     const script = join(dir, 'script');
@@ -174,6 +176,7 @@ describe('huge and odd job data', () => {
   it('passes non-UTF-8 bytes through unchanged', async () => {
     const id = jobId();
     const dir = mkdtempSync(join(tmpdir(), 'rf-bytes-'));
+    chmodSync(dir, 0o711); // the stage cds into it, as the instance's own uid when run as root
     const env = configured({ ...process.env, CUSTOM_ENV_CI_JOB_ID: id, TMPDIR: dir });
     expect(spawnSync(process.execPath, entry.custom.prepare_args, { env }).status).toBe(0);
     const script = join(dir, 'script');
@@ -196,6 +199,7 @@ describe('corrupted state', () => {
   it('a truncated lease file in TMPDIR falls back to the daemon and the stage still runs', async () => {
     const id = jobId();
     const dir = mkdtempSync(join(tmpdir(), 'rf-lease-'));
+    chmodSync(dir, 0o711); // the stage cds into it, as the instance's own uid when run as root
     const env = configured({ ...process.env, CUSTOM_ENV_CI_JOB_ID: id, TMPDIR: dir });
     expect(spawnSync(process.execPath, entry.custom.prepare_args, { env }).status).toBe(0);
     const leaseFile = leaseFilePath(dir);
@@ -215,6 +219,7 @@ describe('corrupted state', () => {
   it('a corrupt lease journal does not stop the daemon, and instances are still known from their tags', async () => {
     const id = jobId();
     const dir = mkdtempSync(join(tmpdir(), 'rf-journal-'));
+    chmodSync(dir, 0o711); // the stage cds into it, as the instance's own uid when run as root
     const env = configured({ ...process.env, CUSTOM_ENV_CI_JOB_ID: id, TMPDIR: dir });
     expect(spawnSync(process.execPath, entry.custom.prepare_args, { env }).status).toBe(0);
     const before = await daemon.status();

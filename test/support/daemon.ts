@@ -4,7 +4,7 @@
  * tests can scan the logs (e.g. for secrets).
  */
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { request } from '../../manager/control/client.js';
@@ -56,6 +56,8 @@ export async function startTestDaemon(
 ): Promise<TestDaemon> {
   if (!existsSync(CLI)) throw new Error(`${CLI} is missing: run "npm run build" first (npm test does)`);
   const dir = mkdtempSync(join(tmpdir(), 'rf-daemon-'));
+  // As root, local jobs run as uids of their own and must traverse (not list) the way to their tree.
+  chmodSync(dir, 0o711);
   const stateDir = join(dir, 'state');
   const socket = join(stateDir, 'control.sock');
   const configPath = join(dir, 'config.toml');
