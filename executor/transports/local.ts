@@ -32,7 +32,12 @@ export class LocalTransport implements Transport {
   constructor(private readonly connect: LocalConnectInfo) {}
 
   runStage(request: StageRequest, signal: AbortSignal): Promise<StageOutcome> {
-    const { root, uid, gid } = this.connect;
+    const { root } = this.connect;
+    // Content scripts are runner-fleet's own container control scripts: they drive dockerd (which
+    // the instance's uid may not reach) and run the job's code inside its container. Only
+    // gitlab-runner's own stage scripts, which run the job's code right here, drop to the uid.
+    const uid = request.script === undefined ? this.connect.uid : undefined;
+    const gid = uid === undefined ? undefined : (this.connect.gid ?? uid);
     const user = uid === undefined ? undefined : `runner-fleet-job-${uid}`;
     let script: Buffer;
     try {
@@ -61,7 +66,7 @@ export class LocalTransport implements Transport {
         },
         stdio: ['pipe', 'inherit', 'inherit'],
         detached: true,
-        ...(uid !== undefined ? { uid, gid: gid ?? uid } : {}),
+        ...(uid !== undefined ? { uid, gid } : {}),
       });
       // bash may exit before reading it all (an early `exit`): that is not an error of ours.
       child.stdin?.on('error', () => undefined);

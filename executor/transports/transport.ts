@@ -8,7 +8,11 @@
 export interface StageRequest {
   /** Absolute path of the script gitlab-runner wrote (in the job's TMPDIR). */
   readonly scriptPath: string;
-  /** The script itself, when it is not a file (e.g. a container stage wrapping scriptPath's). */
+  /**
+   * The script itself, when it is not a file: runner-fleet's own container control scripts
+   * (wrapping scriptPath's into the job container). On an isolated local instance these run with
+   * the hook's privileges, since they drive dockerd; the job's code runs inside the container.
+   */
   readonly script?: Buffer;
   /** gitlab-runner's stage name; any name must be accepted. */
   readonly stage: string;
