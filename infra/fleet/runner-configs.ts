@@ -59,6 +59,8 @@ export function renderFleetConfig(o: FleetConfigOptions): string {
     '[pool]',
     `max_instances = ${o.maxInstances}`,
     `max_instance_lifetime = ${tomlString(`${o.maxInstanceLifetimeMinutes}m`)}`,
+    // No lease outlives the instance's dead-man switch.
+    `max_job_lifetime = ${tomlString(`${o.maxInstanceLifetimeMinutes}m`)}`,
     '',
     '[aws]',
     `region = ${tomlString(o.region)}`,

@@ -201,7 +201,7 @@ describe('runner fleet stack: pinned, verified software', () => {
       encoding: 'utf8',
     });
     expect(listing.split('\n')).toEqual(
-      expect.arrayContaining(['package/package.json', 'package/dist/cli.js']),
+      expect.arrayContaining(['package/package.json', 'package/dist/cli.js', 'package/npm-shrinkwrap.json']),
     );
   });
 
