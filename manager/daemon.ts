@@ -16,6 +16,7 @@ import { type CredentialChoice, Fleet, FleetError, type FleetTuning } from './fl
 import { gitlabJobChecker, jobCheckUrl } from './fleet/job-check.js';
 import { LeaseJournal } from './fleet/lease-journal.js';
 import { loadLaunchKey } from './fleet/provenance.js';
+import { launchShapeOf } from './fleet/shape.js';
 import { fleetTuningFrom } from './fleet/tuning.js';
 import { FleetMetrics, instrumentProvider } from './metrics/metrics.js';
 import { type MetricsServer, startMetricsServer } from './metrics/server.js';
@@ -289,12 +290,15 @@ async function chooseCredentials(
   }
   const selection = selectCredentials(config.credentials, verification);
   const project = selection.verifiedProject ?? (job.projectId ? `project-id:${job.projectId}` : undefined);
+  // The rule's launch template, subnets and instance type decide where the job's instance runs.
+  const shape = launchShapeOf(selection.overrides);
   return {
     credentialClass: selection.credentialClass,
     ...(selection.instanceProfile ? { instanceProfile: selection.instanceProfile } : {}),
     // Containers reach the instance profile through IMDSv2 one hop further; bare jobs keep theirs.
     hopLimit: job.container ? Math.max(2, selection.hopLimit) : selection.hopLimit,
     ...(project ? { reuseScope: project } : {}),
+    ...(shape ? { shape } : {}),
     ...(selection.ruleName ? { ruleName: selection.ruleName } : {}),
     notes: [selection.logLine],
   };
@@ -359,6 +363,7 @@ function statusReport(config: Config, fleet: Fleet, provider: Provider, startedA
       readyAt: iso(i.readyAt),
       leasedAt: iso(i.leasedAt),
       useCount: i.useCount,
+      shape: i.shape,
       detail: i.detail,
     })),
     leases: snapshot.instances

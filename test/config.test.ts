@@ -88,6 +88,34 @@ describe('config loading', () => {
     expect(parseConfigText('[pool]\nmax_instances = 2\nidle_count = 2\n', 'f.toml').pool.idle_count).toBe(2);
   });
 
+  it('refuses per-rule launch settings in asg mode, naming the line and the key', () => {
+    const text = `provider = "aws"
+[aws]
+region = "eu-west-1"
+mode = "asg"
+asg_name = "runners"
+[credentials]
+gitlab_url = "https://gitlab.example.com"
+[[credentials.rule]]
+name = "deploy-prod"
+project_path = "platform/**"
+instance_profile = "prod-deploy"
+subnets = ["subnet-0123456789abcdef0"]
+`;
+    expect(() => parseConfigText(text, 'f.toml')).toThrow(
+      /f.toml:12: credentials.rule.0.subnets: rule "deploy-prod": subnets needs aws.mode = "fleet"/,
+    );
+    expect(() =>
+      parseConfigText(
+        text.replace(
+          'mode = "asg"\nasg_name = "runners"',
+          'mode = "fleet"\nlaunch_template = "lt-0123456789abcdef0"\nsubnets = ["subnet-0123456789abcdef0"]',
+        ),
+        'f.toml',
+      ),
+    ).not.toThrow();
+  });
+
   it('says so when a named file is missing', () => {
     expect(() => loadConfig({ path: join(dir, 'nope.toml'), explicit: true })).toThrow(ConfigError);
     expect(() => loadConfig({ path: join(dir, 'nope.toml'), explicit: true })).toThrow(

@@ -52,7 +52,7 @@ export function renderStatus(report: StatusReport, now: number): string {
           i.readyAt ? span(Date.parse(i.readyAt) - Date.parse(i.createdAt)) : '-',
           i.leasedAt ? age(i.leasedAt, now) : '-',
           String(i.useCount),
-          Object.entries(i.detail)
+          Object.entries({ ...(i.shape && i.shape !== 'default' ? { shape: i.shape } : {}), ...i.detail })
             .filter(([k]) => k !== 'root')
             .map(([k, v]) => `${k}=${v}`)
             .join(' ') || '-',

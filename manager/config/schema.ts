@@ -116,6 +116,23 @@ export const configSchema = z
         ['pool', 'max_job_lifetime'],
         `${ms(p.max_job_lifetime)} is longer than pool.max_instance_lifetime (${ms(p.max_instance_lifetime)}): the instance's dead-man switch would end a job the manager still counts as running; lower max_job_lifetime or raise max_instance_lifetime`,
       );
+    // An Auto Scaling group launches from its one template, in its own subnets, with its own
+    // types: a rule cannot move a job elsewhere there, and silently ignoring it would be a lie.
+    if (c.provider === 'aws' && c.aws?.mode === 'asg')
+      c.credentials.rules.forEach((rule, i) => {
+        const keys = Object.entries({
+          launch_template: rule.overrides.launchTemplate,
+          subnets: rule.overrides.subnets,
+          instance_type: rule.overrides.instanceType,
+        }).filter(([, v]) => v !== undefined);
+        for (const [key] of keys) {
+          ctx.addIssue({
+            code: 'custom',
+            path: ['credentials', 'rule', i, key],
+            message: `rule "${rule.name}": ${key} needs aws.mode = "fleet"; in asg mode the group's launch template, subnets and types apply to every job (use a second runner-fleet manager with its own group for such jobs)`,
+          });
+        }
+      });
   });
 
 /** A duration as the operator would write it, for messages. */

@@ -81,6 +81,8 @@ export interface InstanceStatus {
   readonly readyAt: string | null;
   readonly leasedAt: string | null;
   readonly useCount: number;
+  /** The launch settings it was made with: `default`, or a credential rule's (`s-<hash>`). */
+  readonly shape?: string;
   readonly detail: Readonly<Record<string, string>>;
 }
 

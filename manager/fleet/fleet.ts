@@ -11,7 +11,13 @@ import { randomBytes } from 'node:crypto';
 import { setMaxListeners } from 'node:events';
 import type { Logger } from 'pino';
 import type { JobInfo } from '../control/protocol.js';
-import type { ConnectInfo, LaunchFailure, Provider, ProviderInstance } from '../providers/provider.js';
+import type {
+  ConnectInfo,
+  LaunchFailure,
+  LaunchShape,
+  Provider,
+  ProviderInstance,
+} from '../providers/provider.js';
 import { TAG } from '../providers/tags.js';
 import { adoptionOf, provenanceOf } from './adoption.js';
 import { type Clock, sleep, systemClock } from './clock.js';
@@ -33,6 +39,7 @@ import {
 } from './policy.js';
 import { LaunchSigner } from './provenance.js';
 import { checkLeasedJobs, LISTING_GRACE_MS, mergeListing, planOrphans } from './reconcile.js';
+import { DEFAULT_SHAPE } from './shape.js';
 import { canTransition, type InstanceState } from './states.js';
 
 export type { InstanceRecord } from './instance.js';
@@ -55,6 +62,8 @@ export interface CredentialChoice {
   readonly hopLimit?: number;
   /** Reuse stays within this scope (verified project, or project id from the job response). */
   readonly reuseScope?: string;
+  /** The rule's launch settings (shape.ts); absent: the provider's defaults. */
+  readonly shape?: LaunchShape;
   readonly notes: readonly string[];
 }
 
@@ -169,6 +178,9 @@ export class Fleet {
   private readonly instances = new Map<string, InstanceRecord>();
   private waiters: Waiter[] = [];
   private launching = 0;
+  /** Of `launching`, those for rule-shaped jobs, in total and by shape key. */
+  private launchingShaped = 0;
+  private readonly shapedInFlight = new Map<string, number>();
   private draining = false;
   private stopped = false;
   private readonly clock: Clock;
@@ -300,9 +312,7 @@ export class Fleet {
     });
     // Earlier waiters go first: only take an idle instance directly when nobody queues before us.
     const idle =
-      this.waiters.length === 0
-        ? this.pickIdle(credentials.credentialClass, scopeOf(job, credentials))
-        : undefined;
+      this.waiters.length === 0 ? this.pickIdle(credentials, scopeOf(job, credentials)) : undefined;
     if (idle) {
       const grant = await this.lease(idle, job, credentials, started);
       this.observer.acquired?.(grant.waitedMs, true);
@@ -522,10 +532,17 @@ export class Fleet {
 
   // ---------------------------------------------------------------- leasing internals
 
-  private pickIdle(credentialClass: string, projectPath: string | undefined): InstanceRecord | undefined {
+  private pickIdle(
+    credentials: CredentialChoice,
+    projectPath: string | undefined,
+  ): InstanceRecord | undefined {
+    const credentialClass = credentials.credentialClass;
+    const shape = credentials.shape?.key ?? DEFAULT_SHAPE;
     let best: InstanceRecord | undefined;
     for (const instance of this.instances.values()) {
       if (instance.state !== 'idle') continue;
+      // Launched from other settings (template, subnet, type): never, whatever else matches.
+      if (instance.shape !== shape) continue;
       const reusable =
         instance.useCount === 0 ||
         (instance.credentialClass === credentialClass && instance.projectPath === projectPath);
@@ -620,10 +637,7 @@ export class Fleet {
     let idle = this.countIn('idle');
     for (const waiter of [...this.waiters]) {
       if (idle === 0) break;
-      const instance = this.pickIdle(
-        waiter.credentials.credentialClass,
-        scopeOf(waiter.job, waiter.credentials),
-      );
+      const instance = this.pickIdle(waiter.credentials, scopeOf(waiter.job, waiter.credentials));
       if (!instance) continue;
       idle--;
       this.waiters = this.waiters.filter((w) => w !== waiter);
@@ -646,16 +660,26 @@ export class Fleet {
       const lead = policy.adaptive.leadTimeMs > 0 ? policy.adaptive.leadTimeMs : this.leadTime.median();
       adaptiveIdle = adaptiveIdleTarget(rate, lead, policy.adaptive);
     }
+    // The pool policy covers default-shaped instances; rule-shaped ones are launched per waiting
+    // job (launchShaped) and only take room under max_instances.
+    const pool = [...this.instances.values()].filter((i) => i.shape === DEFAULT_SHAPE);
+    const shapedActive =
+      this.countIn('creating', 'booting', 'idle', 'leased') -
+      pool.filter((i) => ['creating', 'booting', 'idle', 'leased'].includes(i.state)).length +
+      this.launchingShaped;
     const snapshot: PoolSnapshot = {
       now,
-      instances: this.instances.values(),
-      waiting: this.waiters.length,
-      launching: this.launching,
+      instances: pool,
+      waiting: this.waiters.filter((w) => !w.credentials.shape).length,
+      launching: this.launching - this.launchingShaped,
       draining: this.draining,
       adaptiveIdle,
       launchTokens: applyLaunch ? this.bucket.tokens : Number.POSITIVE_INFINITY,
     };
-    const plan = planScale(snapshot, policy);
+    const plan = planScale(snapshot, {
+      ...policy,
+      maxInstances: Math.max(0, policy.maxInstances - shapedActive),
+    });
     this.lastPlan = plan;
     const launch = applyLaunch ? plan.launch : 0;
     if (launch > 0 || plan.scaleIn.length > 0) {
@@ -680,7 +704,18 @@ export class Fleet {
         }
       });
     }
-    if (plan.launch > 0 && this.launchTimer === undefined) {
+    // Rule-shaped instances are not pooled: one that idles past idle_time goes.
+    const now = this.clock.now();
+    this.options.journal.batch(() => {
+      for (const instance of this.instances.values()) {
+        if (instance.state !== 'idle' || instance.shape === DEFAULT_SHAPE) continue;
+        if (this.draining || now - (instance.idleSince ?? now) >= this.tuning.policy.idleTimeMs) {
+          this.transition(instance, 'draining');
+          this.retire(instance, 'idle_time (rule-shaped instance)');
+        }
+      }
+    });
+    if ((plan.launch > 0 || this.shapedDemand().length > 0) && this.launchTimer === undefined) {
       // Leading edge: the first launch after a quiet spell goes out now (after this tick, so that
       // acquires arriving together still share it); later ones wait out the window and go as one.
       const wait = Math.max(0, this.lastLaunchFlushAt + this.launchBatchMs - this.clock.now());
@@ -701,6 +736,7 @@ export class Fleet {
       this.bucket = take(this.bucket, plan.launch);
       this.track(this.launch(plan.launch));
     }
+    this.launchShaped();
     if (plan.inputs.throttled === true && this.launchTimer === undefined) {
       // Come back when the bucket has a token again rather than at the next reconcile.
       const perSecond = this.tuning.policy.throttle?.limitPerSecond ?? 1;
@@ -719,8 +755,50 @@ export class Fleet {
     void promise.finally(() => this.inFlight.delete(promise));
   }
 
-  private async launch(count: number): Promise<void> {
+  /**
+   * Jobs waiting for a rule's launch shape get instances of that shape, one per job not already
+   * covered by one booting or being launched, within max_instances.
+   */
+  private launchShaped(): void {
+    const active = this.countIn('creating', 'booting', 'idle', 'leased') + this.launching;
+    let headroom = this.tuning.policy.maxInstances - active;
+    for (const { shape, count } of this.shapedDemand()) {
+      const n = Math.min(count, headroom);
+      if (n <= 0) break;
+      headroom -= n;
+      this.log.info({ shape: shape.key, launch: n }, 'launching for jobs of a rule-shaped credential class');
+      this.track(this.launch(n, shape));
+    }
+  }
+
+  private shapedDemand(): Array<{ shape: LaunchShape; count: number }> {
+    if (this.draining || this.stopped) return [];
+    const want = new Map<string, { shape: LaunchShape; count: number }>();
+    for (const w of this.waiters) {
+      const shape = w.credentials.shape;
+      if (!shape) continue;
+      const entry = want.get(shape.key) ?? { shape, count: 0 };
+      entry.count++;
+      want.set(shape.key, entry);
+    }
+    if (want.size === 0) return [];
+    for (const i of this.instances.values()) {
+      const entry = want.get(i.shape);
+      if (entry && (i.state === 'creating' || i.state === 'booting')) entry.count--;
+    }
+    for (const [key, n] of this.shapedInFlight) {
+      const entry = want.get(key);
+      if (entry) entry.count -= n;
+    }
+    return [...want.values()].filter((e) => e.count > 0);
+  }
+
+  private async launch(count: number, shape?: LaunchShape): Promise<void> {
     this.launching += count;
+    if (shape) {
+      this.launchingShaped += count;
+      this.shapedInFlight.set(shape.key, (this.shapedInFlight.get(shape.key) ?? 0) + count);
+    }
     const now = this.clock.now();
     // The token is the launch's proof of provenance once the cloud has recorded it.
     const token = this.signer.mint(count, now);
@@ -736,7 +814,9 @@ export class Fleet {
           [TAG.state]: 'booting',
           [TAG.createdAt]: new Date(now).toISOString(),
           [TAG.useCount]: '0',
+          [TAG.launchShape]: shape?.key ?? DEFAULT_SHAPE,
         },
+        ...(shape ? { shape } : {}),
       });
       this.observer.launched?.(count, result.launched.length, result.failures, this.clock.now() - now);
       // Journal first: from here on a restart knows these instances are ours.
@@ -765,6 +845,12 @@ export class Fleet {
       this.notifyWaiters(`Launching an instance failed: ${(error as Error).message}; will retry`);
     } finally {
       this.launching -= count;
+      if (shape) {
+        this.launchingShaped -= count;
+        const left = (this.shapedInFlight.get(shape.key) ?? count) - count;
+        if (left > 0) this.shapedInFlight.set(shape.key, left);
+        else this.shapedInFlight.delete(shape.key);
+      }
       this.scheduleReconcile();
     }
   }

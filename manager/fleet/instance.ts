@@ -6,6 +6,7 @@
 import type { ConnectInfo, ProviderInstance } from '../providers/provider.js';
 import { TAG } from '../providers/tags.js';
 import type { JobVerdict } from './policy.js';
+import { DEFAULT_SHAPE } from './shape.js';
 import type { InstanceState } from './states.js';
 
 export interface InstanceRecord {
@@ -17,6 +18,8 @@ export interface InstanceRecord {
   jobId?: string;
   leasedAt?: number;
   useCount: number;
+  /** The launch settings it was made with (shape.ts): it serves only jobs of the same shape. */
+  shape: string;
   /** Credential class and project of the jobs it served: reuse stays within both. */
   credentialClass?: string;
   projectPath?: string;
@@ -43,6 +46,7 @@ export function recordFrom(listed: ProviderInstance, state: InstanceState, now: 
     state,
     createdAt: Number.isNaN(createdTag) ? listed.launchedAt.getTime() : createdTag,
     useCount: 0,
+    shape: listed.tags[TAG.launchShape] || DEFAULT_SHAPE,
     detail: { ...(listed.detail ?? {}) },
     lastSeen: now,
   };

@@ -43,6 +43,20 @@ export interface LaunchRequest {
   readonly tags: Tags;
   /** Optional instance profile (name or ARN) the instances start with. */
   readonly instanceProfile?: string;
+  /** Where to launch, when a credential rule says so; absent means the provider's defaults. */
+  readonly shape?: LaunchShape;
+}
+
+/**
+ * A credential rule's launch settings (fleet/shape.ts). Each one replaces the provider's default
+ * for that setting; settings left out keep the default.
+ */
+export interface LaunchShape {
+  /** Stable name of these settings, carried in the launch-shape tag: `s-<hash>`. */
+  readonly key: string;
+  readonly launchTemplate?: string;
+  readonly subnets?: readonly string[];
+  readonly instanceTypes?: readonly string[];
 }
 
 export interface LaunchFailure {

@@ -10,4 +10,6 @@ export const TAG = {
   launchToken: 'runner-fleet:launch-token',
   credentialClass: 'runner-fleet:credential-class',
   orphanMarkedAt: 'runner-fleet:orphan-marked-at',
+  /** Which launch settings made the instance (`default`, or a credential rule's, see shape.ts). */
+  launchShape: 'runner-fleet:launch-shape',
 } as const;

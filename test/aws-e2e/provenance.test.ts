@@ -65,7 +65,7 @@ ${awsToml(w, 'fleet')}`,
       'an idle instance',
       () => d.status(),
       (s) => s.instances.some((i) => i.state === 'idle'),
-      30_000,
+      60_000,
     );
     const ours = ready.instances.find((i) => i.state === 'idle')?.id ?? '';
     const managerId = ready.manager.id;
@@ -132,7 +132,7 @@ ${awsToml(w, 'fleet')}`,
       'the three foreign instances in status',
       () => d.status(),
       (s) => (s.foreign ?? []).length === 3,
-      20_000,
+      60_000,
     );
     expect((seen.foreign ?? []).map((f) => f.id).sort()).toEqual(foreign);
     for (const f of seen.foreign ?? []) expect(f.why).toMatch(/launch journal does not list it/);
@@ -165,17 +165,29 @@ ${awsToml(w, 'fleet')}`,
     expect(check?.status).toBe('warn');
     for (const id of foreign) expect(check?.detail).toContain(id);
 
-    // A daemon SIGKILL and restart: ours is adopted again, theirs is still left alone.
+    // A daemon SIGKILL and restart: ours (the idle replacement for the used one) is adopted again,
+    // proven by the launch journal; theirs is still left alone.
+    const before = await eventually(
+      'an idle instance of ours again',
+      () => d.status(),
+      (s) => s.instances.some((i) => i.state === 'idle'),
+      60_000,
+    );
+    const idleId = before.instances.find((i) => i.state === 'idle')?.id ?? '';
     await d.kill();
     await d.start();
     const after = await eventually(
       'our instance adopted again, theirs foreign again',
       () => d.status(),
-      (s) => (s.foreign ?? []).length === 3 && s.instances.length > 0,
-      20_000,
+      (s) => (s.foreign ?? []).length === 3 && s.instances.some((i) => i.id === idleId),
+      60_000,
     );
-    expect(after.instances.map((i) => i.id)).not.toEqual(expect.arrayContaining([foreign[0]]));
-    expect(d.output()).toMatch(/"proof":"launch journal"[^\n]*adopted instance from tags/);
+    for (const id of foreign) expect(after.instances.map((i) => i.id)).not.toContain(id);
+    const adopted = d
+      .output()
+      .split('\n')
+      .filter((l) => l.includes(idleId) && l.includes('adopted instance from tags'));
+    expect(adopted.join('\n')).toMatch(/"proof":"launch journal"/);
     // Let the reaper and the readiness checks have their ticks: nothing of theirs is touched.
     await new Promise((r) => setTimeout(r, 3_000));
     for (const id of foreign) expect(w.fake.instance(id)?.State).toBe('running');
@@ -190,5 +202,5 @@ ${awsToml(w, 'fleet')}`,
         .filter((l) => l.includes(id) && l.includes('was not launched by it'));
       expect(lines).toHaveLength(2);
     }
-  });
+  }, 240_000);
 });

@@ -328,6 +328,7 @@ export class AwsProvider implements Provider {
       tags,
       userData,
       ...(profile ? { instanceProfile: profile } : {}),
+      ...(request.shape ? { shape: request.shape } : {}),
       onVersion: async (templateId, number) => {
         version = `${templateId}:${number}`;
         await writeFile(join(launchDir, 'version'), version, { mode: 0o600 });

@@ -36,7 +36,7 @@ import {
   type ResponseLaunchTemplateData,
 } from '@aws-sdk/client-ec2';
 import type { Logger } from 'pino';
-import type { LaunchFailure, ProviderInstance } from '../provider.js';
+import type { LaunchFailure, LaunchShape, ProviderInstance } from '../provider.js';
 import type { AwsConfig } from './config.js';
 import { advice, awsErrorCode, describeAwsError } from './errors.js';
 
@@ -52,6 +52,8 @@ export interface LaunchSpec {
    * takes as proof of provenance when the launch's ClientToken is not theirs (see aws-provider.ts).
    */
   readonly onVersion?: (templateId: string, version: number) => Promise<void>;
+  /** A credential rule's launch template, subnets and instance types (fleet mode only). */
+  readonly shape?: LaunchShape;
 }
 
 export interface LaunchOutcome {
@@ -87,6 +89,8 @@ interface BaseTemplate {
 /** What both modes share: the base template and the per-launch version. */
 abstract class TemplateLauncher implements Launcher {
   protected base: BaseTemplate | undefined;
+  /** Rules' own launch templates, loaded on first use (their default version). */
+  private readonly ruleBases = new Map<string, Promise<BaseTemplate>>();
 
   constructor(protected readonly o: LauncherOptions) {}
 
@@ -94,7 +98,25 @@ abstract class TemplateLauncher implements Launcher {
   abstract launch(spec: LaunchSpec): Promise<LaunchOutcome>;
   abstract terminateInGroup(ids: string[]): Promise<string[]>;
 
+  /** The template a launch starts from: its rule's, else the configured one. */
+  protected baseFor(spec: LaunchSpec): Promise<BaseTemplate> {
+    const ref = spec.shape?.launchTemplate;
+    if (!ref) return Promise.resolve(this.requireBase());
+    let base = this.ruleBases.get(ref);
+    if (!base) {
+      base = this.describeBase(ref, '$Default');
+      // A failed lookup (typo, permissions) is retried by the next launch, not cached.
+      base.catch(() => this.ruleBases.delete(ref));
+      this.ruleBases.set(ref, base);
+    }
+    return base;
+  }
+
   protected async loadBase(ref: string, version: string): Promise<void> {
+    this.base = await this.describeBase(ref, version);
+  }
+
+  private async describeBase(ref: string, version: string): Promise<BaseTemplate> {
     const out = await this.o.ec2.send(
       new DescribeLaunchTemplateVersionsCommand({
         ...(ref.startsWith('lt-') ? { LaunchTemplateId: ref } : { LaunchTemplateName: ref }),
@@ -105,18 +127,17 @@ abstract class TemplateLauncher implements Launcher {
     if (!v?.LaunchTemplateId || v.VersionNumber === undefined) {
       throw new Error(`launch template ${ref} version ${version} not found (check [aws] launch_template)`);
     }
-    this.base = { id: v.LaunchTemplateId, version: v.VersionNumber, data: v.LaunchTemplateData ?? {} };
     if (v.LaunchTemplateData?.InstanceMarketOptions) {
       this.o.log.warn(
         { launchTemplate: ref },
         'the launch template sets InstanceMarketOptions; runner-fleet chooses the market itself ([aws] market), remove it from the template',
       );
     }
+    return { id: v.LaunchTemplateId, version: v.VersionNumber, data: v.LaunchTemplateData ?? {} };
   }
 
   /** The per-launch version; its number, to launch from and to delete afterwards. */
-  protected async createVersion(spec: LaunchSpec): Promise<number> {
-    const base = this.requireBase();
+  protected async createVersion(spec: LaunchSpec, base: BaseTemplate): Promise<number> {
     const tags = Object.entries(spec.tags).map(([Key, Value]) => ({ Key, Value }));
     const baseTagSpecs = (base.data.TagSpecifications ?? []).filter(
       (t) => t.ResourceType !== 'instance' && t.ResourceType !== 'volume',
@@ -154,8 +175,7 @@ abstract class TemplateLauncher implements Launcher {
     return number;
   }
 
-  protected async deleteVersion(version: number): Promise<void> {
-    const base = this.requireBase();
+  protected async deleteVersion(version: number, base: BaseTemplate): Promise<void> {
     try {
       await this.o.ec2.send(
         new DeleteLaunchTemplateVersionsCommand({ LaunchTemplateId: base.id, Versions: [String(version)] }),
@@ -183,11 +203,12 @@ class FleetLauncher extends TemplateLauncher {
   }
 
   async launch(spec: LaunchSpec): Promise<LaunchOutcome> {
-    const version = await this.createVersion(spec);
+    const base = await this.baseFor(spec);
+    const version = await this.createVersion(spec, base);
     try {
-      await spec.onVersion?.(this.requireBase().id, version);
+      await spec.onVersion?.(base.id, version);
       const market = this.o.config.market;
-      const first = await this.createFleet(spec, version, market, spec.count, spec.token);
+      const first = await this.createFleet(spec, base, version, market, spec.count, spec.token);
       let launched = first.launched;
       let errors = first.errors;
       const missing = spec.count - launched.length;
@@ -203,6 +224,7 @@ class FleetLauncher extends TemplateLauncher {
         // A token of its own: same parameters but a different market is a different request.
         const second = await this.createFleet(
           spec,
+          base,
           version,
           'on-demand',
           missing,
@@ -226,18 +248,18 @@ class FleetLauncher extends TemplateLauncher {
       }
       return { launched, failures };
     } finally {
-      await this.deleteVersion(version);
+      await this.deleteVersion(version, base);
     }
   }
 
   private async createFleet(
     spec: LaunchSpec,
+    base: BaseTemplate,
     version: number,
     market: 'spot' | 'on-demand',
     count: number,
     token: string,
   ): Promise<{ launched: ProviderInstance[]; errors: { code: string; where?: string }[] }> {
-    const base = this.requireBase();
     const prioritized = this.o.config.priorities !== 'none';
     const spotStrategy = this.o.config.spot_allocation_strategy;
     const out: CreateFleetCommandOutput = await this.o.ec2.send(
@@ -247,7 +269,7 @@ class FleetLauncher extends TemplateLauncher {
         LaunchTemplateConfigs: [
           {
             LaunchTemplateSpecification: { LaunchTemplateId: base.id, Version: String(version) },
-            Overrides: this.overrides(),
+            Overrides: this.overrides(spec.shape),
           },
         ],
         TargetCapacitySpecification: {
@@ -293,9 +315,11 @@ class FleetLauncher extends TemplateLauncher {
   }
 
   /** instance types × subnets; Priority 0 is tried first by the prioritized strategies. */
-  private overrides(): FleetLaunchTemplateOverridesRequest[] {
-    const { instance_types: types, subnets, priorities } = this.o.config;
-    const typeList: (string | undefined)[] = types.length > 0 ? types : [undefined];
+  private overrides(shape: LaunchShape | undefined): FleetLaunchTemplateOverridesRequest[] {
+    const { priorities } = this.o.config;
+    const types = shape?.instanceTypes ?? this.o.config.instance_types;
+    const subnets = shape?.subnets ?? this.o.config.subnets;
+    const typeList: readonly (string | undefined)[] = types.length > 0 ? types : [undefined];
     const rows: FleetLaunchTemplateOverridesRequest[] = [];
     typeList.forEach((type, ti) => {
       subnets.forEach((subnet, si) => {
@@ -395,11 +419,12 @@ class AsgLauncher extends TemplateLauncher {
     }
     const known = new Set((before.Instances ?? []).map((i) => i.InstanceId));
     const startedAt = new Date();
-    const version = await this.createVersion(spec);
+    const base = this.requireBase();
+    const version = await this.createVersion(spec, base);
     let newIds: string[] = [];
     let failure: LaunchFailure | undefined;
     try {
-      await spec.onVersion?.(this.requireBase().id, version);
+      await spec.onVersion?.(base.id, version);
       await this.client.send(
         new SetDesiredCapacityCommand({
           AutoScalingGroupName: this.groupName,
@@ -457,7 +482,7 @@ class AsgLauncher extends TemplateLauncher {
         );
       }
     } finally {
-      await this.deleteVersion(version);
+      await this.deleteVersion(version, base);
     }
     const now = new Date();
     return {
