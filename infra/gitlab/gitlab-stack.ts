@@ -69,6 +69,21 @@ export class GitlabPocStack extends Stack {
       allowedCidr: props.allowedCidr,
       accessLogs: logs,
     });
+    // The runner manager, job instances and pipeline jobs in this VPC reach GitLab's public name
+    // through the NAT gateways: their addresses must stay allowed however narrow allowedCidr is.
+    if (props.allowedCidr !== '0.0.0.0/0') {
+      for (const [i, subnet] of this.vpc.publicSubnets.entries()) {
+        const eip = subnet.node.tryFindChild('EIP') as ec2.CfnEIP | undefined;
+        if (!eip) continue;
+        const nat = ec2.Peer.ipv4(Fn.join('', [eip.ref, '/32']));
+        lb.securityGroup.addIngressRule(
+          nat,
+          ec2.Port.tcp(443),
+          `HTTPS from NAT gateway ${i + 1} (runners, pipeline)`,
+        );
+        lb.securityGroup.addIngressRule(nat, ec2.Port.tcp(22), `git over SSH from NAT gateway ${i + 1}`);
+      }
+    }
 
     // Never the load balancer's group on the instance: each tier admits only the tier in front.
     const instanceSecurityGroup = new ec2.SecurityGroup(this, 'GitlabSecurityGroup', {

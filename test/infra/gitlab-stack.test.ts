@@ -1,4 +1,4 @@
-import { Match, type Template } from 'aws-cdk-lib/assertions';
+import { Match, Template } from 'aws-cdk-lib/assertions';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DATA_VOLUME_TAG, GITLAB_INSTANCE_TAG } from '../../infra/gitlab/data-volume.js';
 import { GitlabPocStack, type GitlabPocStackProps } from '../../infra/gitlab/gitlab-stack.js';
@@ -51,6 +51,10 @@ beforeAll(() => {
   ha = synth.template(haStack);
 }, SYNTH_TIMEOUT_MS);
 afterAll(() => synth?.cleanup());
+
+/** One more stack, synthesized on its own (an App synthesizes every stack it holds). */
+const synthOne = (stack: GitlabPocStack) =>
+  Template.fromStack(stack, { skipCyclicalDependenciesCheck: true });
 
 const resourcesOf = (template: Template, type: string) =>
   Object.values(template.findResources(type)) as { Properties: Record<string, Json> }[];
@@ -219,6 +223,26 @@ describe('GitLab POC stack: the rendered gitlab.rb and boot script', () => {
     const buckets = Object.values(g.gitlab_rails.object_store.objects).map((o) => (o as Json).bucket);
     expect(new Set(buckets).size).toBe(buckets.length);
     expect(g.gitlab_rails.backup_upload_remote_directory).toMatch(/^stack-/);
+  });
+});
+
+describe('GitLab POC stack: runners keep reaching GitLab when allowedCidr is narrowed', () => {
+  it('admits the NAT gateways’ addresses on 443 and 22 besides the allowed range', () => {
+    const app = appWithContext();
+    const narrow = synthOne(new GitlabPocStack(app, 'Narrow', { ...base, allowedCidr: '203.0.113.0/24' }));
+    const [sg] = Object.entries(narrow.findResources('AWS::EC2::SecurityGroup')).filter(([id]) =>
+      id.startsWith('LoadBalancerSecurityGroup'),
+    ) as [string, Json][];
+    const ingress = sg![1].Properties.SecurityGroupIngress as Json[];
+    const fromNat = ingress.filter((r) => JSON.stringify(r.CidrIp).includes('EIP'));
+    expect(fromNat.map((r) => r.FromPort).sort()).toEqual([22, 443]);
+    expect(fromNat[0].CidrIp).toEqual({ 'Fn::Join': ['', [{ Ref: expect.stringMatching(/EIP/) }, '/32']] });
+    expect(ingress.filter((r) => r.CidrIp === '203.0.113.0/24')).toHaveLength(3);
+    // Open to all: nothing to add.
+    const open = resourcesOf(t, 'AWS::EC2::SecurityGroup').flatMap(
+      (g) => g.Properties.SecurityGroupIngress ?? [],
+    );
+    expect(JSON.stringify(open)).not.toContain('EIP');
   });
 });
 
