@@ -2,6 +2,8 @@
  * `runner-fleet iam-policy`: prints the manager's IAM policy (the same document the CDK stack
  * attaches, from manager/providers/aws/iam-policy.ts) filled in from the config.
  */
+
+import { profilesFromRules } from '../credentials/profiles.js';
 import { managerPolicyDocument } from '../providers/aws/iam-policy.js';
 import { loadConfigOrReport } from './load-config.js';
 
@@ -52,6 +54,16 @@ export async function iamPolicyCommand(options: IamPolicyOptions): Promise<numbe
   const profiles = list(options.instanceProfiles);
   if (aws.instance_profile.startsWith('arn:') && !profiles.includes(aws.instance_profile))
     profiles.push(aws.instance_profile);
+  // Every profile the credential rules name, so that a rule never names a profile the manager
+  // cannot attach.
+  const fromRules = profilesFromRules(config.credentials, options.partition ?? 'aws', account);
+  for (const arn of fromRules.instanceProfileArns) if (!profiles.includes(arn)) profiles.push(arn);
+  const jobRoles = list(options.jobRoles);
+  for (const arn of fromRules.roleArns) if (!jobRoles.includes(arn)) jobRoles.push(arn);
+  for (const arn of fromRules.foreign)
+    process.stderr.write(
+      `runner-fleet iam-policy: warning: ${arn} is in another account; EC2 attaches only profiles of the instance's account (docs/security.md, cross-account roles)\n`,
+    );
   const templateId =
     options.launchTemplateId ?? (aws.launch_template?.startsWith('lt-') ? aws.launch_template : undefined);
   const document = managerPolicyDocument({
@@ -62,7 +74,7 @@ export async function iamPolicyCommand(options: IamPolicyOptions): Promise<numbe
     mode: aws.mode,
     ...(aws.asg_name ? { autoScalingGroupName: aws.asg_name } : {}),
     instanceProfileArns: profiles,
-    jobRoleArns: list(options.jobRoles),
+    jobRoleArns: jobRoles,
     ...(templateId ? { launchTemplateId: templateId } : {}),
     ...(config.gitlab.runner_token_parameter
       ? { runnerTokenParameterName: config.gitlab.runner_token_parameter }

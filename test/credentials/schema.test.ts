@@ -88,6 +88,25 @@ describe('credentials config', () => {
     );
   });
 
+  it.each([
+    ['GitLab.com', 'https://gitlab.com', 'https://gitlab.com/oauth/discovery/keys'],
+    ['Self-Managed', 'https://gitlab.example.com', 'https://gitlab.example.com/oauth/discovery/keys'],
+    [
+      'Self-Managed with a relative URL root',
+      'https://gitlab.example.com/sub/path/',
+      'https://gitlab.example.com/sub/path/oauth/discovery/keys',
+    ],
+    [
+      'Dedicated',
+      'https://acme.gitlab-dedicated.com',
+      'https://acme.gitlab-dedicated.com/oauth/discovery/keys',
+    ],
+  ])('takes %s as token issuer: iss and JWKS URL from gitlab_url', (_offering, url, jwks) => {
+    const config = credentialsSchema.parse({ gitlab_url: url });
+    expect(config.gitlabUrl).toBe(url.replace(/\/$/, ''));
+    expect(config.jwksUrl).toBe(jwks);
+  });
+
   it('names an unknown claim key', () => {
     const text = errors({ ...base, rule: [{ ...rule, project_id: '20' }] });
     expect(text).toContain('rule.0.project_id');

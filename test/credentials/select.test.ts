@@ -23,8 +23,8 @@ import {
 } from './harness.js';
 
 const JOB = { jobId: '456', projectPath: 'platform/api' };
-const PROD = 'arn:aws:iam::111111111111:instance-profile/runner-fleet-prod-deploy';
-const DEV = 'arn:aws:iam::222222222222:instance-profile/runner-fleet-dev-deploy';
+const PROD = 'runner-fleet-prod-deploy';
+const DEV = 'runner-fleet-dev-deploy';
 
 let key: SigningKey;
 let server: JwksServer;
