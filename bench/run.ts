@@ -23,6 +23,7 @@ async function main(): Promise<void> {
     ['launch path (embedded default config: idle_count = 0, local provider)', benchLaunchPath],
     ['ssh transport', await optional('./ssh.js', 'benchSsh')],
     ['fleet scale', await optional('./fleet.js', 'benchFleet')],
+    ['container jobs (local dockerd)', await optional('./containers.js', 'benchContainers')],
   ];
   const results: Record<string, Record<string, number | string>> = {};
   for (const [name, bench] of benches) {

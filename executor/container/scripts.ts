@@ -22,15 +22,17 @@ function preamble(settings: ContainerSettings, hook: string): string {
     'set -u',
     settings.dockerHost ? `export DOCKER_HOST=${q(settings.dockerHost)}` : '',
     `rf_fail() { printf 'runner-fleet ${hook}: %s\\n' "$*" >&2; exit 2; }`,
-    `rf_last() { printf '%s' "$1" | sed '/^[[:space:]]*$/d' | tail -n 1; }`,
+    // The line that says what went wrong: docker's last error line, else the last line.
+    `rf_last() { local l; l=$(printf '%s\\n' "$1" | grep -i -E 'error|denied|unauthorized|no such' | tail -n 1); [ -n "$l" ] || l=$(printf '%s\\n' "$1" | sed '/^[[:space:]]*$/d' | tail -n 1); printf '%s' "$l"; }`,
     '',
   ].join('\n');
 }
 
 /**
- * prepare: check Docker, write the per-job docker config, remove leftovers of this job, pull
- * (per pull policy), create the job network, start the services and wait for their ports, then
- * create and start the job container that every user stage runs in.
+ * prepare: write the per-job docker config, create the job network (after removing leftovers of
+ * this job, if any), start the services (pulling per pull policy) and wait for their ports, then
+ * start the job container that every user stage runs in. As few docker calls as possible: each
+ * costs a CLI start and an API round trip (bench/containers.ts holds this to docker run's cost).
  */
 export function setupScript(
   jobId: string,
@@ -40,19 +42,27 @@ export function setupScript(
 ): string {
   const n = jobNames(jobId);
   const waitS = Math.max(1, Math.ceil(settings.serviceWaitMs / 1000));
+  const network = `docker network create --label ${q(n.label)} ${q(n.network)} 2>&1 >/dev/null`;
   const lines = [
     preamble(settings, 'prepare'),
     'command -v docker >/dev/null 2>&1 || rf_fail "Docker is not installed on this instance (no docker CLI on PATH); container jobs need Docker in the AMI (docs/containers.md)"',
-    `rf_err=$(docker version --format '{{.Server.Version}}' 2>&1 >/dev/null) || rf_fail "cannot reach the Docker daemon\${DOCKER_HOST:+ at $DOCKER_HOST}: $(rf_last "$rf_err")"`,
     `rf_dir="${n.configDir}"`,
     '(umask 077 && mkdir -p "$rf_dir") && chmod 700 "$HOME/.runner-fleet" "$HOME/.runner-fleet/jobs" "$rf_dir" || rf_fail "cannot create the per-job docker config directory"',
     `(umask 077 && printf '%s' ${q(dockerConfigJson)} >"$rf_dir/config.json") || rf_fail "cannot write the per-job docker config"`,
     'export DOCKER_CONFIG="$rf_dir"',
-    cleanupBody(jobId, false),
     `mkdir -p ${q(settings.buildsDir)} && rf_builds=$(cd -P ${q(settings.buildsDir)} && pwd -P) || rf_fail "cannot create builds_dir ${settings.buildsDir}"`,
-    PULL_FUNCTION,
+    RUN_FUNCTION,
     WAIT_FUNCTION,
-    `rf_err=$(docker network create --label ${q(n.label)} ${q(n.network)} 2>&1 >/dev/null) || rf_fail "cannot create the job network: $(rf_last "$rf_err")"`,
+    `if ! rf_err=$(${network}); then`,
+    '  case $rf_err in',
+    '    *"already exists"*)',
+    // A retried prepare of the same job: start from nothing.
+    indent(cleanupBody(jobId, false), 6),
+    `      rf_err=$(${network}) || rf_fail "cannot create the job network: $(rf_last "$rf_err")";;`,
+    `    *"Cannot connect"*|*"Is the docker daemon running"*) rf_fail "cannot reach the Docker daemon\${DOCKER_HOST:+ at $DOCKER_HOST}: $(rf_last "$rf_err")";;`,
+    '    *) rf_fail "cannot create the job network: $(rf_last "$rf_err")";;',
+    '  esac',
+    'fi',
     'rf_hosts=()',
   ];
   job.services.forEach((service, i) => {
@@ -60,37 +70,40 @@ export function setupScript(
     const env: Record<string, string> = { ...job.variables, ...service.variables };
     const names = Object.keys(env).filter((k) => ENV_NAME.test(k));
     const hostnames = [...new Set(service.aliases)];
+    const port = service.variables.HEALTHCHECK_TCP_PORT;
     lines.push(
-      `printf 'Starting service %s as %s ...\\n' ${q(service.name)} ${q(hostnames.join(', '))}`,
-      pullLine(service, settings),
+      `printf 'Starting service %s as %s (pull_policy %s) ...\\n' ${q(service.name)} ${q(hostnames.join(', '))} ${q(pullPolicies(service, settings).join(', '))}`,
       // Values exported in a subshell and passed by name (-e NAME): never on a command line.
-      `rf_err=$( ${names.map((k) => `export ${k}=${q(env[k]!)};`).join(' ')} docker run --detach --name ${q(name)} --label ${q(n.label)} --network ${q(n.network)} ${hostnames.map((h) => `--network-alias ${q(h)}`).join(' ')} ${names.map((k) => `-e ${k}`).join(' ')} ${createOptions(service)} 2>&1 >/dev/null) || rf_fail "cannot start service ${service.name}: $(rf_last "$rf_err")"`,
-      `rf_ip=$(docker inspect --format '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}' ${q(name)} 2>/dev/null)`,
+      `( ${names.map((k) => `export ${k}=${q(env[k]!)};`).join(' ')} rf_run ${q(`service ${service.name}`)} ${q(service.name)} ${q(pullPolicies(service, settings).join(' '))} ${q(name)} --label ${q(n.label)} --network ${q(n.network)} ${hostnames.map((h) => `--network-alias ${q(h)}`).join(' ')} ${names.map((k) => `-e ${k}`).join(' ')} ${createOptions(service)} ) || exit 2`,
+      `rf_info=$(docker inspect --format '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}|{{range $p, $_ := .Config.ExposedPorts}}{{$p}} {{end}}' ${q(name)} 2>/dev/null)`,
+      `rf_ip_${i}=\${rf_info%%|*}`,
+      port && /^\d+$/.test(port) ? `rf_ports_${i}=${q(port)}` : `rf_ports_${i}=\${rf_info#*|}`,
       // /etc/hosts entries as well as network aliases: found even where Docker's embedded DNS
       // does not answer (dockerd without iptables). A service that already exited has no address.
-      `if [ -n "$rf_ip" ]; then`,
-      ...hostnames.map((h) => `  rf_hosts+=(--add-host ${q(`${h}:`)}"$rf_ip")`),
+      `if [ -n "$rf_ip_${i}" ]; then`,
+      ...hostnames.map((h) => `  rf_hosts+=(--add-host ${q(`${h}:`)}"$rf_ip_${i}")`),
       'fi',
     );
   });
   job.services.forEach((service, i) => {
-    const port = service.variables.HEALTHCHECK_TCP_PORT;
-    const ports =
-      port && /^\d+$/.test(port)
-        ? q(port)
-        : `$(docker image inspect --format '{{range $p, $_ := .Config.ExposedPorts}}{{$p}} {{end}}' ${q(service.name)} 2>/dev/null)`;
-    lines.push(`rf_wait ${q(n.service(i))} ${q(service.name)} ${waitS} ${ports}`);
+    lines.push(`rf_wait ${q(n.service(i))} ${q(service.name)} ${waitS} "$rf_ip_${i}" $rf_ports_${i}`);
   });
   const image = job.image;
   lines.push(
-    pullLine(image, settings),
-    `rf_err=$(docker create --name ${q(n.container)} --label ${q(n.label)} --network ${q(n.network)} "\${rf_hosts[@]}" --volume "$rf_builds":${q(settings.buildsDir)} --workdir ${q(settings.buildsDir)} ${createOptions(image, KEEP_ALIVE)} 2>&1 >/dev/null) || rf_fail "cannot create the job container from ${image.name}: $(rf_last "$rf_err")"`,
-    `rf_err=$(docker start ${q(n.container)} 2>&1 >/dev/null) || rf_fail "cannot start the job container from ${image.name}: $(rf_last "$rf_err")"`,
-    `[ "$(docker inspect --format '{{.State.Running}}' ${q(n.container)} 2>/dev/null)" = true ] || rf_fail "the job container from ${image.name} stopped at once (its entrypoint must run its arguments): $(rf_last "$(docker logs --tail 5 ${q(n.container)} 2>&1)")"`,
-    `printf 'Job container %s started from %s\\n' ${q(n.container)} ${q(image.name)}`,
+    `printf 'Starting the job container from %s (pull_policy %s) ...\\n' ${q(image.name)} ${q(pullPolicies(image, settings).join(', '))}`,
+    // bash when the image has it, else sh (as the docker executor): found once, read by each stage.
+    `rf_run 'the job container' ${q(image.name)} ${q(pullPolicies(image, settings).join(' '))} ${q(n.container)} --label ${q(n.label)} --network ${q(n.network)} \${rf_hosts[@]+"\${rf_hosts[@]}"} --volume "$rf_builds":${q(settings.buildsDir)} --workdir ${q(settings.buildsDir)} ${createOptions(image, KEEP_ALIVE)}`,
+    `if docker exec ${q(n.container)} sh -c 'command -v bash' >/dev/null 2>&1; then echo bash; else echo sh; fi >"$rf_dir/shell"`,
     'exit 0',
   );
   return `${lines.filter(Boolean).join('\n')}\n`;
+}
+
+function indent(text: string, spaces: number): string {
+  return text
+    .split('\n')
+    .map((line) => ' '.repeat(spaces) + line)
+    .join('\n');
 }
 
 /**
@@ -113,23 +126,22 @@ function createOptions(spec: ImageSpec, defaultCommand?: readonly string[]): str
   return [...opts, q(spec.name), ...command.map(q)].join(' ');
 }
 
-function pullLine(spec: ImageSpec, settings: ContainerSettings): string {
-  return `rf_pull ${q(spec.name)} ${q(spec.platform ?? '')} ${pullPolicies(spec, settings).map(q).join(' ')}`;
-}
-
-/** Pull policies in order, as gitlab-runner: the first that yields the image wins. */
-const PULL_FUNCTION = `rf_pull() {
-  local image=$1 platform=$2 p err=''; shift 2
-  for p in "$@"; do
-    if [ "$p" != always ] && docker image inspect "$image" >/dev/null 2>&1; then
-      printf 'Using image %s present on the instance (pull_policy %s)\\n' "$image" "$p"; return 0
-    fi
-    if [ "$p" = never ]; then err="not present on the instance and pull_policy is never"; continue; fi
-    printf 'Pulling image %s (pull_policy %s) ...\\n' "$image" "$p"
-    if err=$(docker pull --quiet \${platform:+--platform "$platform"} "$image" 2>&1 >/dev/null); then return 0; fi
-    err=$(rf_last "$err")
+/**
+ * `docker run --detach --pull …` per pull policy, in order, as gitlab-runner tries them: the
+ * first that starts the container wins. One docker call per container when the image is there.
+ */
+const RUN_FUNCTION = `rf_run() {
+  local what=$1 image=$2 policies=$3 name=$4 p pull err=''; shift 4
+  for p in $policies; do
+    case $p in if-not-present) pull=missing;; *) pull=$p;; esac
+    if err=$(docker run --detach --pull "$pull" --name "$name" "$@" 2>&1 >/dev/null); then return 0; fi
+    docker rm --force "$name" >/dev/null 2>&1
   done
-  rf_fail "cannot pull image $image: $err"
+  case $err in
+    *"Unable to find image"*|*"No such image"*|*"pull access denied"*|*"manifest unknown"*|*"not found"*|*unauthorized*|*"auth credentials"*|*"failed to resolve reference"*)
+      rf_fail "cannot pull image $image (pull_policy \${policies// /, }): $(rf_last "$err")";;
+  esac
+  rf_fail "cannot start $what from $image: $(rf_last "$err")"
 }`;
 
 /**
@@ -137,8 +149,7 @@ const PULL_FUNCTION = `rf_pull() {
  * if not, say so with the service's last log lines and go on.
  */
 const WAIT_FUNCTION = `rf_wait() {
-  local ctr=$1 image=$2 deadline=$((SECONDS + $3)) port ip; shift 3
-  ip=$(docker inspect --format '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}' "$ctr" 2>/dev/null)
+  local ctr=$1 image=$2 deadline=$((SECONDS + $3)) ip=$4 port; shift 4
   for port in "$@"; do
     case $port in */udp) continue;; esac
     port=\${port%/tcp}
@@ -203,7 +214,7 @@ export function stageScript(
 ): Buffer {
   const n = jobNames(jobId);
   const pidFile = `.runner-fleet-stage-${token}.pid`;
-  const inner = `{ echo $$ >/dev/shm/${pidFile}; } 2>/dev/null || echo $$ >/tmp/${pidFile}; exec 3<&0 </dev/null; if command -v bash >/dev/null 2>&1; then exec bash /dev/fd/3; else . /dev/fd/3; fi`;
+  const inner = `{ echo $$ >/dev/shm/${pidFile}; } 2>/dev/null || echo $$ >/tmp/${pidFile}; exec 3<&0 </dev/null; . /dev/fd/3`;
   // Signals the stage's session inside the container; with 0, exits 0 while it is alive.
   const signal = (sig: string) =>
     q(
@@ -213,6 +224,7 @@ export function stageScript(
   const head = [
     preamble(settings, 'run'),
     `rf_c=${q(n.container)}`,
+    `read -r rf_sh <"${n.configDir}/shell" 2>/dev/null || rf_sh=sh`,
     `rf_signal() { docker exec "$rf_c" sh -c "$1" >/dev/null 2>&1; }`,
     'rf_cancel() {',
     "  trap '' TERM INT HUP",
@@ -233,7 +245,7 @@ export function stageScript(
     // The docker client must outlive the cancel (a Go program exits on SIGTERM even when it is
     // ignored), so that what the stage prints while it stops still reaches the log: it runs in
     // a session of its own, and the stage's session inside the container is signalled instead.
-    `( trap '' TERM INT HUP; printf '%s' "$rf_script" | if command -v setsid >/dev/null 2>&1; then exec setsid --wait docker exec --interactive --env RUNNER_FLEET_INSTANCE_ID "$rf_c" sh -c ${q(inner)}; else exec docker exec --interactive --env RUNNER_FLEET_INSTANCE_ID "$rf_c" sh -c ${q(inner)}; fi ) &`,
+    `( trap '' TERM INT HUP; printf '%s' "$rf_script" | if command -v setsid >/dev/null 2>&1; then exec setsid --wait docker exec --interactive --env RUNNER_FLEET_INSTANCE_ID "$rf_c" "$rf_sh" -c ${q(inner)}; else exec docker exec --interactive --env RUNNER_FLEET_INSTANCE_ID "$rf_c" "$rf_sh" -c ${q(inner)}; fi ) &`,
     'rf_pid=$!',
     'wait "$rf_pid"',
     'rf_code=$?',

@@ -159,7 +159,7 @@ allowed_pull_policies = ["always", "if-not-present"]
     const without = await job({ credentials: [], image: { name: world.image('busybox') }, script: 'true' });
     expect(without.outcome, without.log).toBe('system-failure');
     expect(without.log).toMatch(
-      /runner-fleet prepare: cannot pull image \S+busybox:1: .*(no basic auth credentials|unauthorized)/,
+      /runner-fleet prepare: cannot pull image \S+busybox:1 \(pull_policy always\): .*(no basic auth credentials|unauthorized)/,
     );
     expect(without.log.match(/runner-fleet prepare:/g)?.length).toBe(1);
     expect(await leftovers()).toBe('');

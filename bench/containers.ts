@@ -1,0 +1,149 @@
+/**
+ * Container job cost, as ratios measured in the same run on the same (test) dockerd, interleaved:
+ *
+ * - a trivial stage (`true`) sent into the job container by the container stage script through
+ *   the local transport, vs the same script piped to `docker exec -i <container> sh` directly;
+ * - container start for a job with one service (network, service, port wait, job container:
+ *   the prepare script through the local transport), vs the same done with plain `docker network
+ *   create` + `docker run` + the same port wait + `docker run`.
+ */
+import { spawn } from 'node:child_process';
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { cleanupScript, setupScript, stageScript } from '../executor/container/scripts.js';
+import { type ContainerSettings, containerJob, jobNames } from '../executor/container/spec.js';
+import { LocalTransport } from '../executor/transports/local.js';
+import { startDockerWorld } from '../test/support/docker.js';
+
+const median = (values: number[]) => {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.floor(sorted.length / 2)] as number;
+};
+
+/** Runs a process with `input` on its stdin and times it to its exit. */
+function timeProcess(
+  command: string,
+  args: string[],
+  input: string | Buffer,
+  env: NodeJS.ProcessEnv,
+): Promise<number> {
+  const started = process.hrtime.bigint();
+  return new Promise((resolve, reject) => {
+    const child = spawn(command, args, { env, stdio: ['pipe', 'ignore', 'pipe'] });
+    let err = '';
+    child.stderr.on('data', (c: Buffer) => (err += c));
+    child.once('error', reject);
+    child.once('close', (code) =>
+      code === 0
+        ? resolve(Number(process.hrtime.bigint() - started) / 1e6)
+        : reject(new Error(`${command} ${args.join(' ')} failed (${code}): ${err}`)),
+    );
+    child.stdin.end(input);
+  });
+}
+
+export async function benchContainers(
+  options: { rounds?: number } = {},
+): Promise<Record<string, number | string>> {
+  const rounds = options.rounds ?? 9;
+  const world = await startDockerWorld({ images: ['bash', 'service'] });
+  const dir = mkdtempSync(join(tmpdir(), 'rf-bench-containers-'));
+  const root = join(dir, 'instance');
+  const env = { ...process.env, DOCKER_HOST: world.dockerHost, HOME: dir };
+  try {
+    // Images present locally (if-not-present): the pull is not what is measured.
+    await world.docker(['pull', world.image('bash')]);
+    await world.docker(['pull', world.image('service')]);
+    const settings: ContainerSettings = {
+      dockerHost: world.dockerHost,
+      allowedImages: [],
+      allowedServices: [],
+      allowedPullPolicies: [],
+      pullPolicy: ['if-not-present'],
+      serviceWaitMs: 30_000,
+      buildsDir: join(dir, 'builds'),
+    };
+    const transport = new LocalTransport({ kind: 'local', root });
+    for (const sub of ['home', 'tmp', 'pgids']) mkdirSync(join(root, sub), { recursive: true });
+    const run = async (script: string | Buffer) => {
+      const started = process.hrtime.bigint();
+      const outcome = await transport.runStage(
+        {
+          scriptPath: '(bench)',
+          script: Buffer.from(script),
+          stage: 'bench',
+          env: {},
+          jobTmpDir: dir,
+          killGraceMs: 5_000,
+        },
+        new AbortController().signal,
+      );
+      if (outcome.kind !== 'exited' || outcome.code !== 0)
+        throw new Error(`bench script failed: ${JSON.stringify(outcome)}`);
+      return Number(process.hrtime.bigint() - started) / 1e6;
+    };
+    const job = containerJob(
+      { image: { name: world.image('bash') }, services: [{ name: world.image('service'), alias: 'db' }] },
+      settings,
+    )!;
+
+    // --- container start: ours vs plain docker run of the same
+    const ours: number[] = [];
+    const plain: number[] = [];
+    const svcPort = 5432;
+    for (let r = 0; r < rounds + 1; r++) {
+      const id = `b${r}`;
+      const oursMs = await run(setupScript(id, job, settings, '{}'));
+      await run(cleanupScript(id, settings));
+      const n = `rf-bench-plain-${r}`;
+      const plainScript = [
+        'set -e',
+        `docker network create ${n} >/dev/null`,
+        `docker run --detach --name ${n}-svc --network ${n} --network-alias db ${world.image('service')} >/dev/null`,
+        `ip=$(docker inspect --format '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}' ${n}-svc)`,
+        `until timeout 3 bash -c 'exec 3<>"/dev/tcp/$0/$1"' "$ip" ${svcPort} 2>/dev/null; do sleep 0.5; done`,
+        `docker run --detach --name ${n}-build --network ${n} --add-host db:"$ip" --volume ${settings.buildsDir}:${settings.buildsDir} ${world.image('bash')} sh -c 'trap "exit 0" TERM; while :; do sleep 3600 & wait $!; done' >/dev/null`,
+      ].join('\n');
+      const plainMs = await timeProcess('bash', ['-s'], plainScript, env);
+      await timeProcess(
+        'bash',
+        ['-s'],
+        `docker rm -f ${n}-svc ${n}-build >/dev/null; docker network rm ${n} >/dev/null`,
+        env,
+      );
+      if (r === 0) continue; // warm-up
+      ours.push(oursMs);
+      plain.push(plainMs);
+    }
+
+    // --- a trivial stage: ours vs docker exec directly
+    const id = 'stage';
+    await run(setupScript(id, { ...job, services: [] }, settings, '{}'));
+    const container = jobNames(id).container;
+    const user = Buffer.from('#!/usr/bin/env bash\nset -eo pipefail\ntrue\nexit 0\n');
+    const stageOurs: number[] = [];
+    const stageExec: number[] = [];
+    for (let r = 0; r < rounds * 2 + 2; r++) {
+      const o = await run(stageScript(id, settings, user, `t${r}`, 5_000));
+      const e = await timeProcess('docker', ['exec', '--interactive', container, 'bash'], user, env);
+      if (r < 2) continue;
+      stageOurs.push(o);
+      stageExec.push(e);
+    }
+    await run(cleanupScript(id, settings));
+
+    const ratio = (a: number[], b: number[]) => (median(a) / median(b)).toFixed(3);
+    return {
+      'container stage (true) vs docker exec directly': `${ratio(stageOurs, stageExec)} (target ≤ 1.1)`,
+      'container stage, median ms': Math.round(median(stageOurs)),
+      'docker exec, median ms': Math.round(median(stageExec)),
+      'job start with one service vs plain docker run of the same': `${ratio(ours, plain)} (target ≤ 1.2)`,
+      'job start with one service, median ms': Math.round(median(ours)),
+      'plain docker run of the same, median ms': Math.round(median(plain)),
+    };
+  } finally {
+    await world.stop();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
