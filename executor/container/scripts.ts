@@ -134,6 +134,11 @@ const RUN_FUNCTION = `rf_run() {
   local what=$1 image=$2 policies=$3 name=$4 p pull err=''; shift 4
   for p in $policies; do
     case $p in if-not-present) pull=missing;; *) pull=$p;; esac
+    # always: an explicit pull (retried once, as registries hiccup), then run what was pulled.
+    if [ "$p" = always ]; then
+      if ! err=$(docker pull --quiet "$image" 2>&1 >/dev/null) && ! err=$(docker pull --quiet "$image" 2>&1 >/dev/null); then continue; fi
+      pull=never
+    fi
     if err=$(docker run --detach --pull "$pull" --name "$name" "$@" 2>&1 >/dev/null); then return 0; fi
     docker rm --force "$name" >/dev/null 2>&1
   done

@@ -114,4 +114,29 @@ ${awsToml(aws, 'fleet')}`,
     expect(result.log).toContain('on the instance');
     expect(hopLimitCalls()).toBe(before);
   });
+
+  it('a cancel over SSH ends the stage in the container; after_script runs in the same container', async () => {
+    const result = await job({
+      image: { name: docker.image('bash') },
+      script: [
+        'echo marker >/tmp/same-container',
+        "trap 'echo got TERM' TERM",
+        'echo build started',
+        'i=0; while [ $i -lt 600 ]; do i=$((i + 1)); echo $i >/tmp/beat; sleep 0.1 || true; done',
+        'echo not reached',
+      ].join('\n'),
+      afterScript: [
+        'cat /tmp/same-container',
+        'a=$(cat /tmp/beat); sleep 1; b=$(cat /tmp/beat)',
+        '[ "$a" = "$b" ] && echo no build processes left',
+      ].join('\n'),
+      cancelAfterMs: 6000,
+    });
+    expect(result.outcome, result.log).toBe('canceled');
+    expect(result.log).toContain('got TERM');
+    expect(result.log).not.toContain('not reached');
+    expect(result.log).toContain('marker');
+    expect(result.log).toContain('no build processes left');
+    expect(await leftovers()).toBe('');
+  });
 });
