@@ -80,8 +80,9 @@ export function trustConditions(
 ): Record<string, Record<string, string>> {
   const aud = { [`${issuerHost}:aud`]: props.audience };
   const sub = `${issuerHost}:sub`;
-  if (stage === 'prod') {
-    return { StringEquals: { ...aud, [sub]: branchSubject(props.projectPath, props.productionBranch) } };
-  }
-  return { StringEquals: aud, StringLike: { [sub]: branchSubject(props.projectPath, '*') } };
+  // Both stages trust only the protected default branch. A `ref:*` pattern let any pushed branch
+  // that declares an ID token deploy to Dev with CloudFormation's role. IAM cannot see protected
+  // environments or approvals: those hold only in GitLab (docs/security.md, pipeline trust).
+  void stage;
+  return { StringEquals: { ...aud, [sub]: branchSubject(props.projectPath, props.productionBranch) } };
 }

@@ -71,12 +71,15 @@ describe('DevOps pipeline stack', () => {
     });
   });
 
-  it('trusts the dev role for branches of this project only', () => {
+  it('trusts the dev role only for the protected default branch too: no ref wildcard', () => {
     const [statement] = roleNamed(p, 'runner-fleet-pipeline-dev').AssumeRolePolicyDocument.Statement;
     expect(statement.Condition).toEqual({
-      StringEquals: { 'gitlab.example.com:aud': 'sts.amazonaws.com' },
-      StringLike: { 'gitlab.example.com:sub': 'project_path:ops/runner-fleet:ref_type:branch:ref:*' },
+      StringEquals: {
+        'gitlab.example.com:aud': 'sts.amazonaws.com',
+        'gitlab.example.com:sub': 'project_path:ops/runner-fleet:ref_type:branch:ref:main',
+      },
     });
+    expect(JSON.stringify(statement.Condition)).not.toContain('*');
   });
 
   it("lets each pipeline role assume only its own stage's deploy role", () => {
