@@ -78,10 +78,6 @@ describe('config loading', () => {
         '[pool]\norphan_boot_grace = "5m"\n',
         /f.toml:2: pool.orphan_boot_grace: 5m is shorter than pool.instance_ready_timeout \(10m\)/,
       ],
-      [
-        '[pool]\nmax_job_lifetime = "8h"\n',
-        /f.toml:2: pool.max_job_lifetime: 8h is longer than pool.max_instance_lifetime \(6h\)/,
-      ],
     ];
     for (const [text, message] of cases) expect(() => parseConfigText(text, 'f.toml'), text).toThrow(message);
     // At the limit is fine.

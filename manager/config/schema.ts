@@ -111,11 +111,6 @@ export const configSchema = z
         ['pool', 'orphan_boot_grace'],
         `${ms(p.orphan_boot_grace)} is shorter than pool.instance_ready_timeout (${ms(p.instance_ready_timeout)}): a slow boot would be reaped as an orphan before its readiness deadline; raise orphan_boot_grace`,
       );
-    if (p.max_job_lifetime > p.max_instance_lifetime)
-      conflict(
-        ['pool', 'max_job_lifetime'],
-        `${ms(p.max_job_lifetime)} is longer than pool.max_instance_lifetime (${ms(p.max_instance_lifetime)}): the instance's dead-man switch would end a job the manager still counts as running; lower max_job_lifetime or raise max_instance_lifetime`,
-      );
     // An Auto Scaling group launches from its one template, in its own subnets, with its own
     // types: a rule cannot move a job elsewhere there, and silently ignoring it would be a lie.
     if (c.provider === 'aws' && c.aws?.mode === 'asg')
