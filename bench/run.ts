@@ -24,10 +24,13 @@ async function main(): Promise<void> {
     ['ssh transport', await optional('./ssh.js', 'benchSsh')],
     ['fleet scale', await optional('./fleet.js', 'benchFleet')],
     ['container jobs (local dockerd)', await optional('./containers.js', 'benchContainers')],
+    ['cold start (AWS fake, sshd-backed)', await optional('./coldstart.js', 'benchColdStart')],
   ];
+  // `npm run bench -- cold` runs only the benches whose name contains an argument.
+  const only = process.argv.slice(2);
   const results: Record<string, Record<string, number | string>> = {};
   for (const [name, bench] of benches) {
-    if (!bench) continue;
+    if (!bench || (only.length > 0 && !only.some((word) => name.includes(word)))) continue;
     process.stdout.write(`\n== ${name}\n`);
     const figures = await bench();
     results[name] = figures;
