@@ -2,7 +2,7 @@
  * Adoption: taking back an instance the fleet did not know (after a daemon restart, or a crash
  * between a launch and its bookkeeping). First whether it is ours at all (provenanceOf: tags
  * anyone can write, so they are not proof), then in what state: the provider's tags and the
- * lease journal say; the journal wins over tags, since it is written before a lease is handed out.
+ * lease journal say; leases are only in the journal, written before a lease is handed out.
  */
 import type { ProviderInstance } from '../providers/provider.js';
 import { TAG } from '../providers/tags.js';
@@ -30,13 +30,18 @@ export interface Adoption {
 /** Rebuild the record of a listed instance from its tags and the lease journal. */
 export function adoptionOf(
   listed: ProviderInstance,
-  journal: Pick<LeaseStore, 'byInstance' | 'isRetiring'>,
+  journal: Pick<LeaseStore, 'byInstance' | 'isRetiring' | 'loadProblem'>,
   now: number,
 ): Adoption {
   const tagState = listed.tags[TAG.state] ?? '';
   const lease = journal.byInstance(listed.id);
   let state: InstanceState = isInstanceState(tagState) ? tagState : 'booting';
   if (lease) state = 'leased';
+  // Leases live in the journal, not in tags: if it could not be read, any instance may be
+  // running a job. Treat each as leased by an unknown job; the orphan reaper ends them.
+  const unknownLease =
+    !lease && journal.loadProblem !== undefined && (state === 'booting' || state === 'idle');
+  if (unknownLease) state = 'leased';
   const retiring = journal.isRetiring(listed.id);
   const record = recordFrom(listed, state === 'creating' ? 'booting' : state, now);
   record.useCount = Number(listed.tags[TAG.useCount] ?? '0') || 0;
@@ -47,6 +52,8 @@ export function adoptionOf(
     record.leasedAt = Date.parse(lease.leasedAt);
     record.credentialClass = lease.credentialClass;
     record.projectPath = lease.projectPath;
+  } else if (unknownLease) {
+    record.leasedAt = now;
   } else if (state === 'leased') {
     // Tagged leased but no journal entry: the job may still run. Keep it leased; the orphan
     // reaper decides, never this guess.

@@ -187,6 +187,11 @@ export class Fleet {
   private readonly log: Logger;
   private readonly observer: FleetObserver;
   private readonly pendingTerminations = new Set<string>();
+  /**
+   * Terminate calls in flight: a tick must not send them again while the first call still runs
+   * (on Auto Scaling, one call per instance, so a wave of them takes a while).
+   */
+  private readonly terminatingNow = new Set<string>();
   private terminateTimer: unknown;
   private launchTimer: unknown;
   private reconcileTimer: unknown;
@@ -501,7 +506,7 @@ export class Fleet {
       foreign: [...this.foreign.values()],
       instances: [...this.instances.values()].map((i) => ({ ...i, detail: { ...i.detail } })),
       waiting: this.waiters.length,
-      launching: this.launching,
+      launching: this.launchingNow(),
     };
   }
 
@@ -521,7 +526,7 @@ export class Fleet {
     return {
       byState,
       waiting: this.waiters.length,
-      launching: this.launching,
+      launching: this.launchingNow(),
       desired: this.lastPlan?.desired ?? 0,
       idleTarget: this.lastPlan?.idleTarget ?? 0,
       maxInstances: this.tuning.policy.maxInstances,
@@ -580,9 +585,10 @@ export class Fleet {
       ...(scopeOf(job, credentials) ? { projectPath: scopeOf(job, credentials) } : {}),
       ...(job.jobToken ? { jobToken: job.jobToken } : {}),
     };
-    // Journal before anything else: from here on a restart knows this instance is busy.
+    // Journal before anything else: from here on a restart knows this instance is busy. The
+    // journal is the record of leases; tags are not written per lease (two calls per job for
+    // what a restart reads from here; see lease-journal.ts).
     this.options.journal.put(entry);
-    this.syncTags(instance);
     this.log.info(
       {
         jobId: job.id,
@@ -671,7 +677,7 @@ export class Fleet {
       now,
       instances: pool,
       waiting: this.waiters.filter((w) => !w.credentials.shape).length,
-      launching: this.launching - this.launchingShaped,
+      launching: this.launchingNow() - this.launchingShaped,
       draining: this.draining,
       adaptiveIdle,
       launchTokens: applyLaunch ? this.bucket.tokens : Number.POSITIVE_INFINITY,
@@ -941,6 +947,7 @@ export class Fleet {
     const ids = [...this.pendingTerminations];
     if (ids.length === 0) return;
     this.pendingTerminations.clear();
+    for (const id of ids) this.terminatingNow.add(id);
     try {
       await this.options.provider.terminate(ids);
       for (const id of ids) {
@@ -961,7 +968,13 @@ export class Fleet {
         if (instance) this.syncTags(instance);
       }
       this.log.error({ instanceIds: ids, error: (error as Error).message }, 'terminate failed; will retry');
+    } finally {
+      for (const id of ids) this.terminatingNow.delete(id);
     }
+  }
+
+  private terminationPending(id: string): boolean {
+    return this.pendingTerminations.has(id) || this.terminatingNow.has(id);
   }
 
   // ---------------------------------------------------------------- reconcile
@@ -991,7 +1004,7 @@ export class Fleet {
     this.mergeListing(listing, listedFrom);
     // Terminations that failed earlier are retried here.
     for (const instance of this.instances.values()) {
-      if (instance.state === 'terminating' && !this.pendingTerminations.has(instance.id)) {
+      if (instance.state === 'terminating' && !this.terminationPending(instance.id)) {
         this.pendingTerminations.add(instance.id);
       }
     }
@@ -1006,7 +1019,7 @@ export class Fleet {
     const merge = mergeListing(this.instances, listing, {
       now: this.clock.now(),
       listedFrom,
-      terminationPending: (id) => this.pendingTerminations.has(id),
+      terminationPending: (id) => this.terminationPending(id),
       retiring: this.options.journal.retiring(),
       launched: this.options.journal.launched(),
       // An instance outlives neither its dead-man switch nor this: its record can go.
@@ -1141,7 +1154,7 @@ export class Fleet {
     // Fast only while a waiting job has no instance on its way (a launch failed or was throttled:
     // the tick retries it) or a terminate must be retried. Booting instances are polled by
     // awaitReady, so listing every 2 s while they boot would only cost API calls.
-    const coming = this.launching + this.countIn('creating', 'booting');
+    const coming = this.launchingNow() + this.countIn('creating', 'booting');
     // A launch batch about to go out covers the waiters too.
     const busy =
       (this.waiters.length > coming && this.launchTimer === undefined) || this.terminateRetryPending();
@@ -1206,7 +1219,7 @@ export class Fleet {
 
   private terminateRetryPending(): boolean {
     for (const i of this.instances.values())
-      if (i.state === 'terminating' && !this.pendingTerminations.has(i.id)) return true;
+      if (i.state === 'terminating' && !this.terminationPending(i.id)) return true;
     return false;
   }
 
@@ -1218,6 +1231,11 @@ export class Fleet {
 
   private describeCapacity(): string {
     const active = this.countIn('creating', 'booting', 'idle', 'leased');
-    return `${active}/${this.tuning.policy.maxInstances} instances, ${this.countIn('booting') + this.launching} booting`;
+    return `${active}/${this.tuning.policy.maxInstances} instances, ${this.countIn('booting') + this.launchingNow()} booting`;
+  }
+
+  /** Launch calls in flight, plus instances a provider asked for that no listing has shown yet. */
+  private launchingNow(): number {
+    return this.launching + (this.options.provider.awaitingLaunch?.() ?? 0);
   }
 }

@@ -70,5 +70,7 @@ export function tagsOf(instance: InstanceRecord): Record<string, string> {
  * lease-journal.ts.
  */
 export function tagsMatter(instance: InstanceRecord): boolean {
-  return instance.state === 'leased' || (instance.state === 'idle' && instance.useCount > 0);
+  // Leases live in the journal (lease-journal.ts), not in tags: a used idle instance is what a
+  // restart needs from tags (whose jobs it may take).
+  return instance.state === 'idle' && instance.useCount > 0;
 }

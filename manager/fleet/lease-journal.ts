@@ -1,8 +1,13 @@
 /**
- * The daemon's small local record of leases. Tags on the instance say the same thing, but a tag
- * write is a cloud call and may lag; the journal is written before `prepare` gets its answer, so
- * a daemon killed right after handing out a lease still knows, after restart, that the instance
- * is busy. Written atomically (temp file + rename), 0600: it may hold job tokens.
+ * The daemon's small local record of leases: the one record of which instance runs which job.
+ * Instance tags do not carry leases (that cost a tag write and a tag delete per job, the largest
+ * part of the AWS calls per job); the journal is written before `prepare` gets its answer, so a
+ * daemon killed right after handing out a lease still knows, after restart, that the instance is
+ * busy. EC2 stays the source of truth for which instances exist. The journal lives in the state
+ * directory beside the instances' SSH keys: losing that directory loses the keys too, and with
+ * them every running job, whatever the tags said. If the file is unreadable, the fleet treats
+ * every adopted instance as leased by an unknown job. Written atomically (temp file + rename),
+ * 0600: it may hold job tokens.
  *
  * It also remembers which instances are being retired. Retiring an instance is decided locally
  * and the terminate call follows within a second, so writing a `terminating` tag first would cost

@@ -70,6 +70,11 @@ export interface LaunchFailure {
 export interface LaunchResult {
   readonly launched: readonly ProviderInstance[];
   readonly failures: readonly LaunchFailure[];
+  /**
+   * Instances asked for whose ids are not known yet (an Auto Scaling group launches them on its
+   * own): they show up in later listings, and `awaitingLaunch()` counts them until then.
+   */
+  readonly requested?: number;
 }
 
 /** How the executor reaches a leased instance. Written into the job's lease file by `prepare`. */
@@ -110,6 +115,9 @@ export interface Provider {
 
   /** Launch instances. Partial success is normal: report what launched and what failed. */
   launch(request: LaunchRequest): Promise<LaunchResult>;
+
+  /** Instances a launch asked for that no listing has shown yet (see LaunchResult.requested). */
+  awaitingLaunch?(): number;
 
   /** Terminate exactly these instances. Unknown or already gone ids are not an error. */
   terminate(ids: readonly string[]): Promise<void>;

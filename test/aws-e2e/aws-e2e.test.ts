@@ -15,6 +15,8 @@ import { CLI, eventually, startTestDaemon, type TestDaemon } from '../support/da
 import { runJob } from '../support/gitlab-runner.js';
 
 const execFileAsync = promisify(execFile);
+/** As on EC2: a just-launched instance is unknown to Describe* and CreateTags for a while. */
+const EVENTUAL_CONSISTENCY_MS = 1_500;
 const AWS_ENV = { AWS_ACCESS_KEY_ID: 'AKIAFAKEFAKEFAKEFAKE', AWS_SECRET_ACCESS_KEY: 'fake-secret' };
 
 let world: AwsWorld | undefined;
@@ -54,7 +56,7 @@ ${awsToml(w, mode, aws)}`;
 
 describe.each(['asg', 'fleet'] as const)('AWS end to end (%s mode)', (mode) => {
   it('runs a job over SSH on an EC2 (fake) instance, shows the id in status --json, terminates it after', async () => {
-    world = await startAwsWorld();
+    world = await startAwsWorld({ eventualConsistencyMs: EVENTUAL_CONSISTENCY_MS });
     const w = world;
     scratch = mkdtempSync(join(tmpdir(), 'rf-aws-e2e-'));
     // [aws] instance_profile and no [credentials]: the job runs under that profile, and says so.
@@ -101,7 +103,7 @@ describe.each(['asg', 'fleet'] as const)('AWS end to end (%s mode)', (mode) => {
 
 describe('SSH job path through the hooks', () => {
   it('cancel ends the remote process tree, after_script runs on the same instance, a daemon restart cuts no stage', async () => {
-    world = await startAwsWorld();
+    world = await startAwsWorld({ eventualConsistencyMs: EVENTUAL_CONSISTENCY_MS });
     const w = world;
     scratch = mkdtempSync(join(tmpdir(), 'rf-aws-cancel-'));
     daemon = await startTestDaemon(config(w, 'fleet', scratch, 'idle_count = 2\nidle_time = "10m"'), {
@@ -155,7 +157,7 @@ describe('SSH job path through the hooks', () => {
 
 describe('spot interruption mid-stage', () => {
   it('ends the job as a system failure naming the spot interruption; every later stage fails at once', async () => {
-    world = await startAwsWorld();
+    world = await startAwsWorld({ eventualConsistencyMs: EVENTUAL_CONSISTENCY_MS });
     const w = world;
     scratch = mkdtempSync(join(tmpdir(), 'rf-aws-spot-'));
     daemon = await startTestDaemon(config(w, 'fleet', scratch, 'idle_count = 1'), { env: AWS_ENV });
@@ -250,7 +252,7 @@ describe('spot interruption mid-stage', () => {
 
 describe('AWS crash safety', () => {
   it('a daemon SIGKILLed between the launch call and its bookkeeping leaks nothing after restart', async () => {
-    world = await startAwsWorld();
+    world = await startAwsWorld({ eventualConsistencyMs: EVENTUAL_CONSISTENCY_MS });
     const w = world;
     scratch = mkdtempSync(join(tmpdir(), 'rf-aws-kill-'));
     // The launch call answers, then the clean-up of its template version hangs: the daemon holds

@@ -49,8 +49,8 @@ describe('acquire', () => {
     expect(grant?.instanceId).toBe(idle);
     expect(grant?.waitedMs).toBe(0);
     expect(grant?.connect).toEqual({ kind: 'local', root: `/mem/${idle}` });
-    // Only the lease tag goes out, in the background.
-    expect(provider.calls.slice(before)).toEqual(['setTags']);
+    // No call at all: the lease is in the journal, not in a tag (two calls per job).
+    expect(provider.calls.slice(before)).toEqual([]);
     provider.hang = false;
   });
 
@@ -221,7 +221,8 @@ describe('restart', () => {
     const after = second.snapshot().instances;
     expect(after.find((i) => i.id === grant.instanceId)).toMatchObject({ state: 'leased', jobId: 'running' });
     expect(provider.terminated).toContain(doomed);
-    expect(provider.instances.get(grant.instanceId)?.tags[TAG.state]).toBe('leased');
+    // The lease came from the journal: no tag ever said so.
+    expect(provider.instances.get(grant.instanceId)?.tags[TAG.state]).toBe('booting');
     expect(await second.release('running', 'cleanup after restart')).toMatchObject({
       released: true,
       instanceId: grant.instanceId,
@@ -231,6 +232,30 @@ describe('restart', () => {
     // Nothing leaked: once idle_time has passed, what is left is the warm pool of 1.
     await advance(clock, 6 * MIN);
     expect(provider.alive()).toHaveLength(1);
+    await second.stop();
+  });
+});
+
+describe('restart without a readable journal', () => {
+  it('treats every adopted instance as leased by an unknown job, never hands one to a new job', async () => {
+    const clock = startClock();
+    const provider = new MemoryProvider(clock);
+    const first = makeFleet(clock, provider, tuning({}, { idleCount: 2 })).fleet;
+    await first.start();
+    await advance(clock, MIN);
+    const grant = await first.acquire(job('running'), cred, noop);
+    await first.stop();
+
+    class Unreadable extends MemoryLeaseStore {
+      readonly loadProblem = 'lease journal is corrupt';
+    }
+    const second = makeFleet(clock, provider, tuning({}, { idleCount: 0 }), {
+      journal: new Unreadable(),
+    }).fleet;
+    await second.start();
+    const states = second.snapshot().instances.map((i) => i.state);
+    expect(states).toEqual(['leased', 'leased']);
+    expect(second.snapshot().instances.some((i) => i.id === grant.instanceId)).toBe(true);
     await second.stop();
   });
 });

@@ -77,7 +77,7 @@ describe('managerPolicyDocument', () => {
       const onLaunch = s.Condition?.StringEquals?.['ec2:CreateAction'];
       const ownTag = s.Condition?.StringEquals?.[`aws:ResourceTag/${TAG.fleet}`];
       expect(onLaunch ?? ownTag).toBeDefined();
-      if (onLaunch) expect(asList(onLaunch).sort()).toEqual(['ec2:CreateFleet', 'ec2:RunInstances']);
+      if (onLaunch) expect(asList(onLaunch)).toEqual(['ec2:RunInstances']);
       if (ownTag) expect(ownTag).toBe('ci-fleet');
     }
   });
@@ -91,7 +91,7 @@ describe('managerPolicyDocument', () => {
     expect(instanceLaunch[0]?.Condition).toEqual({
       StringEquals: { [`aws:RequestTag/${TAG.fleet}`]: 'ci-fleet' },
     });
-    const supporting = withAction(fleet, 'ec2:CreateFleet').flatMap((s) => asList(s.Resource));
+    const supporting = withAction(fleet, 'ec2:RunInstances').flatMap((s) => asList(s.Resource));
     expect(supporting).toContain('arn:aws:ec2:eu-west-1:111111111111:launch-template/lt-0123456789abcdef0');
     expect(supporting.filter((r) => r.includes('launch-template/'))).toHaveLength(1);
   });
@@ -124,7 +124,9 @@ describe('managerPolicyDocument', () => {
     const fleetActions = allActions(fleet);
     const asgActions = allActions(asg);
     expect(fleetActions.has('ec2:RunInstances')).toBe(true);
-    expect(fleetActions.has('ec2:CreateFleet')).toBe(true);
+    // One RunInstances per instance carries its user data: no CreateFleet, no template versions.
+    expect(fleetActions.has('ec2:CreateFleet')).toBe(false);
+    expect(fleetActions.has('ec2:CreateLaunchTemplateVersion')).toBe(false);
     expect([...fleetActions].some((a) => a.startsWith('autoscaling:'))).toBe(false);
     expect(asgActions.has('ec2:RunInstances')).toBe(false);
     for (const a of [

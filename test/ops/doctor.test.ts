@@ -215,17 +215,17 @@ describe('doctor', () => {
       MetadataOptions: { HttpTokens: 'required' },
       InstanceInitiatedShutdownBehavior: 'terminate',
     });
-    fake.deny('CreateFleet');
+    fake.deny('RunInstances');
     fake.putParameter('/runner-fleet/blue/runner-token', 'glrt-revoked-token-0000', 'SecureString');
     const config = parseConfigText(configText('fleet'), '/etc/runner-fleet/config.toml');
     const { results } = await doctor(config, join(dir, 'none.toml'));
     const r = byId(results);
-    expect(r.get('permission ec2:CreateFleet')).toMatchObject({
+    expect(r.get('permission ec2:RunInstances')).toMatchObject({
       status: 'fail',
       detail: 'denied for the manager role',
     });
-    expect(r.get('permission ec2:CreateFleet')?.fix).toContain('runner-fleet iam-policy');
-    expect(r.get('permission ec2:RunInstances')?.status).toBe('pass');
+    expect(r.get('permission ec2:RunInstances')?.fix).toContain('runner-fleet iam-policy');
+    expect(r.get('permission ec2:CreateFleet')).toBeUndefined();
     expect(r.get('permission ec2:TerminateInstances')?.status).toBe('skip'); // no own instance yet
     expect(r.get('runner token')?.status).toBe('pass');
     expect(r.get('gitlab accepts token')).toMatchObject({ status: 'fail' });

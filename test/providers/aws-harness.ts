@@ -16,6 +16,7 @@ import { EC2Client } from '@aws-sdk/client-ec2';
 import pino from 'pino';
 import { AwsProvider } from '../../manager/providers/aws/aws-provider.js';
 import { type AwsConfig, awsConfigSchema } from '../../manager/providers/aws/config.js';
+import { noCapacityRetries } from '../../manager/providers/aws/retry.js';
 import { type AwsFake, DEFAULT_SUBNETS, AwsFake as Fake, type FakeInstance } from '../fakes/aws/fake.js';
 import { type Sshd, startSshd } from '../support/sshd.js';
 
@@ -57,28 +58,21 @@ export interface AwsWorld {
 
 /** A fake with a job launch template (and an Auto Scaling group on `$Latest`) and sshd backings. */
 export async function startAwsWorld(
-  options: { backing?: boolean; azRebalanceSuspended?: boolean; pageSize?: number; port?: number } = {},
+  options: {
+    backing?: boolean;
+    azRebalanceSuspended?: boolean;
+    pageSize?: number;
+    port?: number;
+    /** EC2 eventual consistency: a new instance is unknown to Describe calls and CreateTags this long. */
+    eventualConsistencyMs?: number;
+  } = {},
 ): Promise<AwsWorld> {
   const fake = await Fake.start({
-    timing: { pendingMs: 50, shuttingDownMs: 50 },
+    timing: { pendingMs: 50, shuttingDownMs: 50, eventualConsistencyMs: options.eventualConsistencyMs ?? 0 },
     ...(options.port ? { port: options.port } : {}),
     ...(options.pageSize ? { describeDefaultPageSize: options.pageSize } : {}),
   });
-  const template = fake.addLaunchTemplate(TEMPLATE, {
-    ImageId: 'ami-0123456789abcdef0',
-    InstanceType: 't3.micro',
-    // Deliberately weak: the provider must enforce its own settings over the template's.
-    MetadataOptions: { HttpTokens: 'optional', HttpPutResponseHopLimit: 2 },
-    InstanceInitiatedShutdownBehavior: 'stop',
-  });
-  fake.addAutoScalingGroup({
-    name: GROUP,
-    minSize: 0,
-    maxSize: 20,
-    launchTemplate: { LaunchTemplateName: TEMPLATE, Version: '$Latest' },
-    subnetIds: SUBNETS,
-    suspendedProcesses: options.azRebalanceSuspended === false ? [] : ['AZRebalance'],
-  });
+  const template = addJobGroup(fake, '', options);
   const sshPort = await freePort();
   const backed = new Map<string, Sshd>();
   const relays = new Map<string, Relay>();
@@ -125,6 +119,35 @@ export async function startAwsWorld(
       await Promise.all([...backed.values()].map((s) => s.stop()));
     },
   };
+}
+
+/**
+ * A job launch template and an Auto Scaling group on its `$Latest` version, as the CDK stack makes
+ * them (new instances protected from scale-in). One per manager: a manager's key window is the
+ * template's latest version. `suffix` names a second pair (`runner-fleet-jobs-b`).
+ */
+export function addJobGroup(
+  fake: AwsFake,
+  suffix: string,
+  options: { azRebalanceSuspended?: boolean; maxSize?: number } = {},
+): { LaunchTemplateId: string } {
+  const template = fake.addLaunchTemplate(`${TEMPLATE}${suffix}`, {
+    ImageId: 'ami-0123456789abcdef0',
+    InstanceType: 't3.micro',
+    // Deliberately weak: the provider must enforce its own settings over the template's.
+    MetadataOptions: { HttpTokens: 'optional', HttpPutResponseHopLimit: 2 },
+    InstanceInitiatedShutdownBehavior: 'stop',
+  });
+  fake.addAutoScalingGroup({
+    name: `${GROUP}${suffix}`,
+    minSize: 0,
+    maxSize: options.maxSize ?? 20,
+    launchTemplate: { LaunchTemplateName: `${TEMPLATE}${suffix}`, Version: '$Latest' },
+    subnetIds: SUBNETS,
+    newInstancesProtectedFromScaleIn: true,
+    suspendedProcesses: options.azRebalanceSuspended === false ? [] : ['AZRebalance'],
+  });
+  return template;
 }
 
 /** The `[aws]` TOML for a daemon pointed at this world. */
@@ -190,7 +213,7 @@ export function awsProvider(
     managerId: opts.managerId ?? 'manager-a',
     stateDir,
     maxLifetimeMs: 7 * 3_600_000,
-    ec2: new EC2Client(common),
+    ec2: new EC2Client({ ...common, retryStrategy: noCapacityRetries(common) }),
     ...(mode === 'asg' ? { autoscaling: new AutoScalingClient(common) } : {}),
     log: pino({ level: 'silent' }),
     readyCommandTimeoutMs: 10_000,

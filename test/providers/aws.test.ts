@@ -9,10 +9,19 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterEach, describe, expect, it } from 'vitest';
+import type { AwsProvider } from '../../manager/providers/aws/aws-provider.js';
 import type { ManagerPolicyDocument } from '../../manager/providers/aws/iam-policy.js';
+import type { LaunchRequest } from '../../manager/providers/provider.js';
 import { TAG } from '../../manager/providers/tags.js';
 import { CLI } from '../support/daemon.js';
-import { type AwsWorld, awsProvider, awsToml, type ProviderHandle, startAwsWorld } from './aws-harness.js';
+import {
+  type AwsWorld,
+  awsProvider,
+  awsToml,
+  type ProviderHandle,
+  SUBNETS,
+  startAwsWorld,
+} from './aws-harness.js';
 import { tagsFor } from './contract.js';
 
 const execFileAsync = promisify(execFile);
@@ -38,8 +47,21 @@ async function setup(
 let n = 0;
 const token = () => `tok-${process.pid}-${n++}`;
 
+/** The launched instance's id: named by the launch (fleet) or found by the listing (asg). */
+async function launchAndFind(provider: AwsProvider, request: LaunchRequest): Promise<string> {
+  const before = new Set((await provider.list()).map((i) => i.id));
+  const result = await provider.launch(request);
+  if (result.launched[0]) return result.launched[0].id;
+  for (let i = 0; i < 200; i++) {
+    const fresh = (await provider.list()).find((x) => !before.has(x.id) && x.status !== 'gone');
+    if (fresh) return fresh.id;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error('the group launched nothing');
+}
+
 describe('AWS provider on the wire-level fake', () => {
-  it('lists through every page of one tag-filtered DescribeInstances', async () => {
+  it('lists through every page of one DescribeInstances filtered on tags and live states', async () => {
     const { world, provider } = await setup('fleet', { backing: false, pageSize: 5 });
     await provider.start();
     for (let i = 0; i < 12; i++)
@@ -52,7 +74,16 @@ describe('AWS provider on the wire-level fake', () => {
     for (const c of calls) {
       expect(Object.values(c.params)).toContain(`tag:${TAG.fleet}`);
       expect(Object.values(c.params)).toContain(`tag:${TAG.manager}`);
+      expect(Object.values(c.params)).toContain('instance-state-name');
+      expect(Object.values(c.params)).not.toContain('terminated');
     }
+    // A terminated instance stays visible in EC2 for about an hour; the listing does not page
+    // through it, and the provider does not look up instances it terminated itself.
+    await provider.terminate([listed[0]!.id]);
+    await world.fake.waitFor(() => world.fake.instance(listed[0]!.id)?.State === 'terminated');
+    world.fake.clearCalls();
+    expect((await provider.list()).map((i) => i.id)).not.toContain(listed[0]!.id);
+    expect(world.fake.callCount('DescribeInstances')).toBe(3);
   });
 
   it('refuses to start in asg mode while AZRebalance is active, and says how to fix it', async () => {
@@ -60,7 +91,7 @@ describe('AWS provider on the wire-level fake', () => {
     await expect(provider.start()).rejects.toThrow(/suspend-processes .*--scaling-processes AZRebalance/);
   });
 
-  it('fails over from spot to on-demand on InsufficientInstanceCapacity', async () => {
+  it('fails over across pools, then from spot to on-demand, one call per dry pool', async () => {
     const { world, provider } = await setup('fleet', { backing: false }, { config: { market: 'spot' } });
     await provider.start();
     world.fake.insufficientCapacity({ market: 'spot' });
@@ -68,13 +99,27 @@ describe('AWS provider on the wire-level fake', () => {
     expect(result.failures).toEqual([]);
     expect(result.launched).toHaveLength(1);
     expect(result.launched[0]!.detail?.market).toBe('on-demand');
-    const fleets = world.fake.calls('CreateFleet');
-    expect(fleets.map((c) => c.params['TargetCapacitySpecification.DefaultTargetCapacityType'])).toEqual([
-      'spot',
+    const runs = world.fake.calls('RunInstances');
+    // 2 types × 3 subnets of spot, each refused once (capacity errors are not retried), then on-demand.
+    expect(runs.map((c) => c.params['InstanceMarketOptions.MarketType'] ?? 'on-demand')).toEqual([
+      ...Array(6).fill('spot'),
       'on-demand',
     ]);
-    // Overrides are instance types × subnets, with priorities.
-    expect(fleets[0]!.params['LaunchTemplateConfigs.1.Overrides.6.Priority']).toBe('5');
+    // priorities = "instance_types": every subnet of the first type before the second type.
+    expect(runs.slice(0, 4).map((c) => [c.params.InstanceType, c.params.SubnetId])).toEqual([
+      ['t3.micro', SUBNETS[0]],
+      ['t3.micro', SUBNETS[1]],
+      ['t3.micro', SUBNETS[2]],
+      ['t3a.micro', SUBNETS[0]],
+    ]);
+    // Every attempt has its own idempotency token.
+    expect(new Set(runs.map((c) => c.params.ClientToken)).size).toBe(runs.length);
+    // The dry spot pools are skipped for a while: the next launch goes to on-demand... after
+    // trying them last, never first.
+    world.fake.clearCalls();
+    world.fake.clearFaults();
+    await provider.launch({ count: 1, token: token(), tags: tagsFor('manager-a') });
+    expect(world.fake.calls('RunInstances')).toHaveLength(1);
   });
 
   it('reports a capacity failure with its AWS code and advice when on-demand fails too', async () => {
@@ -91,11 +136,13 @@ describe('AWS provider on the wire-level fake', () => {
   it('retries throttled calls (adaptive retry) and turns persistent throttling into a launch failure', async () => {
     const { world, provider } = await setup('fleet', { backing: false }, { maxAttempts: 3 });
     await provider.start();
-    world.fake.throttle('CreateFleet', { count: 2 });
+    world.fake.throttle('RunInstances', { count: 2 });
     const ok = await provider.launch({ count: 1, token: token(), tags: tagsFor('manager-a') });
     expect(ok.launched).toHaveLength(1);
-    expect(world.fake.calls('CreateFleet').filter((c) => c.error === 'RequestLimitExceeded')).toHaveLength(2);
-    world.fake.throttle('CreateFleet', { count: 3 });
+    expect(world.fake.calls('RunInstances').filter((c) => c.error === 'RequestLimitExceeded')).toHaveLength(
+      2,
+    );
+    world.fake.throttle('RunInstances', { count: 3 });
     const throttled = await provider.launch({ count: 1, token: token(), tags: tagsFor('manager-a') });
     expect(throttled.launched).toEqual([]);
     expect(throttled.failures[0]).toMatchObject({ code: 'RequestLimitExceeded', count: 1 });
@@ -108,8 +155,12 @@ describe('AWS provider on the wire-level fake', () => {
     const { launched } = await provider.launch({ count: 1, token: token(), tags: tagsFor('manager-a') });
     const id = launched[0]!.id;
     await world.fake.waitFor(() => world.fake.instance(id)?.State === 'running');
+    expect((await provider.list()).map((i) => i.id)).toContain(id);
     world.fake.vanish(id, 'spot');
+    // The listing no longer shows it (terminated); the provider looks it up by id and says why.
+    world.fake.clearCalls();
     const gone = (await provider.list()).find((i) => i.id === id);
+    expect(world.fake.calls('DescribeInstances').map((c) => c.params['InstanceId.1'])).toContain(id);
     expect(gone?.status).toBe('gone');
     expect(gone?.detail?.stateReason).toBe('Server.SpotInstanceTermination');
     expect(provider.spotInterruptions()).toBe(1);
@@ -127,8 +178,8 @@ describe('AWS provider on the wire-level fake', () => {
       );
       await provider.start();
       const t = token();
-      const { launched } = await provider.launch({ count: 1, token: t, tags: tagsFor('manager-a') });
-      const id = launched[0]!.id;
+      const id = await launchAndFind(provider, { count: 1, token: t, tags: tagsFor('manager-a') });
+      await provider.connectInfo(id);
       const instance = world.fake.instance(id)!;
       expect(instance.MetadataOptions.HttpTokens).toBe('required');
       expect(instance.MetadataOptions.HttpPutResponseHopLimit).toBe(2);
@@ -153,8 +204,15 @@ describe('AWS provider on the wire-level fake', () => {
       // The client private key stays on the manager (line 3: past the format header all keys share).
       expect(userData).not.toContain(readFileSync(join(keyDir, 'client_ed25519'), 'utf8').split('\n')[3]);
       expect(userData).not.toMatch(/glrt-|CI_JOB_TOKEN|runner.?token\s*=/i);
-      // The per-launch template version is gone again; the base template is untouched.
-      expect(world.fake.callCount('DeleteLaunchTemplateVersions')).toBe(1);
+      if (mode === 'fleet') {
+        // Everything per instance travels in the RunInstances call: no template version at all.
+        expect(world.fake.callCount('CreateLaunchTemplateVersion')).toBe(0);
+        expect(world.fake.callCount('RunInstances')).toBe(1);
+      } else {
+        // One version for the key window, which later launches share.
+        expect(world.fake.callCount('CreateLaunchTemplateVersion')).toBe(1);
+        expect(world.fake.callCount('SetDesiredCapacity')).toBe(1);
+      }
       if (mode === 'asg') {
         expect(world.fake.group('runner-fleet-jobs')?.instances).toEqual([
           { InstanceId: id, ProtectedFromScaleIn: true },

@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe } from 'vitest';
 import { LocalProvider } from '../../manager/providers/local/local-provider.js';
-import { awsProvider, startAwsWorld } from './aws-harness.js';
+import { addJobGroup, awsProvider, GROUP, startAwsWorld } from './aws-harness.js';
 import { type ContractSubject, FLEET, providerContract } from './contract.js';
 
 const subjects: [string, () => Promise<ContractSubject>][] = [
@@ -29,7 +29,13 @@ const subjects: [string, () => Promise<ContractSubject>][] = [
     async () => {
       const world = await startAwsWorld();
       const a = awsProvider(world, mode, { managerId: 'manager-a', fleetName: FLEET });
-      const b = awsProvider(world, mode, { managerId: 'manager-b', fleetName: FLEET });
+      // In asg mode each manager steers its own group (its key window is the template's $Latest).
+      if (mode === 'asg') addJobGroup(world.fake, '-b');
+      const b = awsProvider(world, mode, {
+        managerId: 'manager-b',
+        fleetName: FLEET,
+        ...(mode === 'asg' ? { config: { asg_name: `${GROUP}-b` } } : {}),
+      });
       return {
         provider: a.provider,
         other: b.provider,

@@ -4,7 +4,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import type { Provider, ProviderInstance, Tags } from '../../manager/providers/provider.js';
+import type { LaunchRequest, Provider, ProviderInstance, Tags } from '../../manager/providers/provider.js';
 import { TAG } from '../../manager/providers/tags.js';
 
 export interface ContractSubject {
@@ -39,6 +39,27 @@ async function until<T>(probe: () => Promise<T>, ok: (value: T) => boolean, ms =
 
 const alive = (list: ProviderInstance[], id: string) => list.some((i) => i.id === id && i.status !== 'gone');
 
+/**
+ * Launch one instance and return its id. A provider either names it at once (`launched`) or, like
+ * an Auto Scaling group, only asks for it (`requested`): then it shows up in a later listing.
+ */
+async function launchOne(p: Provider, request: LaunchRequest): Promise<string> {
+  const before = new Set((await p.list()).map((i) => i.id));
+  const result = await p.launch(request);
+  expect(result.failures).toEqual([]);
+  const direct = result.launched[0]?.id;
+  if (direct) return direct;
+  expect(result.requested).toBe(1);
+  expect(p.awaitingLaunch?.()).toBeGreaterThanOrEqual(1);
+  const listed = await until(
+    () => p.list(),
+    (l) => l.some((i) => !before.has(i.id) && i.status !== 'gone'),
+  );
+  const id = listed.find((i) => !before.has(i.id) && i.status !== 'gone')?.id;
+  if (!id) throw new Error('the requested instance never showed up in a listing');
+  return id;
+}
+
 export function providerContract(make: () => Promise<ContractSubject>): void {
   let s: ContractSubject;
   beforeAll(async () => {
@@ -52,14 +73,11 @@ export function providerContract(make: () => Promise<ContractSubject>): void {
 
   it('launches with tags, and list shows them', async () => {
     const token = randomUUID();
-    const result = await s.provider.launch({
+    const id = await launchOne(s.provider, {
       count: 1,
       token,
       tags: tagsFor('manager-a', { 'contract:note': 'first' }),
     });
-    expect(result.failures).toEqual([]);
-    expect(result.launched).toHaveLength(1);
-    const id = result.launched[0]!.id;
     const listed = await until(
       () => s.provider.list(),
       (l) => alive(l, id),
@@ -73,20 +91,21 @@ export function providerContract(make: () => Promise<ContractSubject>): void {
 
   it('launching twice with the same token creates no second instance', async () => {
     const token = randomUUID();
+    const before = new Set((await s.provider.list()).map((i) => i.id));
     const first = await s.provider.launch({ count: 1, token, tags: tagsFor('manager-a') });
     const second = await s.provider.launch({ count: 1, token, tags: tagsFor('manager-a') });
     expect(second.launched.map((i) => i.id)).toEqual(first.launched.map((i) => i.id));
-    const listed = await s.provider.list();
-    expect(listed.filter((i) => i.tags[TAG.launchToken] === token && i.status !== 'gone')).toHaveLength(1);
+    expect(second.requested ?? 0).toBe(0);
+    const fresh = (l: ProviderInstance[]) => l.filter((i) => !before.has(i.id) && i.status !== 'gone');
+    const listed = await until(
+      () => s.provider.list(),
+      (l) => fresh(l).length > 0 && (s.provider.awaitingLaunch?.() ?? 0) === 0,
+    );
+    expect(fresh(listed)).toHaveLength(1);
   });
 
   it('writes tags and removes tags set to ""', async () => {
-    const { launched } = await s.provider.launch({
-      count: 1,
-      token: randomUUID(),
-      tags: tagsFor('manager-a'),
-    });
-    const id = launched[0]!.id;
+    const id = await launchOne(s.provider, { count: 1, token: randomUUID(), tags: tagsFor('manager-a') });
     await until(
       () => s.provider.list(),
       (l) => alive(l, id),
@@ -102,10 +121,12 @@ export function providerContract(make: () => Promise<ContractSubject>): void {
   });
 
   it('terminates exactly the instances it names; unknown ids are no error', async () => {
-    const a = (await s.provider.launch({ count: 1, token: randomUUID(), tags: tagsFor('manager-a') }))
-      .launched[0]!;
-    const b = (await s.provider.launch({ count: 1, token: randomUUID(), tags: tagsFor('manager-a') }))
-      .launched[0]!;
+    const a = {
+      id: await launchOne(s.provider, { count: 1, token: randomUUID(), tags: tagsFor('manager-a') }),
+    };
+    const b = {
+      id: await launchOne(s.provider, { count: 1, token: randomUUID(), tags: tagsFor('manager-a') }),
+    };
     await until(
       () => s.provider.list(),
       (l) => alive(l, a.id) && alive(l, b.id),
@@ -121,9 +142,9 @@ export function providerContract(make: () => Promise<ContractSubject>): void {
   });
 
   it("never lists or touches another manager's instances", async () => {
-    const launch = await s.other.launch({ count: 1, token: randomUUID(), tags: tagsFor('manager-b') });
-    expect(launch.failures).toEqual([]);
-    const theirs = launch.launched[0]!;
+    const theirs = {
+      id: await launchOne(s.other, { count: 1, token: randomUUID(), tags: tagsFor('manager-b') }),
+    };
     await until(
       () => s.other.list(),
       (l) => alive(l, theirs.id),
@@ -136,12 +157,7 @@ export function providerContract(make: () => Promise<ContractSubject>): void {
   });
 
   it('reports an instance ready eventually', async () => {
-    const { launched } = await s.provider.launch({
-      count: 1,
-      token: randomUUID(),
-      tags: tagsFor('manager-a'),
-    });
-    const id = launched[0]!.id;
+    const id = await launchOne(s.provider, { count: 1, token: randomUUID(), tags: tagsFor('manager-a') });
     const check = await until(
       () => s.provider.checkReady(id),
       (c) => c.ready,

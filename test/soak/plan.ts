@@ -7,7 +7,7 @@ import type { Outcome } from '../support/gitlab-runner.js';
 import { type Random, seeded } from './random.js';
 
 export const FAULT_KINDS = [
-  /** SIGKILL the manager after the fake answered CreateFleet, before the daemon read the answer. */
+  /** SIGKILL the manager after the fake answered RunInstances, before the daemon read the answer. */
   'daemon-kill-launch',
   /** SIGKILL the manager while this job's prepare hook waits for its lease. */
   'daemon-kill-acquire',
@@ -16,7 +16,7 @@ export const FAULT_KINDS = [
   /** SIGKILL the manager while this job's cleanup hook releases the lease. */
   'daemon-kill-release',
   /**
-   * The fake launched, but the answer to CreateFleet is lost on the wire: the SDK retries with the
+   * The fake launched, but the answer to RunInstances is lost on the wire: the SDK retries with the
    * same ClientToken, which must not launch a second instance.
    */
   'launch-answer-lost',

@@ -16,7 +16,7 @@ export function formatReport(r: SoakReport): string {
     `system failures by fault  ${kv(r.systemFailureCauses)}`,
     `wrong outcomes      ${r.wrongOutcomes}   hung jobs ${r.hungJobs}`,
     `leaks               ${r.leaks.instances} instances, ${r.leaks.leases} leases`,
-    `launches            ${r.launches.instances} instances for ${r.launches.acquires} acquires (+${r.launches.neverReady} boot faults); ${r.launches.createFleetCalls} CreateFleet calls, ${r.launches.clientTokens} client tokens`,
+    `launches            ${r.launches.instances} instances for ${r.launches.acquires} acquires (+${r.launches.neverReady} boot faults); ${r.launches.runInstancesCalls} RunInstances calls, ${r.launches.clientTokens} client tokens`,
     `double launches     ${r.launches.doubleLaunches}   beyond demand ${r.launches.beyondDemand}`,
     `reuse violations    ${r.reuseViolations}`,
     `other manager hit   ${r.otherManagerTouched}`,

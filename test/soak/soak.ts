@@ -93,7 +93,7 @@ export interface SoakReport {
   readonly launches: {
     readonly instances: number;
     readonly clientTokens: number;
-    readonly createFleetCalls: number;
+    readonly runInstancesCalls: number;
     readonly doubleLaunches: number;
     readonly acquires: number;
     readonly neverReady: number;
@@ -315,7 +315,7 @@ export async function runSoak(options: Partial<SoakOptions> = {}): Promise<SoakR
               // During another restart it waits for the next launch, so that it always fires.
               const strike = async (): Promise<'drop' | 'pass'> => {
                 if (m.restarting) {
-                  m.proxy.onceAnswered('CreateFleet', strike);
+                  m.proxy.onceAnswered('RunInstances', strike);
                   return 'pass';
                 }
                 m.restarting = true;
@@ -334,9 +334,9 @@ export async function runSoak(options: Partial<SoakOptions> = {}): Promise<SoakR
                 );
                 return 'drop';
               };
-              m.proxy.onceAnswered('CreateFleet', strike);
+              m.proxy.onceAnswered('RunInstances', strike);
             } else if (k === 'launch-answer-lost') {
-              m.proxy.onceAnswered('CreateFleet', async () => {
+              m.proxy.onceAnswered('RunInstances', async () => {
                 fired = true;
                 count(k);
                 return 'drop';
@@ -516,7 +516,7 @@ export async function runSoak(options: Partial<SoakOptions> = {}): Promise<SoakR
       byToken.set(token, (byToken.get(token) ?? 0) + 1);
     }
     const doubleLaunches = [...byToken.values()].filter((n) => n > 1).length;
-    const createFleet = a.proxy.calls('CreateFleet');
+    const runInstances = a.proxy.calls('RunInstances');
     // Policy asks for nothing beyond the jobs (idle_count = 0): every instance beyond one per
     // acquire is surplus, unless a boot fault took one away, or the daemon replaced an instance
     // that missed instance_ready_timeout (policy: "terminated and replaced"; a loaded machine can
@@ -626,8 +626,8 @@ export async function runSoak(options: Partial<SoakOptions> = {}): Promise<SoakR
       leaks: { instances: leakedInstances.length, leases: leakedLeases },
       launches: {
         instances: ours.length,
-        clientTokens: new Set(createFleet.map((c) => c.params.ClientToken)).size,
-        createFleetCalls: createFleet.length,
+        clientTokens: new Set(runInstances.map((c) => c.params.ClientToken)).size,
+        runInstancesCalls: runInstances.length,
         doubleLaunches,
         acquires: prepares.a,
         neverReady: neverReadyArmed,

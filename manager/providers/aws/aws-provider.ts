@@ -2,14 +2,17 @@
  * The AWS provider: the only module (with launch.ts) that calls EC2 and Auto Scaling. It speaks
  * the fleet's language (ProviderInstance, LaunchResult, ReadyCheck) and keeps SDK shapes inside.
  *
- * - One paginated, tag-filtered DescribeInstances per `list()`; the answer also refreshes a small
- *   cache (address, state) that `checkReady` and `connectInfo` read instead of calling EC2 again.
- * - Every launch makes its own launch template version (see launch.ts) carrying its user data
- *   (dead-man switch, per-instance SSH keys) and tags, because neither CreateFleet nor Auto
- *   Scaling accept user data or tags per call.
- * - SSH keys are generated before the launch call and stored under the launch token, then under
- *   the instance id once it is known; after a crash in between, the launch-token tag on the
- *   instance leads back to them.
+ * - One paginated DescribeInstances per `list()`, filtered on this fleet's tags and on the live
+ *   instance states (terminated instances stay listed for about an hour: at scale they would be
+ *   most of the pages). An instance we track that drops out of it is looked up by id, in one call
+ *   for all of them, which is how a vanished instance's cause (spot reclaim) is still seen. The
+ *   answer refreshes a small cache (address, state) that `checkReady` and `connectInfo` read.
+ * - `fleet` mode: one RunInstances per instance, with that instance's own user data (dead-man
+ *   switch, its own SSH host key and client key) and tags in the call; `asg` mode: one launch
+ *   template version per key window, shared by the instances launched in it (launch.ts).
+ * - SSH keys are generated before the launch call and stored under the launch (or window)
+ *   token, then under the instance id once it is known; after a crash in between, or for an Auto
+ *   Scaling instance, the launch-token tag on the instance leads back to them.
  */
 import { randomUUID } from 'node:crypto';
 import { existsSync } from 'node:fs';
@@ -30,6 +33,7 @@ import {
   TerminateInstancesCommand,
 } from '@aws-sdk/client-ec2';
 import type { Logger } from 'pino';
+import { type Clock, sleep, systemClock } from '../../fleet/clock.js';
 import {
   deleteInstanceKeys,
   generateInstanceKeys,
@@ -53,7 +57,13 @@ import type {
 import { TAG } from '../tags.js';
 import type { AwsConfig } from './config.js';
 import { awsErrorCode, describeAwsError } from './errors.js';
-import { createLauncher, type Launcher, type LaunchOutcome } from './launch.js';
+import {
+  AsgSteering,
+  type KeyWindow,
+  type LaunchOutcome,
+  RunInstancesLauncher,
+  WINDOW_MAX_INSTANCES,
+} from './launch.js';
 import { sshRun, tcpReachable } from './readiness.js';
 import { TokenBucket } from './token-bucket.js';
 import { renderAwsUserData } from './user-data.js';
@@ -70,8 +80,15 @@ export interface AwsProviderOptions {
   readonly log: Logger;
   /** Bound on one `instance_ready_command` run. */
   readonly readyCommandTimeoutMs?: number;
-  /** asg mode: how long a launch waits for the group to show its new instance. */
+  /** asg mode: how long a raise may wait for the listing to show its instances before it is called failed. */
   readonly asgLaunchWaitMs?: number;
+  /** Time for the provider's own waits (launch rate, asg launch deadline); the system clock by default. */
+  readonly clock?: Clock;
+  /**
+   * Replaces the SSH part of the readiness check (TCP connect + `instance_ready_command`): the
+   * call-count bench and the simulator run the real provider without an sshd per instance.
+   */
+  readonly sshProbe?: (info: SshConnectInfo, keyDir: string) => Promise<ReadyCheck>;
 }
 
 interface Cached {
@@ -79,6 +96,10 @@ interface Cached {
   host?: string;
   launchToken?: string;
   stateReason?: string;
+  /** A listing showed it: from then on, missing from a listing means look it up. */
+  listed?: boolean;
+  /** When this manager launched it (fleet mode), for eventual consistency. */
+  launchedAt?: number;
 }
 
 interface LaunchRecord {
@@ -94,6 +115,15 @@ const MAX_BUCKET_WAIT_MS = 30_000;
 /** Launch records (non-secret, for idempotent retries) older than this are swept at start. */
 const LAUNCH_RECORD_TTL_MS = 24 * 3_600_000;
 const SPOT_INTERRUPTION = 'Server.SpotInstanceTermination';
+/** States the per-tick listing asks for: everything but terminated. */
+const LIVE_STATES = ['pending', 'running', 'shutting-down', 'stopping', 'stopped'];
+/**
+ * A launched instance that no listing has shown yet is looked up by id only after this long:
+ * EC2 is eventually consistent, and right after a launch its id may be unknown for a while.
+ */
+const UNLISTED_LOOKUP_AFTER_MS = 2 * 60_000;
+/** RunInstances calls in flight at once for one launch batch. */
+const LAUNCH_CONCURRENCY = 4;
 
 export class AwsProvider implements Provider {
   readonly name = 'aws';
@@ -101,7 +131,11 @@ export class AwsProvider implements Provider {
   private readonly interrupted = new Set<string>();
   private interruptions = 0;
   private readonly bucket: TokenBucket;
-  private readonly launcher: Launcher;
+  private readonly runner: RunInstancesLauncher | undefined;
+  private readonly steering: AsgSteering | undefined;
+  private readonly clock: Clock;
+  /** asg mode: request tokens already raised for (recent ones). */
+  private readonly asgTokens = new Set<string>();
   private readonly instancesDir: string;
   private readonly launchesDir: string;
   private readonly log: Logger;
@@ -110,16 +144,24 @@ export class AwsProvider implements Provider {
 
   constructor(private readonly o: AwsProviderOptions) {
     this.log = o.log;
-    this.bucket = new TokenBucket(o.config.launch_rate, o.config.launch_burst);
+    this.clock = o.clock ?? systemClock;
+    this.bucket = new TokenBucket(
+      o.config.launch_rate,
+      o.config.launch_burst,
+      () => this.clock.now(),
+      (ms) => sleep(this.clock, ms),
+    );
     this.instancesDir = join(o.stateDir, 'instances');
     this.launchesDir = join(o.stateDir, 'launches');
-    this.launcher = createLauncher({
+    const launcherOptions = {
       config: o.config,
       ec2: o.ec2,
       ...(o.autoscaling ? { autoscaling: o.autoscaling } : {}),
       log: o.log,
-      asgLaunchWaitMs: o.asgLaunchWaitMs ?? 90_000,
-    });
+      clock: this.clock,
+    };
+    if (o.config.mode === 'asg') this.steering = new AsgSteering(launcherOptions);
+    else this.runner = new RunInstancesLauncher(launcherOptions);
   }
 
   /** Spot interruptions seen since start (for metrics; the fleet engineer wires the gauge). */
@@ -138,7 +180,21 @@ export class AwsProvider implements Provider {
         (await readJson<LaunchRecord>(join(dir, 'launch.json')))?.version;
       if (version) this.launchVersions.set(token, version);
     }
-    await this.launcher.start();
+    if (this.runner) await this.runner.start();
+    if (this.steering) {
+      const left = await this.steering.start();
+      // The window a previous run left as $Latest: keep it if its keys are still here.
+      if (left && /^[A-Za-z0-9-]{1,64}$/.test(left.token)) {
+        const fresh = this.clock.now() - left.createdAt < this.o.config.asg_key_window;
+        if (fresh && existsSync(join(this.launchDir(left.token), 'client_ed25519')))
+          this.steering.resumeWindow(left.token, left.createdAt);
+      }
+    }
+  }
+
+  /** asg mode: instances asked of the group that no listing has shown yet. */
+  awaitingLaunch(): number {
+    return this.steering?.awaiting() ?? 0;
   }
 
   // ---------------------------------------------------------------- list
@@ -151,6 +207,7 @@ export class AwsProvider implements Provider {
         Filters: [
           { Name: `tag:${TAG.fleet}`, Values: [this.o.fleetName] },
           { Name: `tag:${TAG.manager}`, Values: [this.o.managerId] },
+          { Name: 'instance-state-name', Values: LIVE_STATES },
         ],
       },
     );
@@ -162,8 +219,71 @@ export class AwsProvider implements Provider {
         }
       }
     }
-    for (const instance of result) if (instance.status === 'gone') await this.onGone(instance);
+    result.push(...(await this.lookUpMissing(new Set(result.map((i) => i.id)))));
+    const gone: string[] = [];
+    for (const instance of result) {
+      if (instance.status !== 'gone') continue;
+      gone.push(instance.id);
+      await this.onGone(instance);
+    }
+    if (this.steering) {
+      const group = this.steering.groupName;
+      const members = result
+        .filter((i) => i.status !== 'gone' && i.tags['aws:autoscaling:groupName'] === group)
+        .map((i) => i.id);
+      this.steering.forget(gone);
+      await this.steering.seen(members);
+      for (const failure of await this.steering.overdue(this.o.asgLaunchWaitMs ?? 90_000))
+        this.log.warn({ code: failure.code, count: failure.count, error: failure.message }, 'launch failed');
+    }
     return result;
+  }
+
+  /**
+   * Instances we track that the listing no longer shows: terminated (or EC2 forgot them). One
+   * DescribeInstances by id for all of them tells which, and why (a spot reclaim, say).
+   */
+  private async lookUpMissing(listed: Set<string>): Promise<ProviderInstance[]> {
+    const now = this.clock.now();
+    let ids: string[] = [];
+    for (const [id, c] of this.cache) {
+      if (listed.has(id) || c.status === 'gone') continue;
+      if (c.listed || now - (c.launchedAt ?? now) > UNLISTED_LOOKUP_AFTER_MS) ids.push(id);
+    }
+    const found: ProviderInstance[] = [];
+    for (let round = 0; round < 3 && ids.length > 0; round++) {
+      try {
+        for (let start = 0; start < ids.length; start += 200) {
+          const out = await this.o.ec2.send(
+            new DescribeInstancesCommand({ InstanceIds: ids.slice(start, start + 200) }),
+          );
+          for (const r of out.Reservations ?? [])
+            for (const i of r.Instances ?? []) {
+              const mapped = this.toInstance(i);
+              if (mapped) found.push(mapped);
+            }
+        }
+        break;
+      } catch (error) {
+        if (awsErrorCode(error) !== 'InvalidInstanceID.NotFound') {
+          this.log.warn(
+            { error: describeAwsError(error).message },
+            'could not look up instances missing from the listing',
+          );
+          return found;
+        }
+        // "The instance IDs 'i-…, i-…' do not exist": EC2 no longer knows them, so they are gone.
+        const unknown = new Set((error as Error).message.match(/i-[0-9a-f]+/g) ?? []);
+        for (const id of ids.filter((x) => unknown.has(x))) {
+          this.cache.set(id, { status: 'gone' });
+          found.push({ id, status: 'gone', tags: {}, launchedAt: new Date(0) });
+        }
+        const rest = ids.filter((x) => !unknown.has(x));
+        if (rest.length === ids.length) return found;
+        ids = rest;
+      }
+    }
+    return found;
   }
 
   private toInstance(i: Ec2Instance): ProviderInstance | undefined {
@@ -177,6 +297,7 @@ export class AwsProvider implements Provider {
     const stateReason = i.StateReason?.Code;
     this.cache.set(i.InstanceId, {
       status,
+      listed: true,
       ...(host ? { host } : {}),
       ...(tags[TAG.launchToken] ? { launchToken: tags[TAG.launchToken] } : {}),
       ...(stateReason ? { stateReason } : {}),
@@ -201,12 +322,14 @@ export class AwsProvider implements Provider {
   }
 
   /**
-   * The launch token EC2 vouches for (provenance, see fleet/adoption.ts). RunInstances records
-   * the caller's ClientToken on the instance, read-only. CreateFleet and Auto Scaling record a
-   * token of EC2 Fleet's own, so for them the proof is the launch template version: EC2 tags
-   * every instance with the version it was launched from (`aws:` tags nobody else can write),
-   * and each launch made its own version, short-lived, recorded here before anything was
-   * launched from it. The launch-token tag only says which record to compare with.
+   * The launch token EC2 vouches for (provenance, see fleet/adoption.ts). RunInstances (fleet
+   * mode) records the caller's ClientToken on the instance, read-only. Auto Scaling records a
+   * token of its own, so in asg mode the proof is the launch template version: EC2 tags every
+   * instance with the version it was launched from (`aws:` tags nobody else can write), and each
+   * key window made its own version, recorded here before anything was launched from it. The
+   * launch-token tag only says which record to compare with. A window was opened by a launch of
+   * some count; its instances answer for that launch as its first instance (`token-0` unless the
+   * count was 1), the form the fleet's token check accepts.
    */
   private launchTokenOf(clientToken: string | undefined, tags: Tags): { clientToken?: string } {
     const token = tags[TAG.launchToken];
@@ -216,7 +339,7 @@ export class AwsProvider implements Provider {
       version &&
       version === `${tags['aws:ec2launchtemplate:id']}:${tags['aws:ec2launchtemplate:version']}`
     )
-      return { clientToken: token };
+      return { clientToken: token.split('-')[2] === '1' ? token : `${token}-0` };
     return clientToken ? { clientToken } : {};
   }
 
@@ -247,38 +370,114 @@ export class AwsProvider implements Provider {
         'spot instance interrupted by AWS',
       );
     }
-    // Nothing can log in to a terminated instance: its keys go with it.
+    // Nothing can log in to a terminated instance: its keys go with it. Reported once: dropped
+    // from the cache, it is not looked up again.
+    this.cache.delete(instance.id);
     await deleteInstanceKeys(this.instanceDir(instance.id));
   }
 
   // ---------------------------------------------------------------- launch
 
   async launch(request: LaunchRequest): Promise<LaunchResult> {
+    if (this.steering) return this.launchInGroup(request);
     const launched: ProviderInstance[] = [];
     const failures: LaunchFailure[] = [];
-    // One launch call per instance: each instance gets its own SSH key pairs in its own user
-    // data, and user data is per launch (per launch template version), not per instance.
-    for (let i = 0; i < request.count; i++) {
-      const token = request.count === 1 ? request.token : `${request.token}-${i}`;
-      let outcome: LaunchOutcome;
+    // One RunInstances per instance: each instance gets its own SSH key pairs in its own user
+    // data. A few calls in flight at once; a failure stops the batch (capacity, quota and rate
+    // problems hit the rest alike: report, do not hammer).
+    let next = 0;
+    let stopped: LaunchFailure | undefined;
+    const worker = async () => {
+      while (!stopped && next < request.count) {
+        const i = next++;
+        const token = request.count === 1 ? request.token : `${request.token}-${i}`;
+        let outcome: LaunchOutcome;
+        try {
+          outcome = await this.launchOne(token, request);
+        } catch (error) {
+          const { code, message } = describeAwsError(error);
+          outcome = { launched: [], failures: [{ code, message, count: 1 }] };
+        }
+        launched.push(...outcome.launched);
+        failures.push(...outcome.failures);
+        const failed = outcome.failures[0];
+        if (failed && outcome.launched.length === 0) {
+          this.log.warn({ launchToken: token, code: failed.code }, 'launch failed');
+          stopped ??= failed;
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(LAUNCH_CONCURRENCY, request.count) }, worker));
+    const rest = request.count - next;
+    if (stopped && rest > 0) failures.push({ code: stopped.code, message: stopped.message, count: rest });
+    return { launched, failures };
+  }
+
+  /**
+   * asg mode: raise the group's desired capacity; the instances show up in later listings (the
+   * fleet counts them as launching meanwhile, see awaitingLaunch). A new key window first if the
+   * current one is too old or too full.
+   */
+  private async launchInGroup(request: LaunchRequest): Promise<LaunchResult> {
+    const steering = this.steering as AsgSteering;
+    // SetDesiredCapacity takes no idempotency token: a repeated request token raises nothing.
+    if (this.asgTokens.has(request.token)) return { launched: [], failures: [], requested: 0 };
+    this.asgTokens.add(request.token);
+    if (this.asgTokens.size > 1000) this.asgTokens.delete(this.asgTokens.values().next().value as string);
+    const w = steering.window;
+    const expired =
+      !w ||
+      this.clock.now() - w.createdAt >= this.o.config.asg_key_window ||
+      w.instances + request.count > WINDOW_MAX_INSTANCES;
+    if (expired) {
+      const token = request.token;
+      const dir = this.launchDir(token);
+      const keys = existsSync(join(dir, 'client_ed25519'))
+        ? (await loadInstanceKeys(dir)).keys
+        : await this.newLaunchKeys(dir);
+      const userData = renderAwsUserData({
+        keys,
+        sshUser: this.o.config.ssh_user,
+        maxLifetimeMs: this.o.maxLifetimeMs,
+        installTools: this.o.config.install_tools,
+      });
+      // The opening launch's tags, but no created-at: a window outlives many launches, and the
+      // fleet falls back to EC2's LaunchTime.
+      const { [TAG.createdAt]: _created, ...rest } = request.tags;
+      const tags: Record<string, string> = {
+        ...rest,
+        [TAG.fleet]: this.o.fleetName,
+        [TAG.manager]: this.o.managerId,
+        [TAG.state]: 'booting',
+        [TAG.useCount]: '0',
+        [TAG.launchToken]: token,
+      };
+      let window: KeyWindow;
       try {
-        outcome = await this.launchOne(token, request);
+        window = await steering.openWindow(token, userData, tags);
       } catch (error) {
         const { code, message } = describeAwsError(error);
-        outcome = { launched: [], failures: [{ code, message, count: 1 }] };
+        return { launched: [], failures: [{ code, message, count: request.count }] };
       }
-      launched.push(...outcome.launched);
-      failures.push(...outcome.failures);
-      const failed = outcome.failures[0];
-      if (failed && outcome.launched.length === 0) {
-        this.log.warn({ launchToken: token, code: failed.code }, 'launch failed');
-        // Capacity, quota and rate problems hit the rest of the batch alike: report, do not hammer.
-        const rest = request.count - i - 1;
-        if (rest > 0) failures.push({ code: failed.code, message: failed.message, count: rest });
-        break;
-      }
+      // Provenance: the window's instances carry this version in EC2's own tags (launchTokenOf).
+      const version = `${steering.templateId}:${window.version}`;
+      await writeFile(join(dir, 'version'), version, { mode: 0o600 });
+      this.launchVersions.set(token, version);
+      this.log.info({ launchToken: token }, 'new SSH key window (launch template version)');
     }
-    return { launched, failures };
+    if (!(await this.bucket.take(MAX_BUCKET_WAIT_MS))) {
+      return { launched: [], failures: [rateLimited(request.count)] };
+    }
+    const accepted = steering.raise(request.count);
+    const failures: LaunchFailure[] = [];
+    if (accepted < request.count) {
+      failures.push({
+        code: 'GroupAtMaxSize',
+        message: `Auto Scaling group "${steering.groupName}" is at its MaxSize; raise the group's MaxSize to at least [pool] max_instances`,
+        count: request.count - accepted,
+      });
+    }
+    return { launched: [], failures, requested: accepted };
   }
 
   private async launchOne(token: string, request: LaunchRequest): Promise<LaunchOutcome> {
@@ -300,19 +499,7 @@ export class AwsProvider implements Provider {
     const keys = existsSync(join(launchDir, 'client_ed25519'))
       ? (await loadInstanceKeys(launchDir)).keys
       : await this.newLaunchKeys(launchDir);
-    if (!(await this.bucket.take(MAX_BUCKET_WAIT_MS))) {
-      return {
-        launched: [],
-        failures: [
-          {
-            code: 'LaunchRateLimited',
-            message:
-              'launch_rate token bucket empty; the launch is retried (raise [aws] launch_rate/launch_burst if this persists)',
-            count: 1,
-          },
-        ],
-      };
-    }
+    if (!(await this.bucket.take(MAX_BUCKET_WAIT_MS))) return { launched: [], failures: [rateLimited(1)] };
     const tags: Record<string, string> = { ...request.tags, [TAG.launchToken]: token };
     const userData = renderAwsUserData({
       keys,
@@ -321,32 +508,30 @@ export class AwsProvider implements Provider {
       installTools: this.o.config.install_tools,
     });
     const profile = request.instanceProfile ?? (this.o.config.instance_profile || undefined);
-    let version: string | undefined;
-    const outcome = await this.launcher.launch({
+    const outcome = await (this.runner as RunInstancesLauncher).launchOne({
       token,
-      count: 1,
       tags,
       userData,
       ...(profile ? { instanceProfile: profile } : {}),
       ...(request.shape ? { shape: request.shape } : {}),
-      onVersion: async (templateId, number) => {
-        version = `${templateId}:${number}`;
-        await writeFile(join(launchDir, 'version'), version, { mode: 0o600 });
-        this.launchVersions.set(token, version);
-      },
     });
     for (const instance of outcome.launched) {
       await storeInstanceKeys(this.instanceDir(instance.id), keys);
       // Remembered so a lease wanting this same profile needs no AWS call (the acquire path).
       await writeFile(join(this.instanceDir(instance.id), 'launch-profile'), profile ?? '', { mode: 0o600 });
-      this.cache.set(instance.id, { status: instance.status, launchToken: token });
+      const host = instance.detail?.address;
+      this.cache.set(instance.id, {
+        status: instance.status,
+        launchToken: token,
+        launchedAt: this.clock.now(),
+        ...(host ? { host } : {}),
+      });
     }
     if (outcome.launched.length > 0) {
       const rec: LaunchRecord = {
         ids: outcome.launched.map((i) => i.id),
         tags,
         launchedAt: new Date().toISOString(),
-        ...(version ? { version } : {}),
       };
       await rm(launchDir, { recursive: true, force: true });
       await mkdir(launchDir, { recursive: true, mode: 0o700 });
@@ -366,7 +551,10 @@ export class AwsProvider implements Provider {
   async terminate(ids: readonly string[]): Promise<void> {
     if (ids.length === 0) return;
     let rest = [...ids];
-    if (this.o.config.mode === 'asg') rest = await this.launcher.terminateInGroup(rest);
+    if (this.steering) {
+      rest = await this.steering.terminate(rest);
+      this.steering.forget(ids);
+    }
     await this.terminateInstances(rest);
     for (const id of ids) {
       this.cache.delete(id);
@@ -414,7 +602,10 @@ export class AwsProvider implements Provider {
 
   async checkReady(id: string): Promise<ReadyCheck> {
     let cached = this.cache.get(id);
-    if (cached?.status !== 'running') {
+    // The address is known from the launch or the listing: a pending instance is simply not
+    // reachable yet, and the listing reports one that died. Only an instance without an address
+    // (public addresses come late) costs a DescribeInstances.
+    if (!cached?.host && cached?.status !== 'gone') {
       try {
         cached = await this.describeOne(id);
       } catch (error) {
@@ -424,8 +615,12 @@ export class AwsProvider implements Provider {
     if (!cached) return { ready: false, reason: 'EC2 does not list the instance yet' };
     if (cached.status === 'gone')
       return { ready: false, reason: `the instance is gone (${cached.stateReason ?? 'terminated'})` };
-    if (cached.status === 'pending') return { ready: false, reason: 'EC2 state is pending' };
-    if (!cached.host) return { ready: false, reason: 'the instance has no address yet' };
+    if (!cached.host) {
+      return {
+        ready: false,
+        reason: cached.status === 'pending' ? 'EC2 state is pending' : 'the instance has no address yet',
+      };
+    }
     const keys = await this.keysFor(id);
     if (!keys) {
       return {
@@ -434,9 +629,12 @@ export class AwsProvider implements Provider {
           'no SSH keys for this instance (it was not launched by this manager, e.g. an Auto Scaling replacement); it will be replaced',
       };
     }
-    if (!(await tcpReachable(cached.host, this.o.config.ssh_port, 3_000)))
-      return { ready: false, reason: `SSH port ${this.o.config.ssh_port} not reachable yet` };
     const info = this.sshInfo(cached.host, keys);
+    if (this.o.sshProbe) return this.o.sshProbe(info, keys.dir);
+    if (!(await tcpReachable(cached.host, this.o.config.ssh_port, 3_000))) {
+      const pending = cached.status === 'pending' ? ' (EC2 state is pending)' : '';
+      return { ready: false, reason: `SSH port ${this.o.config.ssh_port} not reachable yet${pending}` };
+    }
     const run = await sshRun(
       info,
       keys.dir,
@@ -608,6 +806,15 @@ export class AwsProvider implements Provider {
       }
     }
   }
+}
+
+function rateLimited(count: number): LaunchFailure {
+  return {
+    code: 'LaunchRateLimited',
+    message:
+      'launch_rate token bucket empty; the launch is retried (raise [aws] launch_rate/launch_burst if this persists)',
+    count,
+  };
 }
 
 function profileRef(profile: string): { Arn: string } | { Name: string } {

@@ -63,6 +63,13 @@ export const awsConfigSchema = z
     max_instance_lifetime: z.string().optional(),
     install_tools: z.boolean().default(false),
     instance_ready_command: z.string().min(1).default(DEFAULT_READY_COMMAND),
+    /**
+     * asg mode: instances launched within one key window share one SSH identity (one launch
+     * template version); a new window starts after this long (or after 100 instances).
+     */
+    // At most 30 minutes: a window's instances prove their provenance by a launch token minted
+    // when it opened, accepted within an hour of their launch (fleet/adoption.ts).
+    asg_key_window: duration('10m', { minMs: 10_000, maxMs: 30 * 60_000 }),
     /** Launch calls per second (token bucket refill) and the bucket size. */
     launch_rate: z.number().positive().default(2),
     launch_burst: z.number().int().positive().default(5),

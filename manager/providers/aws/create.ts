@@ -5,6 +5,7 @@ import type { Config } from '../../config/schema.js';
 import type { Provider } from '../provider.js';
 import { AwsProvider } from './aws-provider.js';
 import type { AwsConfig } from './config.js';
+import { noCapacityRetries } from './retry.js';
 
 /** A job may end while the pool retires its instance: give the last job an hour past the pool's limit. */
 const DEAD_MAN_GRACE_MS = 3_600_000;
@@ -17,7 +18,10 @@ export function awsClients(aws: AwsConfig): { ec2: EC2Client; autoscaling: AutoS
     maxAttempts: 6,
     ...(aws.endpoint ? { endpoint: aws.endpoint } : {}),
   };
-  return { ec2: new EC2Client(common), autoscaling: new AutoScalingClient(common) };
+  return {
+    ec2: new EC2Client({ ...common, retryStrategy: noCapacityRetries(common) }),
+    autoscaling: new AutoScalingClient(common),
+  };
 }
 
 export async function createAwsProvider(config: Config, log: Logger): Promise<Provider> {

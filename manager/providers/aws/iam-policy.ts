@@ -20,7 +20,7 @@ export interface ManagerPolicyOptions {
   account: string;
   /** Value of the `runner-fleet:fleet` tag on every instance this manager owns. */
   fleetName: string;
-  /** `fleet`: the manager launches with RunInstances/CreateFleet. `asg`: it steers an Auto Scaling group. */
+  /** `fleet`: the manager launches with RunInstances. `asg`: it steers an Auto Scaling group. */
   mode: 'asg' | 'fleet';
   /** Required in `asg` mode: the job group's name. */
   autoScalingGroupName?: string;
@@ -53,8 +53,8 @@ export interface ManagerPolicyDocument {
   Statement: PolicyStatementJson[];
 }
 
-/** The API calls that may create instances, for the `ec2:CreateAction` tag-on-create condition. */
-const LAUNCH_ACTIONS = ['ec2:RunInstances', 'ec2:CreateFleet'];
+/** The API call that creates instances, for the `ec2:CreateAction` tag-on-create condition. */
+const LAUNCH_ACTIONS = ['ec2:RunInstances'];
 
 export function managerPolicyDocument(o: ManagerPolicyOptions): ManagerPolicyDocument {
   if (o.mode === 'asg' && !o.autoScalingGroupName) {
@@ -88,22 +88,24 @@ export function managerPolicyDocument(o: ManagerPolicyOptions): ManagerPolicyDoc
   statements.push({
     Sid: 'ManageOwnInstances',
     Effect: 'Allow',
-    // Life-cycle tags (state, lease, orphan mark; a cleared tag is deleted) and termination,
+    // Life-cycle tags (reuse state, orphan mark; a cleared tag is deleted) and termination,
     // only on this fleet's instances.
     Action: ['ec2:CreateTags', 'ec2:DeleteTags', 'ec2:TerminateInstances'],
     Resource: arn('instance/*'),
     Condition: ownInstance,
   });
 
-  statements.push({
-    Sid: 'PerLaunchTemplateVersions',
-    Effect: 'Allow',
-    // The AWS provider adds one short-lived version per launch (that launch's user data with the
-    // instance's SSH keys, and its tags) and deletes it once the instance exists: CreateFleet and
-    // Auto Scaling take user data only from a launch template.
-    Action: ['ec2:CreateLaunchTemplateVersion', 'ec2:DeleteLaunchTemplateVersions'],
-    Resource: arn(`launch-template/${o.launchTemplateId ?? '*'}`),
-  });
+  if (o.mode === 'asg') {
+    statements.push({
+      Sid: 'KeyWindowTemplateVersions',
+      Effect: 'Allow',
+      // asg mode: the group launches from the template's $Latest version, so each key window adds
+      // one version with its user data (shared SSH keys, dead-man switch) and tags, and deletes
+      // the previous one. fleet mode passes all of that to RunInstances and needs neither.
+      Action: ['ec2:CreateLaunchTemplateVersion', 'ec2:DeleteLaunchTemplateVersions'],
+      Resource: arn(`launch-template/${o.launchTemplateId ?? '*'}`),
+    });
+  }
 
   statements.push({
     Sid: 'SetHopLimitPerCredentialClass',
@@ -146,6 +148,7 @@ export function managerPolicyDocument(o: ManagerPolicyOptions): ManagerPolicyDoc
       Action: [
         'autoscaling:SetDesiredCapacity',
         'autoscaling:TerminateInstanceInAutoScalingGroup',
+        // Only for a group that does not protect new instances from scale-in itself.
         'autoscaling:SetInstanceProtection',
       ],
       // The group id segment is a generated UUID; the name pins it to the one job group.
@@ -200,7 +203,7 @@ export function managerPolicyDocument(o: ManagerPolicyOptions): ManagerPolicyDoc
   return { Version: '2012-10-17', Statement: statements };
 }
 
-/** Statements for `fleet` mode, where the manager calls RunInstances / CreateFleet itself. */
+/** Statements for `fleet` mode, where the manager calls RunInstances itself. */
 function launchStatements(o: ManagerPolicyOptions, arn: (resource: string) => string): PolicyStatementJson[] {
   const partition = o.partition ?? 'aws';
   const launchTemplate = arn(`launch-template/${o.launchTemplateId ?? '*'}`);
@@ -217,13 +220,12 @@ function launchStatements(o: ManagerPolicyOptions, arn: (resource: string) => st
       Sid: 'LaunchSupportingResources',
       Effect: 'Allow',
       Action: LAUNCH_ACTIONS,
-      // Resources a launch creates alongside the instance (volumes, ENIs, spot requests, the
-      // instant fleet) or only references (subnet, security group, image, key pair, template).
+      // Resources a launch creates alongside the instance (volumes, ENIs, spot requests) or only
+      // references (subnet, security group, image, key pair, template).
       Resource: [
         arn('volume/*'),
         arn('network-interface/*'),
         arn('spot-instances-request/*'),
-        arn('fleet/*'),
         arn('subnet/*'),
         arn('security-group/*'),
         arn('key-pair/*'),
@@ -241,7 +243,6 @@ function launchStatements(o: ManagerPolicyOptions, arn: (resource: string) => st
         arn('volume/*'),
         arn('network-interface/*'),
         arn('spot-instances-request/*'),
-        arn('fleet/*'),
       ],
       Condition: { StringEquals: { 'ec2:CreateAction': LAUNCH_ACTIONS } },
     },

@@ -1,19 +1,24 @@
 /**
- * The two launch modes behind one small interface.
+ * The two launch modes. Neither makes a launch template version per instance any more: that cost
+ * three calls per instance (create version, launch, delete version). See docs/fleet.md, "AWS
+ * calls per job", for the design and its security trade-off.
  *
- * Both start the same way: a new version of the launch template, made from the base version,
- * that carries this launch's user data and tags and enforces what the instance must have
- * whatever the template says (IMDSv2 with the configured hop limit, shutdown = terminate,
- * encrypted root volume). CreateFleet and Auto Scaling only take user data and per-launch tags
- * from a template, so a version per launch is the one way to give each instance its own SSH keys
- * and its launch token. The version is deleted as soon as the instance exists.
+ * - `fleet`: one RunInstances per instance, from the base launch template, with the instance's
+ *   own user data (dead-man switch, its own SSH host key and the manager's client key for it) and
+ *   tags in the call itself. Instance types × subnets are tried in priority order, the next one
+ *   only on a capacity error; a spot launch that fails on one of `on_demand_failover_codes` in
+ *   every pool is retried on-demand. A pool that just failed is skipped for a while, so a dry pool
+ *   costs one failed call per few minutes, not one per launch.
+ * - `asg`: Auto Scaling launches from the group's launch template version `$Latest`, and that
+ *   version carries the user data, so instances launched in one **key window** (at most
+ *   `asg_key_window` long, at most WINDOW_MAX_INSTANCES instances) share one SSH identity. A new
+ *   window adds one version and deletes the previous one. Launching is raising the group's desired
+ *   capacity; the new instances are found by the regular listing (their tags come from the
+ *   version). Removal is by name (TerminateInstanceInAutoScalingGroup); a removal while a launch
+ *   is still waiting to be sent becomes a replacement instead (no decrement, and no raise).
  *
- * - `fleet`: CreateFleet type `instant` over instance types × subnets with priorities; spot
- *   launches that fail with one of `on_demand_failover_codes` are retried on-demand for the count
- *   still missing.
- * - `asg`: the group (launch template version `$Latest`) gets desired capacity +1, and the new
- *   member is protected from scale-in. Launches are serialized so each new member comes from
- *   this launch's version. Removal is by name with TerminateInstanceInAutoScalingGroup.
+ * Every instance gets, whatever the template says: IMDSv2 with the configured hop limit,
+ * shutdown = terminate, an encrypted root volume.
  */
 import {
   type AutoScalingClient,
@@ -24,34 +29,28 @@ import {
   TerminateInstanceInAutoScalingGroupCommand,
 } from '@aws-sdk/client-auto-scaling';
 import {
-  CreateFleetCommand,
-  type CreateFleetCommandOutput,
+  type BlockDeviceMapping,
   CreateLaunchTemplateVersionCommand,
   DeleteLaunchTemplateVersionsCommand,
   DescribeLaunchTemplateVersionsCommand,
   type EC2Client,
-  type FleetLaunchTemplateOverridesRequest,
   type LaunchTemplateBlockDeviceMappingRequest,
   type RequestLaunchTemplateData,
   type ResponseLaunchTemplateData,
+  RunInstancesCommand,
+  type RunInstancesCommandInput,
 } from '@aws-sdk/client-ec2';
 import type { Logger } from 'pino';
+import type { Clock } from '../../fleet/clock.js';
 import type { LaunchFailure, LaunchShape, ProviderInstance } from '../provider.js';
 import type { AwsConfig } from './config.js';
-import { advice, awsErrorCode, describeAwsError } from './errors.js';
+import { advice, awsErrorCode, CAPACITY_CODES, describeAwsError } from './errors.js';
 
 export interface LaunchSpec {
   readonly token: string;
-  readonly count: number;
   readonly tags: Readonly<Record<string, string>>;
   readonly userData: string;
   readonly instanceProfile?: string;
-  /**
-   * Called with the per-launch template version before anything is launched from it: instances
-   * launched from it carry it in EC2's own `aws:ec2launchtemplate:*` tags, which the provider
-   * takes as proof of provenance when the launch's ClientToken is not theirs (see aws-provider.ts).
-   */
-  readonly onVersion?: (templateId: string, version: number) => Promise<void>;
   /** A credential rule's launch template, subnets and instance types (fleet mode only). */
   readonly shape?: LaunchShape;
 }
@@ -61,24 +60,21 @@ export interface LaunchOutcome {
   readonly failures: LaunchFailure[];
 }
 
-export interface Launcher {
-  start(): Promise<void>;
-  launch(spec: LaunchSpec): Promise<LaunchOutcome>;
-  /** asg mode: removes group members by name; returns the ids that are not members. */
-  terminateInGroup(ids: string[]): Promise<string[]>;
-}
-
 export interface LauncherOptions {
   readonly config: AwsConfig;
   readonly ec2: EC2Client;
   readonly autoscaling?: AutoScalingClient;
   readonly log: Logger;
-  readonly asgLaunchWaitMs: number;
+  readonly clock: Clock;
 }
 
-export function createLauncher(o: LauncherOptions): Launcher {
-  return o.config.mode === 'fleet' ? new FleetLauncher(o) : new AsgLauncher(o);
-}
+/** A pool (type × subnet × market) that failed on capacity is skipped this long. */
+const POOL_COOLDOWN_MS = 5 * 60_000;
+/** Instances that share one SSH identity in asg mode, at most. */
+export const WINDOW_MAX_INSTANCES = 100;
+/** asg mode: raises within this long go out as one SetDesiredCapacity (and may meet a removal). */
+const RAISE_COALESCE_MS = 1_000;
+const WINDOW_DESCRIPTION = 'runner-fleet key window ';
 
 interface BaseTemplate {
   id: string;
@@ -86,25 +82,139 @@ interface BaseTemplate {
   data: ResponseLaunchTemplateData;
 }
 
-/** What both modes share: the base template and the per-launch version. */
-abstract class TemplateLauncher implements Launcher {
-  protected base: BaseTemplate | undefined;
+async function loadBase(o: LauncherOptions, ref: string, version: string): Promise<BaseTemplate> {
+  const out = await o.ec2.send(
+    new DescribeLaunchTemplateVersionsCommand({
+      ...(ref.startsWith('lt-') ? { LaunchTemplateId: ref } : { LaunchTemplateName: ref }),
+      Versions: [version],
+    }),
+  );
+  const v = out.LaunchTemplateVersions?.[0];
+  if (!v?.LaunchTemplateId || v.VersionNumber === undefined) {
+    throw new Error(`launch template ${ref} version ${version} not found (check [aws] launch_template)`);
+  }
+  if (v.LaunchTemplateData?.InstanceMarketOptions) {
+    o.log.warn(
+      { launchTemplate: ref },
+      'the launch template sets InstanceMarketOptions; runner-fleet chooses the market itself ([aws] market), remove it from the template',
+    );
+  }
+  return { id: v.LaunchTemplateId, version: v.VersionNumber, data: v.LaunchTemplateData ?? {} };
+}
+
+function tagList(tags: Readonly<Record<string, string>>): { Key: string; Value: string }[] {
+  return Object.entries(tags).map(([Key, Value]) => ({ Key, Value }));
+}
+
+/** Instance tags (the template's own plus ours) and volume tags (ours, without the launch token). */
+function tagSpecifications(base: BaseTemplate, tags: Readonly<Record<string, string>>) {
+  const ours = tagList(tags);
+  return [
+    { ResourceType: 'instance' as const, Tags: [...instanceTagsOf(base.data), ...ours] },
+    // Volumes carry the fleet's tags too, so cost reports and IAM conditions see them.
+    { ResourceType: 'volume' as const, Tags: ours.filter((t) => !t.Key.endsWith(':launch-token')) },
+  ];
+}
+
+// ------------------------------------------------------------------ fleet mode
+
+interface Pool {
+  readonly type?: string;
+  readonly subnet: string;
+}
+
+export class RunInstancesLauncher {
+  private base: BaseTemplate | undefined;
+  private readonly cooldown = new Map<string, number>();
+  private next = 0;
   /** Rules' own launch templates, loaded on first use (their default version). */
   private readonly ruleBases = new Map<string, Promise<BaseTemplate>>();
 
-  constructor(protected readonly o: LauncherOptions) {}
+  constructor(private readonly o: LauncherOptions) {}
 
-  abstract start(): Promise<void>;
-  abstract launch(spec: LaunchSpec): Promise<LaunchOutcome>;
-  abstract terminateInGroup(ids: string[]): Promise<string[]>;
+  async start(): Promise<void> {
+    this.base = await loadBase(
+      this.o,
+      this.o.config.launch_template ?? '',
+      this.o.config.launch_template_version,
+    );
+  }
+
+  /** One instance: the first pool with capacity, spot then (on a failover code) on-demand. */
+  async launchOne(spec: LaunchSpec): Promise<LaunchOutcome> {
+    const markets: Array<'spot' | 'on-demand'> =
+      this.o.config.market === 'spot' ? ['spot', 'on-demand'] : ['on-demand'];
+    const errors: { code: string; where: string; message: string }[] = [];
+    let attempt = 0;
+    for (const market of markets) {
+      if (market === 'on-demand' && markets.length > 1) {
+        const failover =
+          errors.length > 0 && errors.every((e) => this.o.config.on_demand_failover_codes.includes(e.code));
+        if (!failover) break;
+        this.o.log.info(
+          { launchToken: spec.token, codes: [...new Set(errors.map((e) => e.code))] },
+          'no spot capacity; failing over to on-demand',
+        );
+      }
+      for (const pool of this.poolsFor(market, spec.shape)) {
+        // A token per attempt: a retried launch replays the same attempts with the same tokens,
+        // and EC2 answers the one that launched with its instance instead of launching again.
+        const token = attempt === 0 ? spec.token : `${spec.token}-${attempt}`.slice(-64);
+        attempt++;
+        try {
+          const instance = await this.run(spec, pool, market, token);
+          this.cooldown.delete(poolKey(pool, market));
+          return { launched: [instance], failures: [] };
+        } catch (error) {
+          const code = awsErrorCode(error);
+          const where = [pool.type, pool.subnet].filter(Boolean).join(' in ');
+          errors.push({ code, where, message: describeAwsError(error).message });
+          if (!CAPACITY_CODES.has(code)) {
+            return { launched: [], failures: [{ code, message: describeAwsError(error).message, count: 1 }] };
+          }
+          this.cooldown.set(poolKey(pool, market), this.o.clock.now() + POOL_COOLDOWN_MS);
+        }
+      }
+    }
+    const code = errors[errors.length - 1]?.code ?? 'NoCapacity';
+    const detail = [...new Set(errors.map((e) => `${e.code} (${e.where})`))].join(', ');
+    return {
+      launched: [],
+      failures: [{ code, message: `RunInstances found no capacity: ${detail} (${advice(code)})`, count: 1 }],
+    };
+  }
+
+  /** Pools in priority order, those cooling down after a capacity error last. */
+  private poolsFor(market: 'spot' | 'on-demand', shape?: LaunchShape): Pool[] {
+    const priorities = this.o.config.priorities;
+    const types = shape?.instanceTypes ?? this.o.config.instance_types;
+    const subnets = shape?.subnets ?? this.o.config.subnets;
+    const typeList: readonly (string | undefined)[] = types.length > 0 ? types : [undefined];
+    let pools: Pool[] = [];
+    if (priorities === 'subnets') {
+      for (const subnet of subnets)
+        for (const type of typeList) pools.push({ subnet, ...(type ? { type } : {}) });
+    } else {
+      for (const type of typeList)
+        for (const subnet of subnets) pools.push({ subnet, ...(type ? { type } : {}) });
+    }
+    if (priorities === 'none' && pools.length > 0) {
+      // No preference: start each launch at the next pool, which spreads instances over zones.
+      const start = this.next++ % pools.length;
+      pools = [...pools.slice(start), ...pools.slice(0, start)];
+    }
+    const now = this.o.clock.now();
+    const cool = (p: Pool) => (this.cooldown.get(poolKey(p, market)) ?? 0) > now;
+    return [...pools.filter((p) => !cool(p)), ...pools.filter(cool)];
+  }
 
   /** The template a launch starts from: its rule's, else the configured one. */
-  protected baseFor(spec: LaunchSpec): Promise<BaseTemplate> {
+  private baseFor(spec: LaunchSpec): Promise<BaseTemplate> {
     const ref = spec.shape?.launchTemplate;
     if (!ref) return Promise.resolve(this.requireBase());
     let base = this.ruleBases.get(ref);
     if (!base) {
-      base = this.describeBase(ref, '$Default');
+      base = loadBase(this.o, ref, '$Default');
       // A failed lookup (typo, permissions) is retried by the next launch, not cached.
       base.catch(() => this.ruleBases.delete(ref));
       this.ruleBases.set(ref, base);
@@ -112,37 +222,15 @@ abstract class TemplateLauncher implements Launcher {
     return base;
   }
 
-  protected async loadBase(ref: string, version: string): Promise<void> {
-    this.base = await this.describeBase(ref, version);
-  }
-
-  private async describeBase(ref: string, version: string): Promise<BaseTemplate> {
-    const out = await this.o.ec2.send(
-      new DescribeLaunchTemplateVersionsCommand({
-        ...(ref.startsWith('lt-') ? { LaunchTemplateId: ref } : { LaunchTemplateName: ref }),
-        Versions: [version],
-      }),
-    );
-    const v = out.LaunchTemplateVersions?.[0];
-    if (!v?.LaunchTemplateId || v.VersionNumber === undefined) {
-      throw new Error(`launch template ${ref} version ${version} not found (check [aws] launch_template)`);
-    }
-    if (v.LaunchTemplateData?.InstanceMarketOptions) {
-      this.o.log.warn(
-        { launchTemplate: ref },
-        'the launch template sets InstanceMarketOptions; runner-fleet chooses the market itself ([aws] market), remove it from the template',
-      );
-    }
-    return { id: v.LaunchTemplateId, version: v.VersionNumber, data: v.LaunchTemplateData ?? {} };
-  }
-
-  /** The per-launch version; its number, to launch from and to delete afterwards. */
-  protected async createVersion(spec: LaunchSpec, base: BaseTemplate): Promise<number> {
-    const tags = Object.entries(spec.tags).map(([Key, Value]) => ({ Key, Value }));
-    const baseTagSpecs = (base.data.TagSpecifications ?? []).filter(
-      (t) => t.ResourceType !== 'instance' && t.ResourceType !== 'volume',
-    );
-    const data: RequestLaunchTemplateData = {
+  private async run(spec: LaunchSpec, pool: Pool, market: 'spot' | 'on-demand', token: string) {
+    const base = await this.baseFor(spec);
+    const input: RunInstancesCommandInput = {
+      LaunchTemplate: { LaunchTemplateId: base.id, Version: String(base.version) },
+      MinCount: 1,
+      MaxCount: 1,
+      ClientToken: token,
+      SubnetId: pool.subnet,
+      ...(pool.type ? { InstanceType: pool.type as RunInstancesCommandInput['InstanceType'] } : {}),
       UserData: Buffer.from(spec.userData, 'utf8').toString('base64'),
       MetadataOptions: {
         HttpTokens: 'required',
@@ -150,216 +238,93 @@ abstract class TemplateLauncher implements Launcher {
         HttpPutResponseHopLimit: this.o.config.metadata_hop_limit,
       },
       InstanceInitiatedShutdownBehavior: 'terminate',
-      BlockDeviceMappings: encryptedRoot(base.data, this.o.config.root_device_name),
-      TagSpecifications: [
-        ...baseTagSpecs.map((t) => ({ ResourceType: t.ResourceType, Tags: t.Tags })),
-        { ResourceType: 'instance', Tags: [...instanceTagsOf(base.data), ...tags] },
-        // Volumes carry the fleet's tags too, so cost reports and IAM conditions see them.
-        { ResourceType: 'volume', Tags: tags.filter((t) => !t.Key.endsWith(':launch-token')) },
-      ],
+      BlockDeviceMappings: encryptedRoot(base.data, this.o.config.root_device_name) as BlockDeviceMapping[],
+      TagSpecifications: tagSpecifications(base, spec.tags),
       ...(spec.instanceProfile ? { IamInstanceProfile: profileSpec(spec.instanceProfile) } : {}),
+      ...(market === 'spot'
+        ? {
+            InstanceMarketOptions: {
+              MarketType: 'spot',
+              SpotOptions: { SpotInstanceType: 'one-time', InstanceInterruptionBehavior: 'terminate' },
+            },
+          }
+        : {}),
     };
-    const out = await this.o.ec2.send(
-      new CreateLaunchTemplateVersionCommand({
-        LaunchTemplateId: base.id,
-        SourceVersion: String(base.version),
-        // Idempotent: a retried launch with the same token reuses the same version. A token of
-        // its own, so it can never be mistaken for the launch call's.
-        ClientToken: `lt-${spec.token}`.slice(0, 64),
-        VersionDescription: `runner-fleet launch ${spec.token}`,
-        LaunchTemplateData: data,
-      }),
-    );
-    const number = out.LaunchTemplateVersion?.VersionNumber;
-    if (number === undefined) throw new Error('CreateLaunchTemplateVersion returned no version number');
-    return number;
+    const out = await this.o.ec2.send(new RunInstancesCommand(input));
+    const i = out.Instances?.[0];
+    if (!i?.InstanceId) throw new Error('RunInstances returned no instance');
+    const address = this.o.config.private_address ? i.PrivateIpAddress : i.PublicIpAddress;
+    return {
+      id: i.InstanceId,
+      status: 'pending' as const,
+      tags: { ...spec.tags },
+      launchedAt: i.LaunchTime ?? new Date(this.o.clock.now()),
+      detail: {
+        instanceType: i.InstanceType ?? pool.type ?? '',
+        subnet: i.SubnetId ?? pool.subnet,
+        market: i.InstanceLifecycle === 'spot' ? 'spot' : 'on-demand',
+        ...(address ? { address } : {}),
+      },
+    };
   }
 
-  protected async deleteVersion(version: number, base: BaseTemplate): Promise<void> {
-    try {
-      await this.o.ec2.send(
-        new DeleteLaunchTemplateVersionsCommand({ LaunchTemplateId: base.id, Versions: [String(version)] }),
-      );
-    } catch (error) {
-      // Harmless leftover: it only holds the host key of an instance we already track.
-      this.o.log.warn(
-        { version, error: describeAwsError(error).message },
-        'could not delete launch template version',
-      );
-    }
-  }
-
-  protected requireBase(): BaseTemplate {
+  private requireBase(): BaseTemplate {
     if (!this.base) throw new Error('the AWS provider was not started');
     return this.base;
   }
 }
 
-// ------------------------------------------------------------------ fleet mode
-
-class FleetLauncher extends TemplateLauncher {
-  async start(): Promise<void> {
-    await this.loadBase(this.o.config.launch_template ?? '', this.o.config.launch_template_version);
-  }
-
-  async launch(spec: LaunchSpec): Promise<LaunchOutcome> {
-    const base = await this.baseFor(spec);
-    const version = await this.createVersion(spec, base);
-    try {
-      await spec.onVersion?.(base.id, version);
-      const market = this.o.config.market;
-      const first = await this.createFleet(spec, base, version, market, spec.count, spec.token);
-      let launched = first.launched;
-      let errors = first.errors;
-      const missing = spec.count - launched.length;
-      if (
-        missing > 0 &&
-        market === 'spot' &&
-        errors.some((e) => this.o.config.on_demand_failover_codes.includes(e.code))
-      ) {
-        this.o.log.info(
-          { launchToken: spec.token, missing, codes: [...new Set(errors.map((e) => e.code))] },
-          'no spot capacity; failing over to on-demand',
-        );
-        // A token of its own: same parameters but a different market is a different request.
-        const second = await this.createFleet(
-          spec,
-          base,
-          version,
-          'on-demand',
-          missing,
-          `${spec.token}-od`.slice(-64),
-        );
-        launched = [...launched, ...second.launched];
-        errors = [...errors, ...second.errors];
-      }
-      const failures: LaunchFailure[] = [];
-      const stillMissing = spec.count - launched.length;
-      if (stillMissing > 0) {
-        const code = errors[errors.length - 1]?.code ?? 'NoCapacity';
-        const detail = [...new Set(errors.map((e) => `${e.code}${e.where ? ` (${e.where})` : ''}`))].join(
-          ', ',
-        );
-        failures.push({
-          code,
-          message: `CreateFleet launched ${launched.length} of ${spec.count}: ${detail || 'no instances and no error'} (${advice(code)})`,
-          count: stillMissing,
-        });
-      }
-      return { launched, failures };
-    } finally {
-      await this.deleteVersion(version, base);
-    }
-  }
-
-  private async createFleet(
-    spec: LaunchSpec,
-    base: BaseTemplate,
-    version: number,
-    market: 'spot' | 'on-demand',
-    count: number,
-    token: string,
-  ): Promise<{ launched: ProviderInstance[]; errors: { code: string; where?: string }[] }> {
-    const prioritized = this.o.config.priorities !== 'none';
-    const spotStrategy = this.o.config.spot_allocation_strategy;
-    const out: CreateFleetCommandOutput = await this.o.ec2.send(
-      new CreateFleetCommand({
-        Type: 'instant',
-        ClientToken: token,
-        LaunchTemplateConfigs: [
-          {
-            LaunchTemplateSpecification: { LaunchTemplateId: base.id, Version: String(version) },
-            Overrides: this.overrides(spec.shape),
-          },
-        ],
-        TargetCapacitySpecification: {
-          TotalTargetCapacity: count,
-          DefaultTargetCapacityType: market,
-          ...(market === 'spot' ? { SpotTargetCapacity: count } : { OnDemandTargetCapacity: count }),
-        },
-        ...(market === 'spot'
-          ? { SpotOptions: { AllocationStrategy: spotStrategy } }
-          : { OnDemandOptions: { AllocationStrategy: prioritized ? 'prioritized' : 'lowest-price' } }),
-        TagSpecifications: [
-          {
-            ResourceType: 'instance',
-            Tags: Object.entries(spec.tags).map(([Key, Value]) => ({ Key, Value })),
-          },
-        ],
-      }),
-    );
-    const now = new Date();
-    const launched: ProviderInstance[] = [];
-    for (const group of out.Instances ?? []) {
-      const o = group.LaunchTemplateAndOverrides?.Overrides;
-      for (const id of group.InstanceIds ?? []) {
-        launched.push({
-          id,
-          status: 'pending',
-          tags: { ...spec.tags },
-          launchedAt: now,
-          detail: {
-            instanceType: group.InstanceType ?? o?.InstanceType ?? '',
-            subnet: o?.SubnetId ?? '',
-            market: group.Lifecycle === 'spot' ? 'spot' : 'on-demand',
-          },
-        });
-      }
-    }
-    const errors = (out.Errors ?? []).map((e) => {
-      const o = e.LaunchTemplateAndOverrides?.Overrides;
-      const where = [o?.InstanceType, o?.SubnetId].filter(Boolean).join(' in ');
-      return { code: e.ErrorCode ?? 'UnknownError', ...(where ? { where } : {}) };
-    });
-    return { launched, errors };
-  }
-
-  /** instance types × subnets; Priority 0 is tried first by the prioritized strategies. */
-  private overrides(shape: LaunchShape | undefined): FleetLaunchTemplateOverridesRequest[] {
-    const { priorities } = this.o.config;
-    const types = shape?.instanceTypes ?? this.o.config.instance_types;
-    const subnets = shape?.subnets ?? this.o.config.subnets;
-    const typeList: readonly (string | undefined)[] = types.length > 0 ? types : [undefined];
-    const rows: FleetLaunchTemplateOverridesRequest[] = [];
-    typeList.forEach((type, ti) => {
-      subnets.forEach((subnet, si) => {
-        const priority =
-          priorities === 'instance_types'
-            ? ti * subnets.length + si
-            : priorities === 'subnets'
-              ? si * typeList.length + ti
-              : undefined;
-        rows.push({
-          SubnetId: subnet,
-          ...(type ? { InstanceType: type as FleetLaunchTemplateOverridesRequest['InstanceType'] } : {}),
-          ...(priority !== undefined ? { Priority: priority } : {}),
-        });
-      });
-    });
-    return rows;
-  }
-
-  async terminateInGroup(ids: string[]): Promise<string[]> {
-    return ids;
-  }
+function poolKey(pool: Pool, market: string): string {
+  return `${pool.type ?? ''}|${pool.subnet}|${market}`;
 }
 
 // ------------------------------------------------------------------ asg mode
 
-class AsgLauncher extends TemplateLauncher {
-  /** Launches one at a time: the group launches from `$Latest`, which must be this launch's version. */
+/** The SSH identity and tags that instances launched now get (one launch template version). */
+export interface KeyWindow {
+  readonly token: string;
+  readonly version: number;
+  readonly createdAt: number;
+  instances: number;
+}
+
+interface Raise {
+  count: number;
+  /** When SetDesiredCapacity asked for them; undefined while the raise waits to be sent. */
+  sentAt?: number;
+  /** Instances of this raise the listing has shown so far. */
+  seen: number;
+}
+
+export class AsgSteering {
+  private base: BaseTemplate | undefined;
+  private current: KeyWindow | undefined;
+  /** A version of ours (this run's previous window, or one left by an earlier run) to delete. */
+  private stale: number[] = [];
+  private desired = 0;
+  private minSize = 0;
+  private maxSize = 0;
+  private protectsNew = true;
+  private readonly raises: Raise[] = [];
+  private unsent = 0;
+  private raiseTimer: unknown;
   private queue: Promise<unknown> = Promise.resolve();
+  /** Instances already attributed to a raise, so that each counts once. */
+  private readonly attributed = new Set<string>();
+
+  constructor(private readonly o: LauncherOptions) {}
 
   private get client(): AutoScalingClient {
     if (!this.o.autoscaling) throw new Error('asg mode needs an Auto Scaling client');
     return this.o.autoscaling;
   }
 
-  private get groupName(): string {
+  get groupName(): string {
     return this.o.config.asg_name ?? '';
   }
 
-  async start(): Promise<void> {
+  /** Checks the group, learns its sizes, and finds a key window a previous run left as `$Latest`. */
+  async start(): Promise<{ token: string; createdAt: number } | undefined> {
     const g = await this.describeGroup();
     if (!g) {
       throw new Error(
@@ -379,153 +344,314 @@ class AsgLauncher extends TemplateLauncher {
     if (spec?.Version !== '$Latest') {
       throw new Error(
         `Auto Scaling group "${this.groupName}" uses launch template version "${spec?.Version ?? '$Default'}"; runner-fleet needs "$Latest" ` +
-          "(each launch adds a short-lived version with that instance's SSH keys). Set the group's launch template version to $Latest.",
+          "(each key window adds a version with the SSH keys its instances boot with). Set the group's launch template version to $Latest.",
       );
     }
-    // The per-launch versions derive from the template's default version, never from each other.
-    await this.loadBase(ref, '$Default');
-    if (!g.NewInstancesProtectedFromScaleIn) {
-      this.o.log.info(
+    // Window versions derive from the template's default version, never from each other.
+    this.base = await loadBase(this.o, ref, '$Default');
+    const live = (g.Instances ?? []).filter((i) => !/^Terminat/.test(i.LifecycleState ?? '')).length;
+    this.desired = Math.max(g.DesiredCapacity ?? 0, live);
+    this.minSize = g.MinSize ?? 0;
+    this.maxSize = g.MaxSize ?? 0;
+    this.protectsNew = g.NewInstancesProtectedFromScaleIn === true;
+    if (!this.protectsNew) {
+      this.o.log.warn(
         { group: this.groupName },
-        'the group does not protect new instances from scale-in; runner-fleet protects each instance it launches',
+        'the group does not protect new instances from scale-in; runner-fleet protects each instance it finds (one call per listing that finds new ones). ' +
+          `Cheaper: aws autoscaling update-auto-scaling-group --auto-scaling-group-name ${this.groupName} --new-instances-protected-from-scale-in`,
       );
     }
-  }
-
-  launch(spec: LaunchSpec): Promise<LaunchOutcome> {
-    const run = this.queue.then(() => this.launchNow(spec));
-    this.queue = run.catch(() => undefined);
-    return run;
-  }
-
-  private async launchNow(spec: LaunchSpec): Promise<LaunchOutcome> {
-    const before = await this.describeGroup();
-    if (!before) throw new Error(`Auto Scaling group "${this.groupName}" not found`);
-    // Never below the members still alive: a desired capacity under them would make the next
-    // increase launch nothing (protected members are not scaled in to meet it).
-    const active = (before.Instances ?? []).filter((i) => !/^Terminat/.test(i.LifecycleState ?? '')).length;
-    const desired = Math.max(before.DesiredCapacity ?? 0, active);
-    if (desired + spec.count > (before.MaxSize ?? 0)) {
+    const latest = await this.o.ec2.send(
+      new DescribeLaunchTemplateVersionsCommand({ LaunchTemplateId: this.base.id, Versions: ['$Latest'] }),
+    );
+    const v = latest.LaunchTemplateVersions?.[0];
+    const description = v?.VersionDescription ?? '';
+    if (v?.VersionNumber !== undefined && description.startsWith(WINDOW_DESCRIPTION)) {
+      this.stale.push(v.VersionNumber);
       return {
-        launched: [],
-        failures: [
-          {
-            code: 'GroupAtMaxSize',
-            message: `Auto Scaling group "${this.groupName}" is at its MaxSize (${before.MaxSize}); raise the group's MaxSize to at least [pool] max_instances`,
-            count: spec.count,
-          },
-        ],
+        token: description.slice(WINDOW_DESCRIPTION.length),
+        createdAt: v.CreateTime?.getTime() ?? 0,
       };
     }
-    const known = new Set((before.Instances ?? []).map((i) => i.InstanceId));
-    const startedAt = new Date();
+    return undefined;
+  }
+
+  /** The launch template (`lt-…`) the group launches from. */
+  get templateId(): string {
+    return this.requireBase().id;
+  }
+
+  get window(): KeyWindow | undefined {
+    return this.current;
+  }
+
+  /** Keep a window left by the previous run (the provider still has its keys). */
+  resumeWindow(token: string, createdAt: number): void {
+    const version = this.stale.pop();
+    if (version === undefined) return;
+    this.current = { token, version, createdAt, instances: 0 };
+  }
+
+  /** A new window: one launch template version (it becomes `$Latest`), the previous one deleted. */
+  async openWindow(
+    token: string,
+    userData: string,
+    tags: Readonly<Record<string, string>>,
+  ): Promise<KeyWindow> {
     const base = this.requireBase();
-    const version = await this.createVersion(spec, base);
-    let newIds: string[] = [];
-    let failure: LaunchFailure | undefined;
-    try {
-      await spec.onVersion?.(base.id, version);
-      await this.client.send(
-        new SetDesiredCapacityCommand({
-          AutoScalingGroupName: this.groupName,
-          DesiredCapacity: desired + spec.count,
-          HonorCooldown: false,
-        }),
-      );
-      const deadline = Date.now() + this.o.asgLaunchWaitMs;
-      let delay = 100;
-      for (;;) {
-        const g = await this.describeGroup();
-        newIds = (g?.Instances ?? [])
-          .map((i) => i.InstanceId ?? '')
-          .filter((id) => id !== '' && !known.has(id));
-        if (newIds.length >= spec.count) break;
-        const failed = await this.failedActivity(startedAt);
-        if (failed || Date.now() >= deadline) {
-          const code = failed ? codeIn(failed) : 'AsgLaunchTimeout';
-          failure = {
-            code,
-            message: failed
-              ? `Auto Scaling could not launch: ${failed} (${advice(code)})`
-              : `Auto Scaling group "${this.groupName}" showed no new instance within ${Math.round(this.o.asgLaunchWaitMs / 1000)} s`,
-            count: spec.count - newIds.length,
-          };
-          break;
-        }
-        await new Promise((r) => setTimeout(r, delay));
-        delay = Math.min(delay * 2, 2_000);
-      }
-      if (failure) {
-        // Give the capacity back: the fleet decides when to try again, not the group's retries.
-        const g = await this.describeGroup();
-        const now = g?.DesiredCapacity ?? desired + spec.count;
-        await this.client
-          .send(
-            new SetDesiredCapacityCommand({
-              AutoScalingGroupName: this.groupName,
-              DesiredCapacity: Math.max(g?.MinSize ?? 0, now - failure.count),
-              HonorCooldown: false,
-            }),
-          )
-          .catch((error) =>
-            this.o.log.warn({ error: describeAwsError(error).message }, 'could not lower desired capacity'),
-          );
-      }
-      if (newIds.length > 0) {
-        // Only the manager removes instances, by name; the group's own scale-in must not.
+    const data: RequestLaunchTemplateData = {
+      UserData: Buffer.from(userData, 'utf8').toString('base64'),
+      MetadataOptions: {
+        HttpTokens: 'required',
+        HttpEndpoint: 'enabled',
+        HttpPutResponseHopLimit: this.o.config.metadata_hop_limit,
+      },
+      InstanceInitiatedShutdownBehavior: 'terminate',
+      BlockDeviceMappings: encryptedRoot(base.data, this.o.config.root_device_name),
+      TagSpecifications: [
+        ...(base.data.TagSpecifications ?? [])
+          .filter((t) => t.ResourceType !== 'instance' && t.ResourceType !== 'volume')
+          .map((t) => ({ ResourceType: t.ResourceType, Tags: t.Tags })),
+        ...tagSpecifications(base, tags),
+      ],
+    };
+    const out = await this.o.ec2.send(
+      new CreateLaunchTemplateVersionCommand({
+        LaunchTemplateId: base.id,
+        SourceVersion: String(base.version),
+        // Idempotent: a retried call with the same window token makes no second version.
+        ClientToken: `lt-${token}`.slice(0, 64),
+        VersionDescription: `${WINDOW_DESCRIPTION}${token}`,
+        LaunchTemplateData: data,
+      }),
+    );
+    const version = out.LaunchTemplateVersion?.VersionNumber;
+    if (version === undefined) throw new Error('CreateLaunchTemplateVersion returned no version number');
+    if (this.current) this.stale.push(this.current.version);
+    this.current = { token, version, createdAt: this.o.clock.now(), instances: 0 };
+    await this.deleteStale();
+    return this.current;
+  }
+
+  /**
+   * Ask the group for `count` more instances. Raises within RAISE_COALESCE_MS go out as one call;
+   * a removal in that time turns one of them into a replacement. Returns how many were accepted
+   * (the group's MaxSize bounds it).
+   */
+  raise(count: number): number {
+    const room = Math.max(0, this.maxSize - this.desired - this.unsent);
+    const accepted = Math.min(count, room);
+    if (accepted === 0) return 0;
+    this.unsent += accepted;
+    this.raises.push({ count: accepted, seen: 0 });
+    if (this.current) this.current.instances += accepted;
+    if (this.raiseTimer === undefined) {
+      this.raiseTimer = this.o.clock.setTimeout(() => {
+        this.raiseTimer = undefined;
+        void this.serial(() => this.sendRaise());
+      }, RAISE_COALESCE_MS);
+    }
+    return accepted;
+  }
+
+  /** Instances asked for that no listing has shown yet (the fleet counts them as launching). */
+  awaiting(): number {
+    let n = 0;
+    for (const r of this.raises) n += r.count - r.seen;
+    return n;
+  }
+
+  /**
+   * The listing showed these group instances: attribute the new ones to raises, oldest first, and
+   * protect them from scale-in if the group does not. Returns the ids that answered a raise.
+   */
+  async seen(ids: readonly string[]): Promise<void> {
+    const fresh = ids.filter((id) => !this.attributed.has(id));
+    if (fresh.length === 0) return;
+    for (const id of fresh) this.attributed.add(id);
+    let left = fresh.length;
+    for (const r of this.raises) {
+      const take = Math.min(left, r.count - r.seen);
+      r.seen += take;
+      left -= take;
+    }
+    this.dropDone();
+    if (!this.protectsNew) {
+      for (let i = 0; i < fresh.length; i += 50) {
         await this.client.send(
           new SetInstanceProtectionCommand({
             AutoScalingGroupName: this.groupName,
-            InstanceIds: newIds,
+            InstanceIds: fresh.slice(i, i + 50),
             ProtectedFromScaleIn: true,
           }),
         );
       }
-    } finally {
-      await this.deleteVersion(version, base);
     }
-    const now = new Date();
-    return {
-      launched: newIds.map((id) => ({
-        id,
-        status: 'pending' as const,
-        tags: { ...spec.tags },
-        launchedAt: now,
-      })),
-      failures: failure ? [failure] : [],
-    };
   }
 
-  async terminateInGroup(ids: string[]): Promise<string[]> {
-    const g = await this.describeGroup();
-    const live = new Set(
-      (g?.Instances ?? [])
-        .filter((i) => !/^Terminat/.test(i.LifecycleState ?? ''))
-        .map((i) => i.InstanceId ?? ''),
+  /** Forget instances that are gone, so the set of attributed ids stays small. */
+  forget(ids: readonly string[]): void {
+    for (const id of ids) this.attributed.delete(id);
+  }
+
+  /**
+   * Raises the listing has not answered within `waitMs`: ask the group why (one call), give the
+   * capacity back, and report them as failures.
+   */
+  async overdue(waitMs: number): Promise<LaunchFailure[]> {
+    const now = this.o.clock.now();
+    const late = this.raises.filter(
+      (r) => r.sentAt !== undefined && now - r.sentAt > waitMs && r.seen < r.count,
     );
-    // Already terminating, or never a member: decrementing again would shrink the group below
-    // its live members, so these go to TerminateInstances (idempotent) instead.
-    const notMembers = ids.filter((id) => !live.has(id));
-    // No batch API exists for this call; a few in parallel keeps a large scale-in short.
-    const queue = ids.filter((id) => live.has(id));
-    const worker = async () => {
-      for (let id = queue.shift(); id !== undefined; id = queue.shift()) {
+    if (late.length === 0) return [];
+    const since = Math.min(...late.map((r) => r.sentAt ?? now));
+    const failed = await this.failedActivity(since).catch(() => undefined);
+    const missing = late.reduce((n, r) => n + r.count - r.seen, 0);
+    for (const r of late) r.count = r.seen;
+    this.dropDone();
+    await this.serial(async () => {
+      const target = Math.max(this.minSize, this.desired - missing);
+      await this.client.send(
+        new SetDesiredCapacityCommand({
+          AutoScalingGroupName: this.groupName,
+          DesiredCapacity: target,
+          HonorCooldown: false,
+        }),
+      );
+      this.desired = target;
+    }).catch((error) =>
+      this.o.log.warn({ error: describeAwsError(error).message }, 'could not lower desired capacity'),
+    );
+    const code = failed ? codeIn(failed) : 'AsgLaunchTimeout';
+    return [
+      {
+        code,
+        message: failed
+          ? `Auto Scaling could not launch: ${failed} (${advice(code)})`
+          : `Auto Scaling group "${this.groupName}" showed no new instance within ${Math.round(waitMs / 1000)} s`,
+        count: missing,
+      },
+    ];
+  }
+
+  /** Remove group members by name; returns the ids that are not (or no longer) members. */
+  async terminate(ids: readonly string[]): Promise<string[]> {
+    const notMembers: string[] = [];
+    // No batch API exists for this call; serialized with the raises because both move desired.
+    await this.serial(async () => {
+      for (const id of ids) {
+        // A launch is waiting to be sent: let the group replace this instance instead.
+        const replace = this.unsent > 0;
+        if (replace) this.unsent--;
         try {
           await this.client.send(
             new TerminateInstanceInAutoScalingGroupCommand({
               InstanceId: id,
-              ShouldDecrementDesiredCapacity: true,
+              ShouldDecrementDesiredCapacity: !replace,
             }),
           );
+          if (!replace) this.desired--;
         } catch (error) {
+          if (replace) this.unsent++;
           if (awsErrorCode(error) !== 'ValidationError') throw error;
           // Not (or no longer) a member, or min size reached: terminate it directly instead.
           notMembers.push(id);
         }
       }
-    };
-    await Promise.all(Array.from({ length: Math.min(4, queue.length) }, worker));
+    });
     return notMembers;
+  }
+
+  /** Send what is waiting now (shutdown). */
+  async flush(): Promise<void> {
+    this.o.clock.clearTimeout(this.raiseTimer);
+    this.raiseTimer = undefined;
+    await this.serial(() => this.sendRaise());
+  }
+
+  private async sendRaise(): Promise<void> {
+    // Removals may have turned every waiting raise into a replacement already.
+    if (this.unsent === 0) return this.markSent();
+    const count = this.unsent;
+    const target = this.desired + count;
+    try {
+      await this.client.send(
+        new SetDesiredCapacityCommand({
+          AutoScalingGroupName: this.groupName,
+          DesiredCapacity: target,
+          HonorCooldown: false,
+        }),
+      );
+    } catch (error) {
+      // Give the raises back; the fleet launches again on its next decision.
+      this.unsent = 0;
+      this.cancelUnsent(count);
+      this.o.log.warn({ count, error: describeAwsError(error).message }, 'could not raise desired capacity');
+      if (awsErrorCode(error) === 'ValidationError') await this.resync().catch(() => undefined);
+      return;
+    }
+    this.unsent -= count;
+    this.desired = target;
+    this.markSent();
+  }
+
+  /** Every raise waiting to be sent is on its way now (sent, or turned into a replacement). */
+  private markSent(): void {
+    const now = this.o.clock.now();
+    for (const r of this.raises) r.sentAt ??= now;
+  }
+
+  private cancelUnsent(count: number): void {
+    let left = count;
+    for (let i = this.raises.length - 1; i >= 0 && left > 0; i--) {
+      const r = this.raises[i] as Raise;
+      if (r.sentAt !== undefined) continue;
+      const take = Math.min(left, r.count - r.seen);
+      r.count -= take;
+      left -= take;
+    }
+    this.dropDone();
+  }
+
+  private dropDone(): void {
+    for (let i = this.raises.length - 1; i >= 0; i--) {
+      const r = this.raises[i] as Raise;
+      if (r.seen >= r.count) this.raises.splice(i, 1);
+    }
+  }
+
+  private async resync(): Promise<void> {
+    const g = await this.describeGroup();
+    if (!g) return;
+    this.desired = g.DesiredCapacity ?? this.desired;
+    this.minSize = g.MinSize ?? this.minSize;
+    this.maxSize = g.MaxSize ?? this.maxSize;
+  }
+
+  private serial<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.queue.then(fn);
+    this.queue = run.catch(() => undefined);
+    return run;
+  }
+
+  private async deleteStale(): Promise<void> {
+    if (this.stale.length === 0) return;
+    const base = this.requireBase();
+    const versions = this.stale.splice(0);
+    try {
+      await this.o.ec2.send(
+        new DeleteLaunchTemplateVersionsCommand({
+          LaunchTemplateId: base.id,
+          Versions: versions.map(String),
+        }),
+      );
+    } catch (error) {
+      // Harmless leftover: it only holds the shared host key of instances we already track.
+      this.o.log.warn(
+        { versions, error: describeAwsError(error).message },
+        'could not delete launch template versions',
+      );
+    }
   }
 
   private async describeGroup() {
@@ -535,14 +661,19 @@ class AsgLauncher extends TemplateLauncher {
     return out.AutoScalingGroups?.[0];
   }
 
-  private async failedActivity(since: Date): Promise<string | undefined> {
+  private async failedActivity(since: number): Promise<string | undefined> {
     const out = await this.client.send(
       new DescribeScalingActivitiesCommand({ AutoScalingGroupName: this.groupName, MaxRecords: 10 }),
     );
     const failed = (out.Activities ?? []).find(
-      (a) => a.StatusCode === 'Failed' && a.StartTime && a.StartTime.getTime() >= since.getTime() - 1000,
+      (a) => a.StatusCode === 'Failed' && a.StartTime && a.StartTime.getTime() >= since - 1000,
     );
     return failed ? (failed.StatusMessage ?? failed.Description ?? 'launch failed') : undefined;
+  }
+
+  private requireBase(): BaseTemplate {
+    if (!this.base) throw new Error('the AWS provider was not started');
+    return this.base;
   }
 }
 

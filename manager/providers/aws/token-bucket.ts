@@ -11,6 +11,7 @@ export class TokenBucket {
     private readonly ratePerSecond: number,
     private readonly burst: number,
     private readonly now: () => number = Date.now,
+    private readonly sleep: (ms: number) => Promise<void> = (ms) => new Promise((r) => setTimeout(r, ms)),
   ) {
     this.tokens = burst;
     this.last = now();
@@ -27,7 +28,7 @@ export class TokenBucket {
     if (waitMs > maxWaitMs) return false;
     // Reserve the token now so concurrent callers queue behind each other instead of all waking.
     this.tokens -= 1;
-    await new Promise((resolve) => setTimeout(resolve, waitMs));
+    await this.sleep(waitMs);
     return true;
   }
 

@@ -12,6 +12,8 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { AwsFake, DEFAULT_SUBNETS } from './fake.js';
 
 let fake: AwsFake;
+/** The fake's default delay between a capacity change and the group's launch. */
+const ASG_LAUNCH_MS = 200;
 let asg: AutoScalingClient;
 let ec2: EC2Client;
 
@@ -90,7 +92,11 @@ describe('Auto Scaling on the wire', () => {
 
   it('SetDesiredCapacity launches protected instances with propagated tags, balanced over zones, on-demand base then spot', async () => {
     await asg.send(new SetDesiredCapacityCommand({ AutoScalingGroupName: 'runners', DesiredCapacity: 3 }));
+    // Asynchronous, as on AWS: nothing is launched inside the call that raised desired capacity.
     let g = await group();
+    expect(g.Instances).toHaveLength(0);
+    await fake.advance(ASG_LAUNCH_MS);
+    g = await group();
     expect(g.DesiredCapacity).toBe(3);
     expect(g.Instances).toHaveLength(3);
     expect(g.Instances?.every((i) => i.LifecycleState === 'Pending' && i.ProtectedFromScaleIn === true)).toBe(
@@ -134,9 +140,11 @@ describe('Auto Scaling on the wire', () => {
 
   it('scale-in by SetDesiredCapacity only removes unprotected instances', async () => {
     await asg.send(new SetDesiredCapacityCommand({ AutoScalingGroupName: 'runners', DesiredCapacity: 3 }));
+    await fake.advance(ASG_LAUNCH_MS);
     await fake.advance(1_000);
     const ids = (await group()).Instances!.map((i) => i.InstanceId!);
     await asg.send(new SetDesiredCapacityCommand({ AutoScalingGroupName: 'runners', DesiredCapacity: 1 }));
+    await fake.advance(ASG_LAUNCH_MS);
     // All protected: desired drops, nothing is terminated.
     let g = await group();
     expect(g.DesiredCapacity).toBe(1);
@@ -159,6 +167,7 @@ describe('Auto Scaling on the wire', () => {
 
   it('TerminateInstanceInAutoScalingGroup removes exactly the named instance, decrementing desired or replacing it', async () => {
     await asg.send(new SetDesiredCapacityCommand({ AutoScalingGroupName: 'runners', DesiredCapacity: 2 }));
+    await fake.advance(ASG_LAUNCH_MS);
     await fake.advance(1_000);
     const [a, b] = (await group()).Instances!.map((i) => i.InstanceId!);
 
@@ -181,6 +190,7 @@ describe('Auto Scaling on the wire', () => {
         ShouldDecrementDesiredCapacity: false,
       }),
     );
+    await fake.advance(ASG_LAUNCH_MS);
     g = await group();
     expect(g.DesiredCapacity).toBe(1);
     expect(g.Instances?.map((i) => i.InstanceId)).toContain(b);
@@ -208,6 +218,7 @@ describe('Auto Scaling on the wire', () => {
       desiredCapacity: 1,
       launchTemplate: { LaunchTemplateName: 'runner' },
     });
+    await fake.advance(ASG_LAUNCH_MS);
     const id = (await group('floor')).Instances![0]!.InstanceId!;
     await expect(
       asg.send(
@@ -221,9 +232,11 @@ describe('Auto Scaling on the wire', () => {
 
   it('replaces an instance that EC2 terminated behind its back (spot reclaim)', async () => {
     await asg.send(new SetDesiredCapacityCommand({ AutoScalingGroupName: 'runners', DesiredCapacity: 1 }));
+    await fake.advance(ASG_LAUNCH_MS);
     await fake.advance(1_000);
     const [first] = (await group()).Instances!.map((i) => i.InstanceId!);
     fake.vanish(first!, 'spot');
+    await fake.advance(ASG_LAUNCH_MS);
     const g = await group();
     expect(g.Instances).toHaveLength(1);
     expect(g.Instances?.[0]?.InstanceId).not.toBe(first);
@@ -235,12 +248,14 @@ describe('Auto Scaling on the wire', () => {
       new SuspendProcessesCommand({ AutoScalingGroupName: 'runners', ScalingProcesses: ['Launch'] }),
     );
     await asg.send(new SetDesiredCapacityCommand({ AutoScalingGroupName: 'runners', DesiredCapacity: 2 }));
+    await fake.advance(ASG_LAUNCH_MS);
     let g = await group();
     expect(g.SuspendedProcesses?.map((p) => p.ProcessName).sort()).toEqual(['AZRebalance', 'Launch']);
     expect(g.Instances).toHaveLength(0);
     await asg.send(
       new ResumeProcessesCommand({ AutoScalingGroupName: 'runners', ScalingProcesses: ['Launch'] }),
     );
+    await fake.advance(ASG_LAUNCH_MS);
     g = await group();
     expect(g.Instances).toHaveLength(2);
     expect(g.SuspendedProcesses?.map((p) => p.ProcessName)).toEqual(['AZRebalance']);
@@ -252,10 +267,11 @@ describe('Auto Scaling on the wire', () => {
   it('a capacity shortage leaves the group below desired and retries later', async () => {
     fake.insufficientCapacity({ instanceTypes: ['m5.large', 'c5.large'], available: 1 });
     await asg.send(new SetDesiredCapacityCommand({ AutoScalingGroupName: 'runners', DesiredCapacity: 2 }));
+    await fake.advance(ASG_LAUNCH_MS);
     expect((await group()).Instances).toHaveLength(1);
     expect(fake.activities('runners').some((a) => a.StatusCode === 'Failed')).toBe(true);
     fake.clearFaults();
-    await fake.advance(1_000);
+    await fake.advance(1_000 + ASG_LAUNCH_MS);
     expect((await group()).Instances).toHaveLength(2);
   });
 
@@ -266,8 +282,10 @@ describe('Auto Scaling on the wire', () => {
       desiredCapacity: 1,
       launchTemplate: { LaunchTemplateName: 'runner' },
     });
+    await fake.advance(ASG_LAUNCH_MS);
     const id = (await group('plain')).Instances![0]!.InstanceId!;
     await ec2.send(new TerminateInstancesCommand({ InstanceIds: [id] }));
+    await fake.advance(ASG_LAUNCH_MS);
     const g = await group('plain');
     expect(g.Instances?.find((i) => i.InstanceId === id)?.LifecycleState).toBe('Terminating');
     expect(g.Instances).toHaveLength(2);

@@ -45,6 +45,12 @@ export interface CallRecord {
   status: number;
   /** The error code answered, if any (including injected throttling). */
   error?: string;
+  /**
+   * The IAM actions AWS authorizes for this call: the action itself (`ec2:RunInstances`; S3's
+   * HeadBucket is `s3:ListBucket`) plus what the parameters imply (`ec2:CreateTags` for tags on
+   * create, `iam:PassRole` for an instance profile).
+   */
+  iamActions: string[];
 }
 
 export interface AwsFakeOptions extends WorldOptions {
@@ -578,7 +584,15 @@ export class AwsFake {
   }
 
   private record(service: Service, action: string, params: Record<string, string>): CallRecord {
-    const rec: CallRecord = { seq: this.seq++, at: Date.now(), service, action, params, status: 0 };
+    const rec: CallRecord = {
+      seq: this.seq++,
+      at: Date.now(),
+      service,
+      action,
+      params,
+      status: 0,
+      iamActions: iamActionsOf(service, action, params),
+    };
     this.log.push(rec);
     if (this.log.length > MAX_CALL_LOG) this.log.splice(0, this.log.length - MAX_CALL_LOG);
     return rec;
@@ -661,4 +675,21 @@ async function readBody(req: http.IncomingMessage, limit: number): Promise<strin
     chunks.push(buf);
   }
   return Buffer.concat(chunks).toString('utf8');
+}
+
+/** What IAM checks for one call (see CallRecord.iamActions). */
+export function iamActionsOf(service: Service, action: string, params: Record<string, string>): string[] {
+  if (service === 's3') return [action === 'HeadBucket' ? 's3:ListBucket' : `s3:${action}`];
+  const actions = [`${service}:${action}`];
+  const keys = Object.keys(params);
+  // Tags in the launch request are authorized as ec2:CreateTags (with ec2:CreateAction).
+  if (
+    service === 'ec2' &&
+    action !== 'CreateTags' &&
+    keys.some((k) => /^TagSpecification\.\d+\.Tag\./.test(k))
+  )
+    actions.push('ec2:CreateTags');
+  if (service === 'ec2' && keys.some((k) => /^IamInstanceProfile\.(Arn|Name)$/.test(k)))
+    actions.push('iam:PassRole');
+  return actions;
 }

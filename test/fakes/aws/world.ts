@@ -183,6 +183,8 @@ export interface AutoScalingGroup {
   activities: AsgActivity[];
   /** True while a retry of a failed launch is scheduled, so only one is ever pending. */
   retryScheduled: boolean;
+  /** True while a launch towards desired capacity is scheduled. */
+  launchScheduled?: boolean;
 }
 
 export interface AsgActivity {
@@ -247,6 +249,11 @@ export interface Timing {
   statusInitMs: number;
   /** Auto Scaling retries a failed launch after this long. */
   asgRetryMs: number;
+  /**
+   * Auto Scaling launches this long after it sees a difference between desired and actual
+   * capacity, never inside the call that raised desired capacity (AWS: seconds).
+   */
+  asgLaunchDelayMs: number;
 }
 
 export interface WorldOptions {
@@ -337,10 +344,11 @@ export class World {
     this.timing = {
       pendingMs: 100,
       shuttingDownMs: 100,
-      terminatedRetentionMs: 60_000,
+      terminatedRetentionMs: 3_600_000,
       eventualConsistencyMs: 0,
       statusInitMs: 0,
       asgRetryMs: 1_000,
+      asgLaunchDelayMs: 200,
       ...options.timing,
     };
     this.accountId = options.accountId ?? '123456789012';
@@ -800,8 +808,24 @@ export class World {
       const live = g.instances.filter((m) => this.instances.get(m.InstanceId)?.State !== 'shutting-down');
       const missing = g.DesiredCapacity - live.length;
       // After a failed launch the group waits for its retry instead of hammering EC2 on every call.
-      if (missing > 0 && !g.retryScheduled && !g.SuspendedProcesses.includes('Launch'))
-        this.scaleOut(g, missing);
+      if (
+        missing > 0 &&
+        !g.retryScheduled &&
+        !g.launchScheduled &&
+        !g.SuspendedProcesses.includes('Launch')
+      ) {
+        // Asynchronous, as on AWS: the launch happens after the call that asked for it answered.
+        g.launchScheduled = true;
+        this.clock.after(this.timing.asgLaunchDelayMs, () => {
+          g.launchScheduled = false;
+          const now = g.instances.filter((m) => {
+            const state = this.instances.get(m.InstanceId)?.State;
+            return state !== undefined && state !== 'terminated' && state !== 'shutting-down';
+          }).length;
+          if (!g.SuspendedProcesses.includes('Launch') && g.DesiredCapacity > now)
+            this.scaleOut(g, g.DesiredCapacity - now);
+        });
+      }
       if (missing < 0 && !g.SuspendedProcesses.includes('Terminate')) this.scaleIn(g, -missing);
     }
   }
