@@ -14,7 +14,7 @@ import { join } from 'node:path';
 import { AutoScalingClient } from '@aws-sdk/client-auto-scaling';
 import { EC2Client } from '@aws-sdk/client-ec2';
 import pino from 'pino';
-import { AwsProvider } from '../../manager/providers/aws/aws-provider.js';
+import { AwsProvider, type AwsProviderOptions } from '../../manager/providers/aws/aws-provider.js';
 import { type AwsConfig, awsConfigSchema } from '../../manager/providers/aws/config.js';
 import { noCapacityRetries } from '../../manager/providers/aws/retry.js';
 import { type AwsFake, DEFAULT_SUBNETS, AwsFake as Fake, type FakeInstance } from '../fakes/aws/fake.js';
@@ -65,6 +65,8 @@ export async function startAwsWorld(
     port?: number;
     /** EC2 eventual consistency: a new instance is unknown to Describe calls and CreateTags this long. */
     eventualConsistencyMs?: number;
+    /** The job group's MaxSize (default 20). */
+    maxGroupSize?: number;
   } = {},
 ): Promise<AwsWorld> {
   const fake = await Fake.start({
@@ -72,7 +74,10 @@ export async function startAwsWorld(
     ...(options.port ? { port: options.port } : {}),
     ...(options.pageSize ? { describeDefaultPageSize: options.pageSize } : {}),
   });
-  const template = addJobGroup(fake, '', options);
+  const template = addJobGroup(fake, '', {
+    ...(options.azRebalanceSuspended !== undefined ? { azRebalanceSuspended: options.azRebalanceSuspended } : {}),
+    ...(options.maxGroupSize ? { maxSize: options.maxGroupSize } : {}),
+  });
   const sshPort = await freePort();
   const backed = new Map<string, Sshd>();
   const relays = new Map<string, Relay>();
@@ -197,6 +202,7 @@ export function awsProvider(
     fleetName?: string;
     config?: Record<string, unknown>;
     maxAttempts?: number;
+    sshProbe?: AwsProviderOptions['sshProbe'];
   } = {},
 ): ProviderHandle {
   const stateDir = mkdtempSync(join(tmpdir(), 'rf-aws-provider-'));
@@ -218,6 +224,7 @@ export function awsProvider(
     log: pino({ level: 'silent' }),
     readyCommandTimeoutMs: 10_000,
     asgLaunchWaitMs: 5_000,
+    ...(opts.sshProbe ? { sshProbe: opts.sshProbe } : {}),
   });
   return { provider, stateDir, cleanup: () => rmSync(stateDir, { recursive: true, force: true }) };
 }

@@ -134,6 +134,12 @@ export class AwsProvider implements Provider {
   private readonly runner: RunInstancesLauncher | undefined;
   private readonly steering: AsgSteering | undefined;
   private readonly clock: Clock;
+  /**
+   * Instances this manager terminated (recent ones). A launch batch answers only when its last
+   * call does, and a listing may have started before a termination: neither may bring a
+   * terminated instance back to the fleet.
+   */
+  private readonly terminatedIds = new Set<string>();
   /** asg mode: request tokens already raised for (recent ones). */
   private readonly asgTokens = new Set<string>();
   private readonly instancesDir: string;
@@ -221,6 +227,13 @@ export class AwsProvider implements Provider {
     }
     result.push(...(await this.lookUpMissing(new Set(result.map((i) => i.id)))));
     const gone: string[] = [];
+    for (let i = result.length - 1; i >= 0; i--) {
+      const instance = result[i] as ProviderInstance;
+      if (this.terminatedIds.has(instance.id) && instance.status !== 'gone') {
+        result.splice(i, 1);
+        this.cache.delete(instance.id);
+      }
+    }
     for (const instance of result) {
       if (instance.status !== 'gone') continue;
       gone.push(instance.id);
@@ -410,7 +423,9 @@ export class AwsProvider implements Provider {
     await Promise.all(Array.from({ length: Math.min(LAUNCH_CONCURRENCY, request.count) }, worker));
     const rest = request.count - next;
     if (stopped && rest > 0) failures.push({ code: stopped.code, message: stopped.message, count: rest });
-    return { launched, failures };
+    // The listing may have found the first instances of a long batch, and the fleet may have
+    // used and terminated them already.
+    return { launched: launched.filter((i) => !this.terminatedIds.has(i.id)), failures };
   }
 
   /**
@@ -550,6 +565,8 @@ export class AwsProvider implements Provider {
 
   async terminate(ids: readonly string[]): Promise<void> {
     if (ids.length === 0) return;
+    for (const id of ids) this.terminatedIds.add(id);
+    while (this.terminatedIds.size > 10_000) this.terminatedIds.delete(this.terminatedIds.values().next().value as string);
     let rest = [...ids];
     if (this.steering) {
       rest = await this.steering.terminate(rest);
@@ -719,10 +736,13 @@ export class AwsProvider implements Provider {
     }
     await this.applyHopLimit(id, lease);
     if (served === undefined) {
-      const launchedWith = await readFile(join(this.instanceDir(id), 'launch-profile'), 'utf8').catch(
-        () => undefined,
-      );
-      if (launchedWith !== undefined && launchedWith === want) {
+      // asg mode: the group's instances boot with the launch template's profile.
+      const launchedWith =
+        (await readFile(join(this.instanceDir(id), 'launch-profile'), 'utf8').catch(() => undefined)) ??
+        this.steering?.templateProfile;
+      const same =
+        launchedWith === want || (launchedWith !== undefined && want !== '' && sameProfile(launchedWith, want));
+      if (launchedWith !== undefined && same) {
         await writeFile(servedFile, want, { mode: 0o600 });
         return;
       }

@@ -381,6 +381,12 @@ export class AsgSteering {
     return this.requireBase().id;
   }
 
+  /** The instance profile (ARN or name) the group's instances boot with; '' for none. */
+  get templateProfile(): string {
+    const p = this.base?.data.IamInstanceProfile;
+    return p?.Arn ?? p?.Name ?? '';
+  }
+
   get window(): KeyWindow | undefined {
     return this.current;
   }
