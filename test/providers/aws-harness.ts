@@ -75,7 +75,9 @@ export async function startAwsWorld(
     ...(options.pageSize ? { describeDefaultPageSize: options.pageSize } : {}),
   });
   const template = addJobGroup(fake, '', {
-    ...(options.azRebalanceSuspended !== undefined ? { azRebalanceSuspended: options.azRebalanceSuspended } : {}),
+    ...(options.azRebalanceSuspended !== undefined
+      ? { azRebalanceSuspended: options.azRebalanceSuspended }
+      : {}),
     ...(options.maxGroupSize ? { maxSize: options.maxGroupSize } : {}),
   });
   const sshPort = await freePort();

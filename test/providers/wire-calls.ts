@@ -28,7 +28,13 @@ export interface CallScenario {
 }
 
 export const BURST: CallScenario = { name: 'burst', jobs: 100, spacingMs: 0, holdMs: 500, reconcileMs: 1000 };
-export const STEADY: CallScenario = { name: 'steady', jobs: 60, spacingMs: 500, holdMs: 500, reconcileMs: 1000 };
+export const STEADY: CallScenario = {
+  name: 'steady',
+  jobs: 60,
+  spacingMs: 500,
+  holdMs: 500,
+  reconcileMs: 1000,
+};
 
 /** Provider settings of the run: a launch rate that does not hold the burst back. */
 export const CALLS_AWS_CONFIG = { launch_rate: 50, launch_burst: 100 };

@@ -566,7 +566,8 @@ export class AwsProvider implements Provider {
   async terminate(ids: readonly string[]): Promise<void> {
     if (ids.length === 0) return;
     for (const id of ids) this.terminatedIds.add(id);
-    while (this.terminatedIds.size > 10_000) this.terminatedIds.delete(this.terminatedIds.values().next().value as string);
+    while (this.terminatedIds.size > 10_000)
+      this.terminatedIds.delete(this.terminatedIds.values().next().value as string);
     let rest = [...ids];
     if (this.steering) {
       rest = await this.steering.terminate(rest);
@@ -741,7 +742,8 @@ export class AwsProvider implements Provider {
         (await readFile(join(this.instanceDir(id), 'launch-profile'), 'utf8').catch(() => undefined)) ??
         this.steering?.templateProfile;
       const same =
-        launchedWith === want || (launchedWith !== undefined && want !== '' && sameProfile(launchedWith, want));
+        launchedWith === want ||
+        (launchedWith !== undefined && want !== '' && sameProfile(launchedWith, want));
       if (launchedWith !== undefined && same) {
         await writeFile(servedFile, want, { mode: 0o600 });
         return;
