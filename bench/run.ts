@@ -25,6 +25,7 @@ async function main(): Promise<void> {
     ['fleet scale', await optional('./fleet.js', 'benchFleet')],
     ['container jobs (local dockerd)', await optional('./containers.js', 'benchContainers')],
     ['cold start (AWS fake, sshd-backed)', await optional('./coldstart.js', 'benchColdStart')],
+    ['aws calls per job (wire)', await optional('./aws-calls.js', 'benchAwsCalls')],
   ];
   // `npm run bench -- cold` runs only the benches whose name contains an argument.
   const only = process.argv.slice(2);

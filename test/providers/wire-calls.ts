@@ -113,18 +113,6 @@ export async function wireCalls(mode: 'asg' | 'fleet', s: CallScenario): Promise
     await Promise.all(jobs);
     // Until the last instance is terminated and the fleet has forgotten it (bounded).
     for (let i = 0; i < 600 && fleet.snapshot().instances.length > 0; i++) {
-      if (process.env.WIRE_CALLS_DEBUG && i === 50) {
-        const stuck = fleet.snapshot().instances[0]?.id ?? '';
-        const t0 = fake.calls()[0]?.at ?? 0;
-        console.log(
-          `STUCK ${stuck} ${JSON.stringify(fake.instance(stuck)?.State)}`,
-          fake
-            .calls()
-            .filter((c) => JSON.stringify(c.params).includes(stuck) || c.action === 'TerminateInstances')
-            .map((c) => `${c.at - t0} ${c.action} ${JSON.stringify(c.params).slice(0, 300)}`)
-            .join('\n'),
-        );
-      }
       await sleep(100);
     }
     if (fleet.snapshot().instances.length > 0) throw new Error('instances left after the run');
@@ -134,10 +122,6 @@ export async function wireCalls(mode: 'asg' | 'fleet', s: CallScenario): Promise
     for (const c of calls) {
       const key = c.error ? `${c.action}(${c.error})` : c.action;
       byAction[key] = (byAction[key] ?? 0) + 1;
-    }
-    if (process.env.WIRE_CALLS_DEBUG) {
-      const t0 = calls[0]?.at ?? 0;
-      console.log(calls.map((c) => `${c.at - t0} ${c.action}${c.error ? `(${c.error})` : ''}`).join('\n'));
     }
     return {
       mode,
