@@ -36,6 +36,7 @@ import type { Config } from '../config/schema.js';
 import { request } from '../control/client.js';
 import { readOperatorToken } from '../control/operator-token.js';
 import type { StatusReport } from '../control/protocol.js';
+import { profilesFromRules } from '../credentials/profiles.js';
 import { jobCheckUrl } from '../fleet/job-check.js';
 import { managerPolicyDocument } from '../providers/aws/iam-policy.js';
 import { TAG } from '../providers/tags.js';
@@ -312,6 +313,26 @@ interface TemplateRef {
   version: string;
 }
 
+/**
+ * A rule naming an instance profile of another account fails every job it matches, and only at
+ * acquire time: EC2 attaches only profiles of the instance's own account. Say so before a job does.
+ */
+export function checkRuleProfiles(config: Config, partition: string, account: string): CheckResult {
+  const { foreign, instanceProfileArns } = profilesFromRules(config.credentials, partition, account);
+  if (foreign.length === 0)
+    return {
+      id: 'instance profiles',
+      status: 'pass',
+      detail: `${instanceProfileArns.length} profile(s) named by [credentials], all in account ${account}`,
+    };
+  return {
+    id: 'instance profiles',
+    status: 'fail',
+    detail: `${foreign.join(', ')}: another account's profile; EC2 attaches only profiles of account ${account}`,
+    fix: 'name a profile of this account; to act in another account, let the job role assume a role there (docs/security.md, "IAM from the rules, and other accounts")',
+  };
+}
+
 async function awsChecks(
   config: Config,
   aws: AwsConfig,
@@ -335,6 +356,7 @@ async function awsChecks(
         status: 'pass',
         detail: `${me.Arn} in account ${me.Account}, region ${aws.region}`,
       });
+      if (me.Account) add(checkRuleProfiles(config, me.Arn?.split(':')[1] || 'aws', me.Account));
     } catch (error) {
       add({
         id: 'aws identity',

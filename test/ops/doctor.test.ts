@@ -236,6 +236,32 @@ describe('doctor', () => {
     expect(fake.instances()).toEqual([]);
   });
 
+  it("names a rule's instance profile of another account, which EC2 could never attach", async () => {
+    const rules = (profile: string) => `[credentials]
+gitlab_url = "https://gitlab.example.com"
+audience = "runner-fleet"
+default_profile = "runner-fleet-ci"
+[[credentials.rule]]
+name = "deploy-prod"
+project_path = "platform/**"
+instance_profile = "${profile}"
+`;
+    const foreign = 'arn:aws:iam::222222222222:instance-profile/deploy';
+    const bad = parseConfigText(configText('fleet', rules(foreign)), '/etc/runner-fleet/config.toml');
+    const r = byId((await doctor(bad, join(dir, 'none.toml'))).results);
+    expect(r.get('instance profiles')).toMatchObject({ status: 'fail' });
+    expect(r.get('instance profiles')?.detail).toContain(foreign);
+    expect(r.get('instance profiles')?.fix).toContain('assume a role there');
+
+    const own = `arn:aws:iam::${fake.world.accountId}:instance-profile/deploy`;
+    const good = parseConfigText(configText('fleet', rules(own)), '/etc/runner-fleet/config.toml');
+    const g = byId((await doctor(good, join(dir, 'none.toml'))).results);
+    expect(g.get('instance profiles')).toMatchObject({
+      status: 'pass',
+      detail: `2 profile(s) named by [credentials], all in account ${fake.world.accountId}`,
+    });
+  });
+
   it('reports an invalid config and a world-readable state directory', async () => {
     const bad = await runDoctor({
       config: { error: '/etc/runner-fleet/config.toml:3: unknown key "pol"', source: 'x' },
