@@ -134,7 +134,7 @@ export async function startDaemon(config: Config, log: Logger): Promise<RunningD
         }
       }
       case 'release': {
-        const result = await fleet.release(request.jobId, request.reason ?? 'cleanup');
+        const result = await fleet.release(request.jobId, request.reason ?? 'cleanup', request.instanceId);
         secrets.released(request.jobId);
         return result;
       }

@@ -35,6 +35,7 @@ export function cleanupHook(options: { socket?: string }): Promise<number> {
           jobId: env.jobId,
           reason: 'cleanup',
           ...(env.jobSecret ? { jobSecret: env.jobSecret } : {}),
+          ...(lease ? { instanceId: lease.instanceId } : {}),
         },
         { connectWaitMs: env.daemonWaitMs },
       );

@@ -36,7 +36,14 @@ export type ControlRequest =
   | { readonly op: 'ping' }
   | { readonly op: 'config'; readonly jobId: string }
   | { readonly op: 'acquire'; readonly job: JobInfo; readonly jobSecret?: string }
-  | { readonly op: 'release'; readonly jobId: string; readonly reason?: string; readonly jobSecret?: string }
+  | {
+      readonly op: 'release';
+      readonly jobId: string;
+      readonly reason?: string;
+      readonly jobSecret?: string;
+      /** The instance prepare's lease file names: claims an instance only an unreadable journal lost. */
+      readonly instanceId?: string;
+    }
   | { readonly op: 'lease'; readonly jobId: string; readonly jobSecret?: string }
   | { readonly op: 'fate'; readonly jobId: string; readonly jobSecret?: string }
   | { readonly op: 'status'; readonly operatorToken?: string }

@@ -137,6 +137,7 @@ function parseRequest(line: string): ControlRequest {
       throw new Error(`${op}: "${key}" must be a non-empty string`);
   };
   if (op === 'config' || op === 'release' || op === 'lease' || op === 'fate') needString('jobId');
+  if (op === 'release' && v.instanceId !== undefined) needString('instanceId');
   if (op === 'acquire') {
     if (typeof v.job !== 'object' || v.job === null) throw new Error('acquire: "job" must be an object');
     needString('id', v.job as Record<string, unknown>);

@@ -373,7 +373,11 @@ export class Fleet {
   }
 
   /** End a job's lease. Idempotent: releasing twice, or a job that never got a lease, is fine. */
-  async release(jobId: string, reason: string): Promise<{ released: boolean; instanceId?: string }> {
+  async release(
+    jobId: string,
+    reason: string,
+    leaseFileInstanceId?: string,
+  ): Promise<{ released: boolean; instanceId?: string }> {
     for (const waiter of this.waiters.filter((w) => w.job.id === jobId)) {
       waiter.reject(new FleetError('the job was cleaned up while it waited', 'canceled'));
     }
@@ -381,6 +385,20 @@ export class Fleet {
     let instance = entry ? this.instances.get(entry.instanceId) : undefined;
     if (!instance && !entry) {
       for (const i of this.instances.values()) if (i.jobId === jobId && i.state === 'leased') instance = i;
+    }
+    if (!entry && !instance && leaseFileInstanceId) {
+      // After an unreadable lease journal every adopted instance is leased by an unknown job. The
+      // job's own lease file (written by its prepare) names its instance: only such an instance,
+      // with no job of its own, may be claimed this way.
+      const unclaimed = this.instances.get(leaseFileInstanceId);
+      if (unclaimed?.state === 'leased' && unclaimed.jobId === undefined) {
+        unclaimed.jobId = jobId;
+        instance = unclaimed;
+        this.log.info(
+          { jobId, instanceId: unclaimed.id },
+          'lease of an unknown job claimed by its lease file',
+        );
+      }
     }
     if (!entry && !instance) return { released: false };
     const instanceId = instance?.id ?? entry?.instanceId;

@@ -255,16 +255,16 @@ describe('AWS crash safety', () => {
     world = await startAwsWorld({ eventualConsistencyMs: EVENTUAL_CONSISTENCY_MS });
     const w = world;
     scratch = mkdtempSync(join(tmpdir(), 'rf-aws-kill-'));
-    // The launch call answers, then the clean-up of its template version hangs: the daemon holds
-    // an instance id it has not recorded anywhere (no keys under the id, no fleet record).
-    w.fake.setLatency(30_000, 'DeleteLaunchTemplateVersions');
+    // The launch takes effect but its answer is held: the daemon is killed holding no instance id
+    // at all (no journal entry, no keys under the id, no fleet record).
+    w.fake.setAnswerDelay(30_000, 'RunInstances');
     daemon = await startTestDaemon(config(w, 'fleet', scratch, 'idle_count = 1'), { env: AWS_ENV });
     const d = daemon;
     await w.fake.waitFor(() => w.fake.instances().length === 1, 20_000);
     await d.kill();
     const [launched] = w.fake.instances();
     const id = launched!.InstanceId;
-    w.fake.setLatency(0, 'DeleteLaunchTemplateVersions');
+    w.fake.setAnswerDelay(0, 'RunInstances');
 
     // Restart with no idle instances wanted: the adopted one must be readied and then retired.
     const { writeFileSync } = await import('node:fs');
@@ -274,7 +274,7 @@ describe('AWS crash safety', () => {
     );
     await d.start();
     await w.fake.waitFor(() => w.fake.instance(id)?.State === 'terminated', 30_000);
-    // Nothing had journaled it: EC2's tag of the launch's own template version proves it ours.
+    // Nothing had journaled it: the ClientToken EC2 recorded at launch (this manager's HMAC) proves it ours.
     expect(d.output()).toMatch(/"proof":"launch token"[^\n]*adopted instance from tags/);
     expect(d.output()).toMatch(/recovered SSH keys of an adopted instance/);
     expect(d.output()).toMatch(/instance ready/);

@@ -216,7 +216,7 @@ describe('corrupted state', () => {
     expect(spawnSync(process.execPath, entry.custom.cleanup_args, { env }).status).toBe(0);
   });
 
-  it('a corrupt lease journal does not stop the daemon, and instances are still known from their tags', async () => {
+  it("a corrupt lease journal does not stop the daemon: instances stay leased, and the job's cleanup still releases its own", async () => {
     const id = jobId();
     const dir = mkdtempSync(join(tmpdir(), 'rf-journal-'));
     chmodSync(dir, 0o711); // the stage cds into it, as the instance's own uid when run as root
@@ -230,7 +230,7 @@ describe('corrupted state', () => {
     await daemon.start();
     const after = await daemon.status();
     const same = after.instances.find((i) => i.id === leased?.id);
-    // Still leased (from its tags): never handed to another job, never scaled in.
+    // Leased by an unknown job: never handed to another job, never scaled in.
     expect(same?.state).toBe('leased');
     expect(daemon.output()).toMatch(/lease journal .* is corrupt/);
     expect(spawnSync(process.execPath, entry.custom.cleanup_args, { env }).status).toBe(0);

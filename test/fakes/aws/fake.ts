@@ -101,6 +101,7 @@ export class AwsFake {
   private throttles = new Map<string, Throttle>();
   private failures = new Map<string, InjectedFailure[]>();
   private latency = new Map<string, number>();
+  private answerDelay = new Map<string, number>();
   private denied = new Set<string>();
   private maxBodyBytes: number;
   private closed = false;
@@ -360,6 +361,15 @@ export class AwsFake {
     Object.assign(this.world.timing, timing);
   }
 
+  /**
+   * Holds one action's answers for `ms` after the call took effect: the launch happened, the
+   * caller has not heard of it yet (the window a SIGKILL between a launch and its bookkeeping hits).
+   */
+  setAnswerDelay(ms: number, action: string): void {
+    if (ms <= 0) this.answerDelay.delete(action);
+    else this.answerDelay.set(action, ms);
+  }
+
   /** Adds wall-clock latency to every answer (or to one action's answers). */
   setLatency(ms: number, action = '*'): void {
     if (ms <= 0) this.latency.delete(action);
@@ -384,6 +394,7 @@ export class AwsFake {
     this.throttles.clear();
     this.failures.clear();
     this.latency.clear();
+    this.answerDelay.clear();
     this.denied.clear();
     this.world.capacityRules = [];
     this.world.bootFaults = [];
@@ -479,6 +490,8 @@ export class AwsFake {
         }
         const inner = handler(this.world, tree, flat);
         this.world.clock.runDue();
+        const hold = this.answerDelay.get(action) ?? 0;
+        if (hold > 0) await new Promise((r) => setTimeout(r, hold));
         send(200, ec2Response(action, requestId, inner));
       } else if (service === 'autoscaling') {
         const handler = asgActions[action];
