@@ -33,6 +33,7 @@ export class RunnerFleetStage extends Stage {
         certificateArn: stage.certificateArn,
         hostedZone: stage.hostedZone,
         size: config.ha,
+        postgresMajor: config.postgresMajor,
         allowedCidr: config.allowedCidr,
         edition: config.gitlabEdition,
         version: stage.gitlabVersion,

@@ -6,7 +6,8 @@
 import { execFile } from 'node:child_process';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import type { Template } from 'aws-cdk-lib/assertions';
+import { Template } from 'aws-cdk-lib/assertions';
+
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readInfraConfig } from '../../infra/config.js';
 import { GITALY_VOLUME_TAG, GitlabHaStack } from '../../infra/gitlab/ha/ha-stack.js';
@@ -373,4 +374,33 @@ describe('size 3k: checks', () => {
   it('keeps the reference sizes unless overridden', () => {
     expect(HA_3K.rails.count).toBe(3);
   });
+});
+
+describe('3k size: PostgreSQL major', () => {
+  it(
+    'both databases (GitLab and Praefect) run the configured major',
+    () => {
+      const engineVersions = (major: number) => {
+        const context: Record<string, unknown> = { ...cdkJson.context, size: '3k', postgresMajor: major };
+        const app = appWithContext({ size: '3k', postgresMajor: major });
+        const config = readInfraConfig((key) => context[key]);
+        const dev = new RunnerFleetStage(app, 'Dev', {
+          config,
+          stage: config.stages.dev,
+          account: config.accounts.dev,
+        });
+        const dbs = Template.fromStack(dev.gitlab).findResources('AWS::RDS::DBInstance');
+        return Object.values(dbs).map((r) => String((r as Resource).Properties.EngineVersion));
+      };
+      const on17 = engineVersions(17);
+      expect(on17).toHaveLength(2);
+      for (const v of on17) expect(v).toMatch(/^17\./);
+      // The default stays on 16, as in the synthesized stage above.
+      for (const v of asList(resources('AWS::RDS::DBInstance')).map(([, r]) =>
+        String(r.Properties.EngineVersion),
+      ))
+        expect(v).toMatch(/^16\./);
+    },
+    SYNTH_TIMEOUT_MS,
+  );
 });

@@ -14,7 +14,13 @@ import type * as secretsmanager from 'aws-cdk-lib/aws-secretsmanager';
 import type { Construct } from 'constructs';
 import { accessLogBucket } from '../../shared/buckets.js';
 import { acknowledge, bucketObjectsFinding, wildcardResourceFinding } from '../../shared/nag.js';
-import { DATABASE_NAME, DATABASE_USER, DataStores, POSTGRES_VERSION } from '../data-stores.js';
+import {
+  DATABASE_NAME,
+  DATABASE_USER,
+  DataStores,
+  POSTGRES_ENGINES,
+  type PostgresMajor,
+} from '../data-stores.js';
 import { OBJECT_TYPES, type ObjectType } from '../gitlab-rb.js';
 import { GitlabLoadBalancer, INSTANCE_PORTS } from '../load-balancer.js';
 import { Network, VPC_CIDR } from '../network.js';
@@ -43,6 +49,8 @@ export interface GitlabHaStackProps extends StackProps {
   allowedCidr: string;
   edition: 'gitlab-ee' | 'gitlab-ce';
   version?: string;
+  /** PostgreSQL major of both databases (GitLab's and Praefect's); checked against `version` in config. */
+  postgresMajor?: PostgresMajor;
 }
 
 export const PRAEFECT_DATABASE = { name: 'praefect_production', user: 'praefect' } as const;
@@ -144,8 +152,9 @@ export class GitlabHaStack extends Stack {
       multiAz: true,
       redisNodes: size.redis.nodes,
       clients: dataClients,
+      postgresMajor: props.postgresMajor ?? 16,
     });
-    const praefectDb = this.praefectDatabase(size, praefect);
+    const praefectDb = this.praefectDatabase(size, praefect, props.postgresMajor ?? 16);
     const storage = new ObjectStorage(this, 'ObjectStorage', { accessLogs: logs });
     const secrets = new HaSecrets(this, 'Secrets');
 
@@ -390,7 +399,11 @@ export class GitlabHaStack extends Stack {
   }
 
   /** Praefect's own PostgreSQL: separate from GitLab's, Multi-AZ, reachable from Praefect only. */
-  private praefectDatabase(size: HaSize, clients: ec2.ISecurityGroup): rds.DatabaseInstance {
+  private praefectDatabase(
+    size: HaSize,
+    clients: ec2.ISecurityGroup,
+    postgresMajor: PostgresMajor,
+  ): rds.DatabaseInstance {
     const sg = new ec2.SecurityGroup(this, 'PraefectDatabaseSecurityGroup', {
       vpc: this.vpc,
       description: 'Praefect PostgreSQL: only from the Praefect nodes',
@@ -398,7 +411,7 @@ export class GitlabHaStack extends Stack {
     });
     sg.addIngressRule(clients, ec2.Port.tcp(5432), 'PostgreSQL from Praefect');
     const db = new rds.DatabaseInstance(this, 'PraefectPostgres', {
-      engine: rds.DatabaseInstanceEngine.postgres({ version: POSTGRES_VERSION }),
+      engine: rds.DatabaseInstanceEngine.postgres({ version: POSTGRES_ENGINES[postgresMajor] }),
       instanceType: new ec2.InstanceType(size.praefectDatabase.instanceType),
       vpc: this.vpc,
       vpcSubnets: { subnetType: ec2.SubnetType.PRIVATE_ISOLATED },
