@@ -1,6 +1,6 @@
 import { execFile } from 'node:child_process';
 import { mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { homedir, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
@@ -129,6 +129,14 @@ subnets = ["subnet-0123456789abcdef0"]
     expect(config.state_dir).toBe('/tmp/xdg/runner-fleet');
     expect(config.socket).toBe('/tmp/xdg/runner-fleet/control.sock');
     expect(config.source).toBe('embedded default');
+  });
+
+  it("without XDG_STATE_HOME: root uses the system state directory (its jobs cannot pass root's 0700 home)", () => {
+    const config = loadConfig({ path: undefined, explicit: false }, { HOME: '/home/someone' });
+    const asRoot = process.getuid?.() === 0;
+    expect(config.state_dir).toBe(
+      asRoot ? '/var/lib/runner-fleet' : join(homedir(), '.local/state/runner-fleet'),
+    );
   });
 
   it('parses durations the way gitlab-runner writes them', () => {

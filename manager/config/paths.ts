@@ -12,9 +12,11 @@ export const SYSTEM_STATE_DIR = '/var/lib/runner-fleet';
 
 /**
  * State directory used when there is no config file at all: the embedded local setup, per user,
- * so a newcomer can run `npm start` without root.
+ * so a newcomer can run `npm start` without root. Root gets the system directory instead: a root
+ * daemon runs local jobs as users of their own, who cannot pass through root's 0700 home.
  */
 export function userStateDir(env: NodeJS.ProcessEnv = process.env): string {
+  if (!env.XDG_STATE_HOME && process.getuid?.() === 0) return SYSTEM_STATE_DIR;
   const base =
     env.XDG_STATE_HOME && env.XDG_STATE_HOME !== '' ? env.XDG_STATE_HOME : join(homedir(), '.local', 'state');
   return join(base, 'runner-fleet');
