@@ -6,7 +6,8 @@
  * where the MAC (HMAC-SHA256 under a key kept only in the state directory) covers the time, the
  * nonce, the instance count and this manager's identity. A provider uses it as the cloud's
  * idempotency token (EC2 `ClientToken`): `token` itself for one instance, `token-<i>` (i < count)
- * for several. The cloud records that token at launch and never lets anyone change it, so an
+ * for several, each with `-f<attempt>` when a capacity failover retried it in another pool (a
+ * copied token gains a forger no more than an unused `-<i>` would). The cloud records that token at launch and never lets anyone change it, so an
  * instance that shows a valid one came from a launch this manager made (see adoption.ts for the
  * whole rule, which also accepts the fleet's own launch journal).
  *
@@ -22,7 +23,10 @@ import { join } from 'node:path';
 export const LAUNCH_KEY_FILE = 'launch-key';
 const KEY_BYTES = 32;
 const MAC_HEX = 24;
-const TOKEN = /^([0-9a-z]{1,11})-([0-9a-f]{8})-([1-9][0-9]{0,3})-([0-9a-f]{24})(?:-([0-9]{1,4}))?$/;
+// Optional `-<index>` (one of several instances), then optional `-f<attempt>`: a capacity failover
+// retries the launch in another pool under a token of its own, derived from the signed one.
+const TOKEN =
+  /^([0-9a-z]{1,11})-([0-9a-f]{8})-([1-9][0-9]{0,3})-([0-9a-f]{24})(?:-([0-9]{1,4}))?(?:-f[1-9][0-9]?)?$/;
 
 export type TokenCheck =
   | { readonly ok: true; readonly mintedAt: number }

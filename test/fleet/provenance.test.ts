@@ -58,6 +58,11 @@ describe('launch tokens', () => {
     expect(signer.verify(three).ok).toBe(false);
     expect(signer.verify(`${one}-0`).ok).toBe(false);
     expect(signer.verify(`${one}-od`).ok).toBe(false);
+    // Capacity failover attempts: their own idempotency token, still provably ours.
+    expect(signer.verify(`${one}-f1`).ok).toBe(true);
+    expect(signer.verify(`${three}-2-f12`).ok).toBe(true);
+    expect(signer.verify(`${three}-f1`).ok).toBe(false);
+    expect(signer.verify(`${one}-f0`).ok).toBe(false);
   });
 
   it('refuses tokens of another key or another manager, tampered ones, and EC2 Fleet tokens', () => {

@@ -159,7 +159,9 @@ export class RunInstancesLauncher {
       for (const pool of this.poolsFor(market, spec.shape)) {
         // A token per attempt: a retried launch replays the same attempts with the same tokens,
         // and EC2 answers the one that launched with its instance instead of launching again.
-        const token = attempt === 0 ? spec.token : `${spec.token}-${attempt}`.slice(-64);
+        // The `-f<n>` form is one the fleet's provenance check accepts (fleet/provenance.ts), so an
+        // instance a failover launched is still ours after a crash before the journal heard of it.
+        const token = attempt === 0 ? spec.token : `${spec.token}-f${attempt}`;
         attempt++;
         try {
           const instance = await this.run(spec, pool, market, token);
