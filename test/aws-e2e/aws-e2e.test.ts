@@ -251,34 +251,39 @@ describe('spot interruption mid-stage', () => {
 });
 
 describe('AWS crash safety', () => {
-  it('a daemon SIGKILLed between the launch call and its bookkeeping leaks nothing after restart', async () => {
-    world = await startAwsWorld({ eventualConsistencyMs: EVENTUAL_CONSISTENCY_MS });
-    const w = world;
-    scratch = mkdtempSync(join(tmpdir(), 'rf-aws-kill-'));
-    // The launch takes effect but its answer is held: the daemon is killed holding no instance id
-    // at all (no journal entry, no keys under the id, no fleet record).
-    w.fake.setAnswerDelay(30_000, 'RunInstances');
-    daemon = await startTestDaemon(config(w, 'fleet', scratch, 'idle_count = 1'), { env: AWS_ENV });
-    const d = daemon;
-    await w.fake.waitFor(() => w.fake.instances().length === 1, 20_000);
-    await d.kill();
-    const [launched] = w.fake.instances();
-    const id = launched!.InstanceId;
-    w.fake.setAnswerDelay(0, 'RunInstances');
+  it.each([false, true])(
+    'a daemon SIGKILLed between the launch call and its bookkeeping leaks nothing after restart (capacity failover first: %s)',
+    async (failover) => {
+      world = await startAwsWorld({ eventualConsistencyMs: EVENTUAL_CONSISTENCY_MS });
+      const w = world;
+      scratch = mkdtempSync(join(tmpdir(), 'rf-aws-kill-'));
+      // The launch takes effect but its answer is held: the daemon is killed holding no instance id
+      // at all (no journal entry, no keys under the id, no fleet record).
+      w.fake.setAnswerDelay(30_000, 'RunInstances');
+      // The first pool has no capacity: the instance comes from the failover attempt's own token.
+      if (failover) w.fake.failNext('RunInstances', { code: 'InsufficientInstanceCapacity' });
+      daemon = await startTestDaemon(config(w, 'fleet', scratch, 'idle_count = 1'), { env: AWS_ENV });
+      const d = daemon;
+      await w.fake.waitFor(() => w.fake.instances().length === 1, 20_000);
+      await d.kill();
+      const [launched] = w.fake.instances();
+      const id = launched!.InstanceId;
+      w.fake.setAnswerDelay(0, 'RunInstances');
 
-    // Restart with no idle instances wanted: the adopted one must be readied and then retired.
-    const { writeFileSync } = await import('node:fs');
-    writeFileSync(
-      d.configPath,
-      `state_dir = ${JSON.stringify(d.stateDir)}\nlog_level = "debug"\n${config(w, 'fleet', scratch, 'idle_count = 0\nidle_time = "1s"')}`,
-    );
-    await d.start();
-    await w.fake.waitFor(() => w.fake.instance(id)?.State === 'terminated', 30_000);
-    // Nothing had journaled it: the ClientToken EC2 recorded at launch (this manager's HMAC) proves it ours.
-    expect(d.output()).toMatch(/"proof":"launch token"[^\n]*adopted instance from tags/);
-    expect(d.output()).toMatch(/recovered SSH keys of an adopted instance/);
-    expect(d.output()).toMatch(/instance ready/);
-    const live = w.fake.instances().filter((i) => i.State !== 'terminated' && i.State !== 'shutting-down');
-    expect(live).toEqual([]);
-  });
+      // Restart with no idle instances wanted: the adopted one must be readied and then retired.
+      const { writeFileSync } = await import('node:fs');
+      writeFileSync(
+        d.configPath,
+        `state_dir = ${JSON.stringify(d.stateDir)}\nlog_level = "debug"\n${config(w, 'fleet', scratch, 'idle_count = 0\nidle_time = "1s"')}`,
+      );
+      await d.start();
+      await w.fake.waitFor(() => w.fake.instance(id)?.State === 'terminated', 30_000);
+      // Nothing had journaled it: the ClientToken EC2 recorded at launch (this manager's HMAC) proves it ours.
+      expect(d.output()).toMatch(/"proof":"launch token"[^\n]*adopted instance from tags/);
+      expect(d.output()).toMatch(/recovered SSH keys of an adopted instance/);
+      expect(d.output()).toMatch(/instance ready/);
+      const live = w.fake.instances().filter((i) => i.State !== 'terminated' && i.State !== 'shutting-down');
+      expect(live).toEqual([]);
+    },
+  );
 });
