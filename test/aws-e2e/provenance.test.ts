@@ -183,10 +183,17 @@ ${awsToml(w, 'fleet')}`,
       60_000,
     );
     for (const id of foreign) expect(after.instances.map((i) => i.id)).not.toContain(id);
-    const adopted = d
-      .output()
-      .split('\n')
-      .filter((l) => l.includes(idleId) && l.includes('adopted instance from tags'));
+    // The daemon logs asynchronously: its status answer can overtake the adoption's log line.
+    const adopted = await eventually(
+      'the adoption in the log',
+      async () =>
+        d
+          .output()
+          .split('\n')
+          .filter((l) => l.includes(idleId) && l.includes('adopted instance from tags')),
+      (l) => l.length > 0,
+      30_000,
+    );
     // The launch journal if its write beat the SIGKILL, else the ClientToken EC2 recorded: both
     // are proofs only this manager can have, and a planted instance has neither.
     expect(adopted.join('\n')).toMatch(/"proof":"launch (journal|token)"/);
@@ -198,10 +205,16 @@ ${awsToml(w, 'fleet')}`,
     );
     // Logged loudly, once per instance per daemon run (two runs here).
     for (const id of foreign) {
-      const lines = d
-        .output()
-        .split('\n')
-        .filter((l) => l.includes(id) && l.includes('was not launched by it'));
+      const lines = await eventually(
+        `both warnings about ${id} in the log`,
+        async () =>
+          d
+            .output()
+            .split('\n')
+            .filter((l) => l.includes(id) && l.includes('was not launched by it')),
+        (l) => l.length >= 2,
+        30_000,
+      );
       expect(lines).toHaveLength(2);
     }
   }, 240_000);

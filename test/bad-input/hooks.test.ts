@@ -232,7 +232,12 @@ describe('corrupted state', () => {
     const same = after.instances.find((i) => i.id === leased?.id);
     // Leased by an unknown job: never handed to another job, never scaled in.
     expect(same?.state).toBe('leased');
-    expect(daemon.output()).toMatch(/lease journal .* is corrupt/);
+    // Logged asynchronously: the status answer can overtake the line.
+    await eventually(
+      'the corrupt journal in the log',
+      async () => daemon.output(),
+      (o) => /lease journal .* is corrupt/.test(o),
+    );
     expect(spawnSync(process.execPath, entry.custom.cleanup_args, { env }).status).toBe(0);
     const cleaned = await eventually(
       'the leased instance cleaned up',
