@@ -27,6 +27,7 @@ import type { LeaseEntry, LeaseStore } from './lease-journal.js';
 import {
   ArrivalRate,
   adaptiveIdleTarget,
+  isStuck,
   LeadTime,
   type PoolPolicy,
   type PoolSnapshot,
@@ -87,6 +88,8 @@ export interface FleetGauges {
   draining: boolean;
   /** Instances with our tags that failed provenance (adoption.ts): never used nor terminated. */
   foreign: number;
+  /** Instances by state that stayed in it well past the fleet's deadline for it (policy.ts isStuck). */
+  stuck: Partial<Record<InstanceState, number>>;
 }
 
 /** An instance that carries this manager's tags but was not launched by it. */
@@ -540,7 +543,16 @@ export class Fleet {
       terminated: 0,
       failed: 0,
     } satisfies Record<InstanceState, number>;
-    for (const i of this.instances.values()) byState[i.state]++;
+    const stuck: Partial<Record<InstanceState, number>> = {};
+    const now = this.clock.now();
+    const limits = {
+      readyTimeoutMs: this.tuning.readyTimeoutMs,
+      maxJobLifetimeMs: this.tuning.reap?.maxJobLifetimeMs,
+    };
+    for (const i of this.instances.values()) {
+      byState[i.state]++;
+      if (isStuck(i, now, limits)) stuck[i.state] = (stuck[i.state] ?? 0) + 1;
+    }
     return {
       byState,
       waiting: this.waiters.length,
@@ -550,6 +562,7 @@ export class Fleet {
       maxInstances: this.tuning.policy.maxInstances,
       draining: this.draining,
       foreign: this.foreign.size,
+      stuck,
     };
   }
 
@@ -1198,6 +1211,7 @@ export class Fleet {
     if (instance.state === to) return;
     const from = instance.state;
     instance.state = to;
+    instance.stateSince = this.clock.now();
     this.observer.instanceState?.(instance, from, this.clock.now());
   }
 

@@ -12,6 +12,8 @@ import type { InstanceState } from './states.js';
 export interface InstanceRecord {
   readonly id: string;
   state: InstanceState;
+  /** When it entered its current state (or this daemon first saw it): what "stuck" is measured from. */
+  stateSince: number;
   readonly createdAt: number;
   readyAt?: number;
   idleSince?: number;
@@ -44,6 +46,7 @@ export function recordFrom(listed: ProviderInstance, state: InstanceState, now: 
   return {
     id: listed.id,
     state,
+    stateSince: now,
     createdAt: Number.isNaN(createdTag) ? listed.launchedAt.getTime() : createdTag,
     useCount: 0,
     shape: listed.tags[TAG.launchShape] || DEFAULT_SHAPE,

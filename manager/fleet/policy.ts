@@ -373,3 +373,53 @@ export function planReap(candidates: readonly ReapCandidate[], now: number, poli
   }
   return { mark, unmark, terminate };
 }
+
+// ------------------------------------------------------------------ stuck instances
+
+/**
+ * How long past the point where the fleet should have moved an instance on it may stay before it
+ * counts as stuck: several reconcile ticks and a re-check, so a normal retry never shows.
+ */
+export const STUCK_AFTER_MS = 10 * 60_000;
+
+export interface StuckLimits {
+  /** instance_ready_timeout: a creating or booting instance is retired after it. */
+  readonly readyTimeoutMs: number;
+  /** max_job_lifetime when the reaper runs; without it a long lease is never stuck. */
+  readonly maxJobLifetimeMs?: number;
+}
+
+/**
+ * Whether an instance stayed in its state well past the fleet's own deadline for it: readiness
+ * (creating, booting), max_job_lifetime (leased), or a terminate that keeps failing (draining,
+ * terminating, failed: those are on their way out and cost money until they go). Idle is never
+ * stuck: idle_time and scale-in decide, and a warm pool may idle all day.
+ */
+export function isStuck(
+  i: {
+    readonly state: InstanceState;
+    readonly stateSince: number;
+    readonly createdAt: number;
+    readonly leasedAt?: number;
+  },
+  now: number,
+  limits: StuckLimits,
+): boolean {
+  switch (i.state) {
+    case 'creating':
+    case 'booting':
+      return now - i.createdAt > limits.readyTimeoutMs + STUCK_AFTER_MS;
+    case 'leased':
+      return (
+        limits.maxJobLifetimeMs !== undefined &&
+        now - (i.leasedAt ?? i.stateSince) > limits.maxJobLifetimeMs + STUCK_AFTER_MS
+      );
+    case 'draining':
+    case 'terminating':
+    case 'failed':
+      return now - i.stateSince > STUCK_AFTER_MS;
+    case 'idle':
+    case 'terminated':
+      return false;
+  }
+}

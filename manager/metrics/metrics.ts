@@ -83,6 +83,17 @@ export class FleetMetrics implements FleetObserver {
       "Instances carrying this manager's tags that it did not launch (provenance failed); never used nor terminated",
       (g) => g.foreign,
     );
+    new Gauge({
+      name: 'runner_fleet_stuck_instances',
+      help: 'Instances that stayed in their state well past the deadline for it (readiness, max_job_lifetime, a terminate that keeps failing), by state',
+      labelNames: ['state'],
+      registers,
+      collect() {
+        const g = self.source?.gauges();
+        // Every state, zeros included: an alert on the sum must see 0, not an absent series.
+        for (const state of INSTANCE_STATES) this.set({ state }, g?.stuck[state] ?? 0);
+      },
+    });
     this.operations = new Counter({
       name: 'runner_fleet_provider_operations_total',
       help: 'Provider calls by operation (list, launch, terminate, set_tags, check_ready, connect_info, prepare_lease, end_lease)',
