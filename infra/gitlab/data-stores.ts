@@ -38,6 +38,53 @@ export const POSTGRES_VERSION = POSTGRES_ENGINES[16];
 export const DATABASE_NAME = 'gitlabhq_production';
 export const DATABASE_USER = 'gitlab';
 
+export interface PostgresInstanceProps {
+  vpc: ec2.IVpc;
+  /** The instance's only security group: the caller opens 5432 to its clients. */
+  securityGroup: ec2.ISecurityGroup;
+  postgresMajor: PostgresMajor;
+  instanceType: string;
+  storageGiB: number;
+  /** Ceiling of storage autoscaling. */
+  maxStorageGiB: number;
+  multiAz: boolean;
+  databaseName: string;
+  /** Master user; its password is generated into Secrets Manager. */
+  user: string;
+}
+
+/**
+ * A PostgreSQL on RDS as every database of ours is run (GitLab's, Praefect's): isolated subnets,
+ * encrypted, TLS only, a week of backups, deletion protection and a snapshot when removed.
+ */
+export function postgresInstance(
+  scope: Construct,
+  id: string,
+  p: PostgresInstanceProps,
+): rds.DatabaseInstance {
+  return new rds.DatabaseInstance(scope, id, {
+    engine: rds.DatabaseInstanceEngine.postgres({ version: POSTGRES_ENGINES[p.postgresMajor] }),
+    instanceType: new ec2.InstanceType(p.instanceType),
+    vpc: p.vpc,
+    vpcSubnets: { subnetType: ec2.SubnetType.PRIVATE_ISOLATED },
+    securityGroups: [p.securityGroup],
+    databaseName: p.databaseName,
+    credentials: rds.Credentials.fromGeneratedSecret(p.user),
+    storageEncrypted: true,
+    storageType: rds.StorageType.GP3,
+    allocatedStorage: p.storageGiB,
+    maxAllocatedStorage: p.maxStorageGiB,
+    multiAz: p.multiAz,
+    publiclyAccessible: false,
+    backupRetention: Duration.days(7),
+    deletionProtection: true,
+    removalPolicy: RemovalPolicy.SNAPSHOT,
+    cloudwatchLogsExports: ['postgresql'],
+    // rds.force_ssl: GitLab and Praefect connect with sslmode=require, so refuse anything weaker.
+    parameters: { 'rds.force_ssl': '1' },
+  });
+}
+
 export class DataStores extends Construct {
   readonly database: rds.DatabaseInstance;
   readonly databaseSecret: secretsmanager.ISecret;
@@ -55,26 +102,16 @@ export class DataStores extends Construct {
     });
     databaseSecurityGroup.addIngressRule(props.clients, ec2.Port.tcp(5432), 'PostgreSQL from GitLab');
 
-    this.database = new rds.DatabaseInstance(this, 'Postgres', {
-      engine: rds.DatabaseInstanceEngine.postgres({ version: POSTGRES_ENGINES[props.postgresMajor ?? 16] }),
-      instanceType: new ec2.InstanceType(props.sizing.databaseInstanceType),
+    this.database = postgresInstance(this, 'Postgres', {
       vpc: props.vpc,
-      vpcSubnets: isolated,
-      securityGroups: [databaseSecurityGroup],
-      databaseName: DATABASE_NAME,
-      credentials: rds.Credentials.fromGeneratedSecret(DATABASE_USER),
-      storageEncrypted: true,
-      storageType: rds.StorageType.GP3,
-      allocatedStorage: props.sizing.databaseStorageGiB,
-      maxAllocatedStorage: props.sizing.databaseStorageGiB * 2,
+      securityGroup: databaseSecurityGroup,
+      postgresMajor: props.postgresMajor ?? 16,
+      instanceType: props.sizing.databaseInstanceType,
+      storageGiB: props.sizing.databaseStorageGiB,
+      maxStorageGiB: props.sizing.databaseStorageGiB * 2,
       multiAz: props.multiAz,
-      publiclyAccessible: false,
-      backupRetention: Duration.days(7),
-      deletionProtection: true,
-      removalPolicy: RemovalPolicy.SNAPSHOT,
-      cloudwatchLogsExports: ['postgresql'],
-      // rds.force_ssl: GitLab connects with sslmode=require, so refuse anything weaker.
-      parameters: { 'rds.force_ssl': '1' },
+      databaseName: DATABASE_NAME,
+      user: DATABASE_USER,
     });
     this.databaseSecret = this.database.secret!;
 

@@ -55,19 +55,44 @@ function readSecret(path: string): string {
   return `File.read(${rubyString(path)}).strip`;
 }
 
+/** The S3 connection of object storage and backups: the instance profile's credentials, no keys. */
+function s3Connection(region: string): string {
+  return `{
+  'provider' => 'AWS',
+  'region' => ${rubyString(region)},
+  'use_iam_profile' => true
+}`;
+}
+
+/** Consolidated object storage in S3, one bucket per object type (every node that runs Rails code). */
+export function objectStoreSettings(region: string, buckets: Record<ObjectType, string>): string {
+  const objectLines = OBJECT_TYPES.map(
+    (type) => `gitlab_rails['object_store']['objects']['${type}']['bucket'] = ${rubyString(buckets[type])}`,
+  );
+  return `gitlab_rails['object_store']['enabled'] = true
+gitlab_rails['object_store']['proxy_download'] = false
+gitlab_rails['object_store']['connection'] = ${s3Connection(region)}
+gitlab_rails['object_store']['storage_options'] = {
+  'server_side_encryption' => 'AES256'
+}
+${objectLines.join('\n')}
+`;
+}
+
+/** Where gitlab-backup uploads to: the backup bucket, encrypted at rest; its lifecycle rule prunes old ones. */
+export function backupUploadSettings(region: string, backupBucket: string): string {
+  return `gitlab_rails['backup_upload_connection'] = ${s3Connection(region)}
+gitlab_rails['backup_upload_remote_directory'] = ${rubyString(backupBucket)}
+gitlab_rails['backup_encryption'] = 'AES256'
+gitlab_rails['backup_keep_time'] = 86400
+`;
+}
+
 export function renderGitlabRb(o: GitlabRbOptions): string {
   const secrets = o.secretFiles ?? SECRET_FILES;
   if (!o.externalUrl.startsWith('https://')) {
     throw new Error(`externalUrl must be https:// (TLS ends at the load balancer): ${o.externalUrl}`);
   }
-  const s3Connection = `{
-  'provider' => 'AWS',
-  'region' => ${rubyString(o.region)},
-  'use_iam_profile' => true
-}`;
-  const objectLines = OBJECT_TYPES.map(
-    (type) => `gitlab_rails['object_store']['objects']['${type}']['bucket'] = ${rubyString(o.buckets[type])}`,
-  );
 
   return `# Rendered by runner-fleet infra (infra/gitlab/gitlab-rb.ts). Edit the renderer, not this file:
 # a replacement instance boots with the rendered text again.
@@ -111,18 +136,7 @@ gitlab_rails['initial_root_password'] = ${readSecret(secrets.rootPassword)}
 gitlab_rails['store_initial_root_password'] = false
 
 ## Consolidated object storage in S3 with the instance profile's credentials (no keys).
-gitlab_rails['object_store']['enabled'] = true
-gitlab_rails['object_store']['proxy_download'] = false
-gitlab_rails['object_store']['connection'] = ${s3Connection}
-gitlab_rails['object_store']['storage_options'] = {
-  'server_side_encryption' => 'AES256'
-}
-${objectLines.join('\n')}
-
+${objectStoreSettings(o.region, o.buckets)}
 ## Backups go to S3, encrypted at rest; the bucket's lifecycle rule prunes old ones.
-gitlab_rails['backup_upload_connection'] = ${s3Connection}
-gitlab_rails['backup_upload_remote_directory'] = ${rubyString(o.backupBucket)}
-gitlab_rails['backup_encryption'] = 'AES256'
-gitlab_rails['backup_keep_time'] = 86400
-`;
+${backupUploadSettings(o.region, o.backupBucket)}`;
 }

@@ -13,17 +13,18 @@ import type { Construct } from 'constructs';
 import { accessLogBucket } from '../shared/buckets.js';
 import { acknowledge, bucketObjectsFinding, wildcardResourceFinding } from '../shared/nag.js';
 import type { Sizing } from '../sizing.js';
+import { applicationSettings } from './application-settings.js';
 import {
   EMPTY_GITLAB_SECRETS,
   renderGitlabApplyScript,
   renderGitlabBootScript,
   renderSsmApplyCommand,
 } from './boot-script.js';
-import { DATABASE_NAME, DATABASE_USER, DataStores, type PostgresMajor } from './data-stores.js';
+import { DataStores, type PostgresMajor } from './data-stores.js';
 import { DataVolume, GITLAB_INSTANCE_TAG, renderAttachDataVolumeScript } from './data-volume.js';
-import { OBJECT_TYPES, type ObjectType, renderGitlabRb } from './gitlab-rb.js';
+import { renderGitlabRb } from './gitlab-rb.js';
 import { GitlabLoadBalancer, INSTANCE_PORTS } from './load-balancer.js';
-import { Network, VPC_CIDR } from './network.js';
+import { Network } from './network.js';
 import { ObjectStorage } from './object-storage.js';
 import { checkPostgres, checkUpgrade } from './versions.js';
 
@@ -155,23 +156,9 @@ export class GitlabPocStack extends Stack {
     );
     dataVolume.grantAttach(role);
 
-    const buckets = Object.fromEntries(
-      OBJECT_TYPES.map((type) => [type, storage.buckets[type].bucketName]),
-    ) as Record<ObjectType, string>;
-    const gitlabRb = renderGitlabRb({
-      externalUrl: `https://${props.domainName}`,
-      region: this.region,
-      vpcCidr: VPC_CIDR,
-      database: {
-        host: data.database.dbInstanceEndpointAddress,
-        port: data.database.dbInstanceEndpointPort,
-        name: DATABASE_NAME,
-        username: DATABASE_USER,
-      },
-      redis: { host: data.redis.attrPrimaryEndPointAddress, port: data.redis.attrPrimaryEndPointPort },
-      buckets,
-      backupBucket: storage.backups.bucketName,
-    });
+    const gitlabRb = renderGitlabRb(
+      applicationSettings({ domainName: props.domainName, region: this.region, data, storage }),
+    );
     const applyScript = renderGitlabApplyScript({
       region: this.region,
       gitlabRb,

@@ -8,22 +8,16 @@
 import { Duration, Fn, RemovalPolicy, Size, Stack, type StackProps, Tags } from 'aws-cdk-lib';
 import * as ec2 from 'aws-cdk-lib/aws-ec2';
 import * as iam from 'aws-cdk-lib/aws-iam';
-import * as rds from 'aws-cdk-lib/aws-rds';
+import type * as rds from 'aws-cdk-lib/aws-rds';
 import * as route53 from 'aws-cdk-lib/aws-route53';
 import type * as secretsmanager from 'aws-cdk-lib/aws-secretsmanager';
 import type { Construct } from 'constructs';
 import { accessLogBucket } from '../../shared/buckets.js';
 import { acknowledge, bucketObjectsFinding, wildcardResourceFinding } from '../../shared/nag.js';
-import {
-  DATABASE_NAME,
-  DATABASE_USER,
-  DataStores,
-  POSTGRES_ENGINES,
-  type PostgresMajor,
-} from '../data-stores.js';
-import { OBJECT_TYPES, type ObjectType } from '../gitlab-rb.js';
+import { applicationSettings } from '../application-settings.js';
+import { DataStores, type PostgresMajor, postgresInstance } from '../data-stores.js';
 import { GitlabLoadBalancer, INSTANCE_PORTS } from '../load-balancer.js';
-import { Network, VPC_CIDR } from '../network.js';
+import { Network } from '../network.js';
 import { ObjectStorage } from '../object-storage.js';
 import { renderHaBootScript, type SecretRef } from './boot-scripts.js';
 import { INTERNAL_API_PORT, InternalLoadBalancer } from './internal-load-balancer.js';
@@ -187,25 +181,12 @@ export class GitlabHaStack extends Stack {
       shellSecret: secrets.shellSecret,
     };
 
-    const buckets = Object.fromEntries(
-      OBJECT_TYPES.map((type) => [type, storage.buckets[type].bucketName]),
-    ) as Record<ObjectType, string>;
-    const common = { externalUrl: `https://${props.domainName}`, internalApiUrl: internal.internalApiUrl };
     const application = {
-      ...common,
-      region: this.region,
-      vpcCidr: VPC_CIDR,
-      database: {
-        host: data.database.dbInstanceEndpointAddress,
-        port: data.database.dbInstanceEndpointPort,
-        name: DATABASE_NAME,
-        username: DATABASE_USER,
-      },
-      redis: { host: data.redis.attrPrimaryEndPointAddress, port: data.redis.attrPrimaryEndPointPort },
+      ...applicationSettings({ domainName: props.domainName, region: this.region, data, storage }),
+      internalApiUrl: internal.internalApiUrl,
       praefectAddress: internal.praefectAddress,
-      buckets,
-      backupBucket: storage.backups.bucketName,
     };
+    const common = { externalUrl: application.externalUrl, internalApiUrl: application.internalApiUrl };
 
     const roles = {} as Record<HaRole, iam.Role>;
     for (const role of ['rails', 'sidekiq', 'gitaly', 'praefect'] as const) {
@@ -410,25 +391,16 @@ export class GitlabHaStack extends Stack {
       allowAllOutbound: false,
     });
     sg.addIngressRule(clients, ec2.Port.tcp(5432), 'PostgreSQL from Praefect');
-    const db = new rds.DatabaseInstance(this, 'PraefectPostgres', {
-      engine: rds.DatabaseInstanceEngine.postgres({ version: POSTGRES_ENGINES[postgresMajor] }),
-      instanceType: new ec2.InstanceType(size.praefectDatabase.instanceType),
+    const db = postgresInstance(this, 'PraefectPostgres', {
       vpc: this.vpc,
-      vpcSubnets: { subnetType: ec2.SubnetType.PRIVATE_ISOLATED },
-      securityGroups: [sg],
-      databaseName: PRAEFECT_DATABASE.name,
-      credentials: rds.Credentials.fromGeneratedSecret(PRAEFECT_DATABASE.user),
-      storageEncrypted: true,
-      storageType: rds.StorageType.GP3,
-      allocatedStorage: size.praefectDatabase.storageGiB,
-      maxAllocatedStorage: size.praefectDatabase.storageGiB * 5,
+      securityGroup: sg,
+      postgresMajor,
+      instanceType: size.praefectDatabase.instanceType,
+      storageGiB: size.praefectDatabase.storageGiB,
+      maxStorageGiB: size.praefectDatabase.storageGiB * 5,
       multiAz: true,
-      publiclyAccessible: false,
-      backupRetention: Duration.days(7),
-      deletionProtection: true,
-      removalPolicy: RemovalPolicy.SNAPSHOT,
-      cloudwatchLogsExports: ['postgresql'],
-      parameters: { 'rds.force_ssl': '1' },
+      databaseName: PRAEFECT_DATABASE.name,
+      user: PRAEFECT_DATABASE.user,
     });
     acknowledge(db, [
       {

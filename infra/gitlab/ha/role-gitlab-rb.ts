@@ -8,7 +8,14 @@
  * token or password from a root-only file that the boot script fetched from Secrets Manager.
  * Values may be CDK tokens; the renderer only interpolates them.
  */
-import { OBJECT_TYPES, type ObjectType, REDIRECT_PORT, rubyString, SECRET_FILES } from '../gitlab-rb.js';
+import {
+  backupUploadSettings,
+  type ObjectType,
+  objectStoreSettings,
+  REDIRECT_PORT,
+  rubyString,
+  SECRET_FILES,
+} from '../gitlab-rb.js';
 
 export const HA_ROLES = ['rails', 'sidekiq', 'gitaly', 'praefect'] as const;
 export type HaRole = (typeof HA_ROLES)[number];
@@ -162,18 +169,7 @@ prometheus['enable'] = false
 alertmanager['enable'] = false
 
 ## Consolidated object storage in S3 with the instance profile's credentials (no keys).
-gitlab_rails['object_store']['enabled'] = true
-gitlab_rails['object_store']['proxy_download'] = false
-gitlab_rails['object_store']['connection'] = {
-  'provider' => 'AWS',
-  'region' => ${rubyString(o.region)},
-  'use_iam_profile' => true
-}
-gitlab_rails['object_store']['storage_options'] = {
-  'server_side_encryption' => 'AES256'
-}
-${OBJECT_TYPES.map((t) => `gitlab_rails['object_store']['objects']['${t}']['bucket'] = ${rubyString(o.buckets[t])}`).join('\n')}
-`;
+${objectStoreSettings(o.region, o.buckets)}`;
 }
 
 function rails(o: ApplicationOptions): string {
@@ -196,15 +192,7 @@ gitlab_rails['initial_root_password'] = ${secret('rootPassword')}
 gitlab_rails['store_initial_root_password'] = false
 
 ## Nightly backups from one Rails node (boot-scripts.ts); repositories go server-side from Gitaly to S3.
-gitlab_rails['backup_upload_connection'] = {
-  'provider' => 'AWS',
-  'region' => ${rubyString(o.region)},
-  'use_iam_profile' => true
-}
-gitlab_rails['backup_upload_remote_directory'] = ${rubyString(o.backupBucket)}
-gitlab_rails['backup_encryption'] = 'AES256'
-gitlab_rails['backup_keep_time'] = 86400
-`;
+${backupUploadSettings(o.region, o.backupBucket)}`;
 }
 
 function sidekiq(o: ApplicationOptions): string {
