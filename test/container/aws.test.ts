@@ -11,7 +11,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type AwsWorld, awsToml, startAwsWorld } from '../providers/aws-harness.js';
 import { startTestDaemon, type TestDaemon } from '../support/daemon.js';
 import { type DockerWorld, dockerInstalled, startDockerWorld } from '../support/docker.js';
-import { type JobSpec, type RunnerEntry, runJob, SECRET_SENTINEL } from '../support/gitlab-runner.js';
+import { type JobSpec, type RunnerEntry, SECRET_SENTINEL } from '../support/gitlab-runner.js';
+import { cancelMidBuild, leftovers, runContainerJob } from './container-harness.js';
 
 const AWS_ENV = { AWS_ACCESS_KEY_ID: 'AKIAFAKEFAKEFAKEFAKE', AWS_SECRET_ACCESS_KEY: 'fake-secret' };
 
@@ -56,19 +57,7 @@ ${awsToml(aws, 'fleet')}`,
     if (scratch) rmSync(scratch, { recursive: true, force: true });
   }, 120_000);
 
-  const job = (spec: Partial<JobSpec> & { script: string }) =>
-    runJob(entry, {
-      id: String(nextId++),
-      credentials: [
-        { type: 'registry', url: docker.registry, username: docker.user, password: docker.password },
-      ],
-      ...spec,
-    });
-  const leftovers = async () =>
-    (
-      (await docker.docker(['ps', '--all', '--quiet', '--filter', 'label=runner-fleet.job'])) +
-      (await docker.docker(['network', 'ls', '--quiet', '--filter', 'label=runner-fleet.job']))
-    ).trim();
+  const job = (spec: Partial<JobSpec> & { script: string }) => runContainerJob(entry, docker, nextId++, spec);
   const hopLimitCalls = () => aws.fake.callCount('ModifyInstanceMetadataOptions');
 
   it('runs an image job with a service over SSH, with hop limit 2 for the instance', async () => {
@@ -85,7 +74,7 @@ ${awsToml(aws, 'fleet')}`,
     const instanceId = /on (i-[0-9a-f]{17})/.exec(result.log)![1]!;
     expect(hopLimitCalls()).toBe(before + 1);
     expect(aws.fake.instance(instanceId)?.MetadataOptions.HttpPutResponseHopLimit).toBe(2);
-    expect(await leftovers()).toBe('');
+    expect(await leftovers(docker)).toBe('');
     expect(result.log).not.toContain(SECRET_SENTINEL);
   });
 
@@ -104,7 +93,7 @@ ${awsToml(aws, 'fleet')}`,
     const result = await job({ credentials: [], image: { name: docker.image('busybox') }, script: 'true' });
     expect(result.outcome, result.log).toBe('system-failure');
     expect(result.log).toMatch(/runner-fleet prepare: cannot pull image \S+busybox:1/);
-    expect(await leftovers()).toBe('');
+    expect(await leftovers(docker)).toBe('');
   });
 
   it('leaves a bare job of a hop-limit-1 class at hop limit 1', async () => {
@@ -118,25 +107,13 @@ ${awsToml(aws, 'fleet')}`,
   it('a cancel over SSH ends the stage in the container; after_script runs in the same container', async () => {
     const result = await job({
       image: { name: docker.image('bash') },
-      script: [
-        'echo marker >/tmp/same-container',
-        "trap 'echo got TERM' TERM",
-        'echo build started',
-        'i=0; while [ $i -lt 600 ]; do i=$((i + 1)); echo $i >/tmp/beat; sleep 0.1 || true; done',
-        'echo not reached',
-      ].join('\n'),
-      afterScript: [
-        'cat /tmp/same-container',
-        'a=$(cat /tmp/beat); sleep 1; b=$(cat /tmp/beat)',
-        '[ "$a" = "$b" ] && echo no build processes left',
-      ].join('\n'),
-      cancelAfterMs: 6000,
+      ...cancelMidBuild("trap 'echo got TERM' TERM"),
     });
     expect(result.outcome, result.log).toBe('canceled');
     expect(result.log).toContain('got TERM');
     expect(result.log).not.toContain('not reached');
     expect(result.log).toContain('marker');
     expect(result.log).toContain('no build processes left');
-    expect(await leftovers()).toBe('');
+    expect(await leftovers(docker)).toBe('');
   });
 });

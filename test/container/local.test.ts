@@ -7,13 +7,8 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestDaemon, type TestDaemon } from '../support/daemon.js';
 import { type DockerWorld, dockerInstalled, startDockerWorld } from '../support/docker.js';
-import {
-  type JobResult,
-  type JobSpec,
-  type RunnerEntry,
-  runJob,
-  SECRET_SENTINEL,
-} from '../support/gitlab-runner.js';
+import { type JobResult, type JobSpec, type RunnerEntry, SECRET_SENTINEL } from '../support/gitlab-runner.js';
+import { cancelMidBuild, leftovers, runContainerJob } from './container-harness.js';
 
 let world: DockerWorld;
 let daemon: TestDaemon;
@@ -41,17 +36,8 @@ allowed_pull_policies = ["always", "if-not-present"]
     await world?.stop();
   }, 120_000);
 
-  const credentials = () => [
-    { type: 'registry', url: world.registry, username: world.user, password: world.password },
-  ];
   const job = (spec: Partial<JobSpec> & { script: string }): Promise<JobResult> =>
-    runJob(entry, { id: String(nextId++), credentials: credentials(), ...spec });
-
-  async function leftovers(): Promise<string> {
-    const containers = await world.docker(['ps', '--all', '--quiet', '--filter', 'label=runner-fleet.job']);
-    const networks = await world.docker(['network', 'ls', '--quiet', '--filter', 'label=runner-fleet.job']);
-    return `${containers}${networks}`.trim();
-  }
+    runContainerJob(entry, world, nextId++, spec);
 
   it('runs the user stages in the image, in CI_PROJECT_DIR, with bash; files cross stages', async () => {
     const result = await job({
@@ -74,7 +60,7 @@ allowed_pull_policies = ["always", "if-not-present"]
     expect(result.log).toContain('from-build');
     expect(result.log).toContain('after in container');
     expect(result.cleanup.exitCode).toBe(0);
-    expect(await leftovers()).toBe('');
+    expect(await leftovers(world)).toBe('');
     expect(result.log).not.toContain(SECRET_SENTINEL);
   });
 
@@ -82,7 +68,7 @@ allowed_pull_policies = ["always", "if-not-present"]
     const result = await job({ image: { name: world.image('bash') }, script: 'echo failing; exit 42' });
     expect(result.outcome, result.log).toBe('build-failure');
     expect(result.buildExitCode).toBe(42);
-    expect(await leftovers()).toBe('');
+    expect(await leftovers(world)).toBe('');
   });
 
   it('runs an image without bash with sh', async () => {
@@ -128,7 +114,7 @@ allowed_pull_policies = ["always", "if-not-present"]
     expect(result.outcome, result.log).toBe('success');
     expect(result.log.match(/: ready from \S+ hello-from-variables/g)?.length).toBe(3);
     expect(result.log).not.toContain('WARNING');
-    expect(await leftovers()).toBe('');
+    expect(await leftovers(world)).toBe('');
   });
 
   it('goes on with a warning and the service log when a service never listens', async () => {
@@ -143,7 +129,7 @@ allowed_pull_policies = ["always", "if-not-present"]
     );
     expect(result.log).toContain('deaf service starting, never listening');
     expect(result.log).toContain('job ran anyway');
-    expect(await leftovers()).toBe('');
+    expect(await leftovers(world)).toBe('');
   });
 
   it('pulls a private image with DOCKER_AUTH_CONFIG, and fails prepare as a system failure without credentials', async () => {
@@ -162,7 +148,7 @@ allowed_pull_policies = ["always", "if-not-present"]
       /runner-fleet prepare: cannot pull image \S+busybox:1 \(pull_policy always\): .*(no basic auth credentials|unauthorized)/,
     );
     expect(without.log.match(/runner-fleet prepare:/g)?.length).toBe(1);
-    expect(await leftovers()).toBe('');
+    expect(await leftovers(world)).toBe('');
   });
 
   it('refuses an image or a pull policy the config does not allow, before taking an instance', async () => {
@@ -186,20 +172,8 @@ allowed_pull_policies = ["always", "if-not-present"]
   it('a cancel ends the stage inside the container; after_script then runs in the same container', async () => {
     const result = await job({
       image: { name: world.image('bash') },
-      script: [
-        'echo marker >/tmp/same-container',
-        // Ignores TERM: only the KILL after the grace ends it.
-        "trap 'echo got TERM, ignoring' TERM",
-        'echo build started',
-        'i=0; while [ $i -lt 600 ]; do i=$((i + 1)); echo $i >/tmp/beat; sleep 0.1 || true; done',
-        'echo not reached',
-      ].join('\n'),
-      afterScript: [
-        'cat /tmp/same-container',
-        'a=$(cat /tmp/beat); sleep 1; b=$(cat /tmp/beat)',
-        '[ "$a" = "$b" ] && echo no build processes left',
-      ].join('\n'),
-      cancelAfterMs: 6000,
+      // Ignores TERM: only the KILL after the grace ends it.
+      ...cancelMidBuild("trap 'echo got TERM, ignoring' TERM"),
     });
     expect(result.outcome, result.log).toBe('canceled');
     expect(result.log).toContain('build started');
@@ -210,7 +184,7 @@ allowed_pull_policies = ["always", "if-not-present"]
     const build = result.calls.find((c) => c.stage === 'build_script')!;
     // Ended by the KILL after kill_grace (4 s), well before the harness's own SIGKILL.
     expect(build.signal).toBeNull();
-    expect(await leftovers()).toBe('');
+    expect(await leftovers(world)).toBe('');
   });
 
   it('cleanup removes the containers and the network after the daemon was SIGKILLed mid-job', async () => {
@@ -225,7 +199,7 @@ allowed_pull_policies = ["always", "if-not-present"]
     });
     expect(result.outcome, result.log).toBe('success');
     expect(result.cleanup.exitCode, result.cleanup.stderr).toBe(0);
-    expect(await leftovers()).toBe('');
+    expect(await leftovers(world)).toBe('');
   });
 
   it('never shows the daemon state dir or its socket to the job, nor a secret anywhere', async () => {
