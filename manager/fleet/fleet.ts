@@ -904,6 +904,7 @@ export class Fleet {
     let ready = false;
     // Always probe at least once, and once more at the deadline: never fail an instance unasked.
     while (!this.stopped && instance.state === 'booting') {
+      let retryInMs: number | undefined;
       try {
         const check = await this.options.provider.checkReady(instance.id);
         if (check.ready) {
@@ -911,18 +912,22 @@ export class Fleet {
           break;
         }
         lastReason = check.reason;
+        retryInMs = check.retryInMs;
       } catch (error) {
         lastReason = (error as Error).message;
       }
       const left = deadline - this.clock.now();
       if (left <= 0) break;
       // Probing long before a boot can be done only costs calls (on AWS a probe may describe the
-      // instance): once boots have been observed, skip ahead to 70 % of the usual boot time.
+      // instance): once boots have been observed, skip ahead to 70 % of the usual boot time. A
+      // probe the provider calls free (retryInMs) is repeated that soon instead: the wait after
+      // the instance could take a job is what a cold start pays.
       const early = this.leadTime.observed()
         ? instance.createdAt + 0.7 * this.leadTime.median() - this.clock.now()
         : 0;
-      await sleep(this.clock, Math.min(Math.max(delay, early), left), this.stopController.signal);
-      delay = Math.min(delay * 2, 5000);
+      const wait = retryInMs ?? Math.max(delay, early);
+      await sleep(this.clock, Math.min(wait, left), this.stopController.signal);
+      if (retryInMs === undefined) delay = Math.min(delay * 2, 5000);
     }
     if (this.stopped || instance.state !== 'booting') return;
     if (!ready) {

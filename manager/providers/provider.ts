@@ -27,6 +27,14 @@ export interface ProviderInstance {
    * cannot tell leave it out; adoption then relies on the fleet's launch journal (adoption.ts).
    */
   readonly clientToken?: string;
+  /**
+   * Until when the cloud kept launching under `clientToken`, when one token covers launches over
+   * a span of time: an Auto Scaling key window's template version is `$Latest`, and launched from
+   * (a replacement, a retried launch), until the next window replaces it. Provenance then measures
+   * an instance's launch time against that span rather than the token's mint time alone. Set only
+   * from evidence the cloud recorded (the version EC2 tagged the instance with), never from tags.
+   */
+  readonly tokenInUseUntil?: Date;
 }
 
 export interface LaunchRequest {
@@ -100,8 +108,13 @@ export interface SshConnectInfo {
   readonly hostKey: string;
 }
 
-/** Result of one readiness probe. */
-export type ReadyCheck = { readonly ready: true } | { readonly ready: false; readonly reason: string };
+/**
+ * Result of one readiness probe. `retryInMs`: the probe made no cloud call and may be repeated
+ * that soon (a refused SSH port is about to open); without it the fleet backs off.
+ */
+export type ReadyCheck =
+  | { readonly ready: true }
+  | { readonly ready: false; readonly reason: string; readonly retryInMs?: number };
 
 export interface Provider {
   /** `local` or `aws`: shown in status and logs. */

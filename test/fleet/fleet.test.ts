@@ -274,6 +274,32 @@ describe('readiness', () => {
     await fleet.stop();
   });
 
+  it('probes again as soon as the provider says a probe was free, instead of backing off', async () => {
+    const readyAfter = async (freeProbeMs: number | undefined) => {
+      const clock = startClock();
+      const provider = new MemoryProvider(clock, undefined, 1_200);
+      provider.freeProbeMs = freeProbeMs;
+      const { fleet } = makeFleet(clock, provider, tuning({}, { idleCount: 1 }));
+      await fleet.start();
+      const started = clock.now();
+      let readyAt: number | undefined;
+      for (let n = 0; n < 200 && readyAt === undefined; n++) {
+        await advance(clock, 50);
+        if (fleet.snapshot().instances.some((i) => i.state === 'idle')) readyAt = clock.now() - started;
+      }
+      await fleet.stop();
+      return { readyAt, probes: provider.calls.filter((c) => c === 'checkReady').length };
+    };
+    // Back-off: probes at 0, 1 and 3 s, so a 1.2 s boot is seen at 3 s.
+    const backedOff = await readyAfter(undefined);
+    expect(backedOff.readyAt).toBeGreaterThanOrEqual(3_000);
+    expect(backedOff.probes).toBe(3);
+    // Free probes every 250 ms: seen at the first probe after 1.2 s.
+    const free = await readyAfter(250);
+    expect(free.readyAt).toBeLessThanOrEqual(1_500);
+    expect(free.probes).toBe(6);
+  });
+
   it('gives an instance adopted after a restart time to answer, even past its original deadline', async () => {
     const clock = startClock();
     const provider = new MemoryProvider(clock, undefined, 60_000);

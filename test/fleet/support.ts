@@ -39,6 +39,8 @@ export class MemoryProvider implements Provider {
   readonly terminated: string[] = [];
   /** When set, every call but prepareLease/endLease hangs: proves a path makes none. */
   hang = false;
+  /** When set, a not-ready answer says the probe was free: probe again after this long. */
+  freeProbeMs: number | undefined;
   onTerminate?: (ids: readonly string[]) => void;
   private next = 1;
 
@@ -102,7 +104,10 @@ export class MemoryProvider implements Provider {
     await this.record('checkReady');
     const i = this.instances.get(id);
     if (!i || i.gone) return { ready: false, reason: 'gone' };
-    return this.clock.now() >= i.readyAt ? { ready: true } : { ready: false, reason: 'booting' };
+    if (this.clock.now() >= i.readyAt) return { ready: true };
+    return this.freeProbeMs === undefined
+      ? { ready: false, reason: 'booting' }
+      : { ready: false, reason: 'port closed', retryInMs: this.freeProbeMs };
   }
 
   async connectInfo(id: string): Promise<ConnectInfo> {
