@@ -84,8 +84,10 @@ export const TOKEN_LAUNCH_WINDOW_MS = 60 * 60_000;
  * is evidence a third party cannot write:
  * - this manager's journal in the state directory lists it (launched, leased or being retired);
  * - or the cloud recorded, at launch, a launch token this manager minted (provenance.ts) within
- *   TOKEN_LAUNCH_WINDOW_MS of the instance's launch time. This covers a crash between a launch
- *   call and the journal write.
+ *   TOKEN_LAUNCH_WINDOW_MS of the instance's launch time (of the end of the token's use, for a
+ *   token the provider says was launched under over a span: an asg key window). This covers a
+ *   crash between a launch call and the journal write, and instances Auto Scaling launches on
+ *   its own from a window (replacements) long after it opened.
  * Anything else is foreign: never adopted, leased, reaped or terminated (see Fleet).
  */
 export function provenanceOf(
@@ -101,8 +103,11 @@ export function provenanceOf(
     return { ours: false, why: `${notJournaled}, and the provider reports no launch token for it` };
   const check = signer.verify(listed.clientToken);
   if (!check.ok) return { ours: false, why: `${notJournaled}, and ${check.why}` };
-  const skew = listed.launchedAt.getTime() - check.mintedAt;
-  if (Math.abs(skew) > TOKEN_LAUNCH_WINDOW_MS) {
+  // A token used over a span (an asg key window, see ProviderInstance.tokenInUseUntil) covers
+  // launches until the span ended: measure from its end, not from the mint alone.
+  const launched = listed.launchedAt.getTime();
+  const until = Math.max(check.mintedAt, listed.tokenInUseUntil?.getTime() ?? check.mintedAt);
+  if (check.mintedAt - launched > TOKEN_LAUNCH_WINDOW_MS || launched - until > TOKEN_LAUNCH_WINDOW_MS) {
     return {
       ours: false,
       why: `${notJournaled}, and its launch token was minted at ${new Date(check.mintedAt).toISOString()} but it was launched at ${listed.launchedAt.toISOString()}`,

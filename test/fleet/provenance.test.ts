@@ -143,6 +143,41 @@ describe('provenanceOf', () => {
   });
 });
 
+describe('provenanceOf with a token used over a span (asg key window)', () => {
+  const signer = new LaunchSigner(Buffer.alloc(32, 1), 'blue\nm1');
+  const at = Date.parse('2026-01-01T00:00:00Z');
+  const hour = 3_600_000;
+  const token = signer.mint(1, at);
+  const listed = (launchedAt: number, until?: number): ProviderInstance => ({
+    id: 'i-0123456789abcdef0',
+    status: 'running',
+    tags: { [TAG.fleet]: 'blue', [TAG.manager]: 'm1' },
+    launchedAt: new Date(launchedAt),
+    clientToken: token,
+    ...(until !== undefined ? { tokenInUseUntil: new Date(until) } : {}),
+  });
+  const journal = new MemoryLeaseStore();
+
+  it('accepts launches until an hour after the span ended, measured from its end', () => {
+    // Launched five hours after the window opened, while it was still $Latest (ended at 6 h).
+    expect(provenanceOf(listed(at + 5 * hour, at + 6 * hour), journal, signer)).toEqual({
+      ours: true,
+      proof: 'launch token',
+    });
+    // Without the span, the same launch is too late for its token.
+    expect(provenanceOf(listed(at + 5 * hour), journal, signer)).toMatchObject({ ours: false });
+  });
+
+  it('refuses launches more than an hour after the span ended, or long before the token', () => {
+    expect(provenanceOf(listed(at + 7 * hour + 1000, at + 6 * hour), journal, signer)).toMatchObject({
+      ours: false,
+    });
+    expect(provenanceOf(listed(at - 2 * hour, at + 6 * hour), journal, signer)).toMatchObject({
+      ours: false,
+    });
+  });
+});
+
 describe('an instance a third party tagged as ours', () => {
   function plant(provider: MemoryProvider, clock: VirtualClock, id: string, tags: Record<string, string>) {
     provider.instances.set(id, {

@@ -67,8 +67,8 @@ export const awsConfigSchema = z
      * asg mode: instances launched within one key window share one SSH identity (one launch
      * template version); a new window starts after this long (or after 100 instances).
      */
-    // At most 30 minutes: a window's instances prove their provenance by a launch token minted
-    // when it opened, accepted within an hour of their launch (fleet/adoption.ts).
+    // At most 30 minutes: it bounds how many instances share a key. Provenance does not depend on
+    // it: a window's instances are accepted until an hour after it stopped being $Latest.
     asg_key_window: duration('10m', { minMs: 10_000, maxMs: 30 * 60_000 }),
     /** Launch calls per second (token bucket refill) and the bucket size. */
     launch_rate: z.number().positive().default(2),
