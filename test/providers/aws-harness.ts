@@ -8,7 +8,7 @@
  * provider connects exactly as on EC2: private IP, one port for every instance.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
-import { createConnection, createServer, type Server } from 'node:net';
+import { createConnection, createServer, type Server, type Socket } from 'node:net';
 import { tmpdir, userInfo } from 'node:os';
 import { join } from 'node:path';
 import { AutoScalingClient } from '@aws-sdk/client-auto-scaling';
@@ -53,6 +53,12 @@ export interface AwsWorld {
    * sshd stay up, as a network blip would; new connections are accepted again. False if unknown.
    */
   cutConnections(instanceId: string): boolean;
+  /**
+   * The instance goes silent, as one that vanished without closing anything: its open
+   * connections stay open but carry nothing more either way, and stay so after the instance is
+   * terminated (no FIN, no RST) until the world closes. False if unknown.
+   */
+  silence(instanceId: string): boolean;
   close(): Promise<void>;
 }
 
@@ -83,6 +89,7 @@ export async function startAwsWorld(
   const sshPort = await freePort();
   const backed = new Map<string, Sshd>();
   const relays = new Map<string, Relay>();
+  const silenced: Relay[] = [];
   if (options.backing !== false) {
     fake.setBacking({
       async onRunning(instance: Readonly<FakeInstance>) {
@@ -120,8 +127,16 @@ export async function startAwsWorld(
       r.cut();
       return true;
     },
+    silence(instanceId: string) {
+      const r = relays.get(instanceId);
+      if (!r) return false;
+      r.silence();
+      silenced.push(r);
+      return true;
+    },
     async close() {
       await fake.close();
+      for (const r of silenced) r.release();
       await Promise.all([...relays.values()].map((r) => r.close()));
       await Promise.all([...backed.values()].map((s) => s.stop()));
     },
@@ -205,9 +220,12 @@ export function awsProvider(
     config?: Record<string, unknown>;
     maxAttempts?: number;
     sshProbe?: AwsProviderOptions['sshProbe'];
+    /** Another provider's state directory: a restart of that provider. */
+    stateDir?: string;
+    clock?: AwsProviderOptions['clock'];
   } = {},
 ): ProviderHandle {
-  const stateDir = mkdtempSync(join(tmpdir(), 'rf-aws-provider-'));
+  const stateDir = opts.stateDir ?? mkdtempSync(join(tmpdir(), 'rf-aws-provider-'));
   const config = awsConfig(world, mode, opts.config);
   const common = {
     region: config.region,
@@ -227,6 +245,7 @@ export function awsProvider(
     readyCommandTimeoutMs: 10_000,
     asgLaunchWaitMs: 5_000,
     ...(opts.sshProbe ? { sshProbe: opts.sshProbe } : {}),
+    ...(opts.clock ? { clock: opts.clock } : {}),
   });
   return { provider, stateDir, cleanup: () => rmSync(stateDir, { recursive: true, force: true }) };
 }
@@ -242,18 +261,26 @@ async function freePort(): Promise<number> {
 interface Relay {
   /** Drop the open connections, keep listening. */
   cut(): void;
+  /** Forward nothing more on the open connections and never end them (see AwsWorld.silence). */
+  silence(): void;
+  /** End the connections a silence kept open. */
+  release(): void;
   close(): Promise<void>;
 }
 
 /** Forwards host:port to 127.0.0.1:target, byte for byte. */
 async function relay(host: string, port: number, target: number): Promise<Relay> {
-  const sockets = new Set<{ destroy(): void }>();
+  const sockets = new Set<Socket>();
+  let silent = false;
+  const held: Socket[] = [];
   const server: Server = createServer((socket) => {
     const upstream = createConnection({ host: '127.0.0.1', port: target });
     sockets.add(socket);
     sockets.add(upstream);
     socket.pipe(upstream).pipe(socket);
     const end = () => {
+      // A silent instance's peer hears nothing, not even that the connection ended.
+      if (silent) return;
       socket.destroy();
       upstream.destroy();
       sockets.delete(socket);
@@ -286,11 +313,25 @@ async function relay(host: string, port: number, target: number): Promise<Relay>
       for (const socket of [...sockets]) socket.destroy();
       sockets.clear();
     },
+    silence: () => {
+      silent = true;
+      for (const socket of sockets) {
+        socket.unpipe();
+        socket.pause();
+        held.push(socket);
+      }
+      sockets.clear();
+    },
+    release: () => {
+      for (const socket of held.splice(0)) socket.destroy();
+    },
     close: () =>
       new Promise<void>((resolve) => {
-        // A vanished instance drops its connections too.
+        // A vanished instance drops its connections too (unless it went silent: see silence()).
         for (const socket of sockets) socket.destroy();
+        // Held connections would keep close() waiting: stop listening, do not wait for them.
         server.close(() => resolve());
+        if (silent) resolve();
       }),
   };
 }

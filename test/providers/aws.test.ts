@@ -11,7 +11,11 @@ import { promisify } from 'node:util';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { AwsProvider } from '../../manager/providers/aws/aws-provider.js';
 import type { ManagerPolicyDocument } from '../../manager/providers/aws/iam-policy.js';
-import type { LaunchRequest } from '../../manager/providers/provider.js';
+import { provenanceOf } from '../../manager/fleet/adoption.js';
+import { systemClock } from '../../manager/fleet/clock.js';
+import { MemoryLeaseStore } from '../../manager/fleet/lease-journal.js';
+import { LaunchSigner } from '../../manager/fleet/provenance.js';
+import type { LaunchRequest, ProviderInstance } from '../../manager/providers/provider.js';
 import { TAG } from '../../manager/providers/tags.js';
 import { CLI } from '../support/daemon.js';
 import {
@@ -255,6 +259,73 @@ describe('AWS provider on the wire-level fake', () => {
     await expect(provider.prepareLease(id, { jobId: '2', instanceProfile: 'job-prod' })).rejects.toThrow(
       /already served a job/,
     );
+  });
+
+  it('probes a booting instance with a TCP connect only: no AWS call, and says it may be probed again soon', async () => {
+    const { world, provider } = await setup('fleet', { backing: false });
+    world.fake.setTiming({ pendingMs: 60_000 });
+    await provider.start();
+    const { launched } = await provider.launch({ count: 1, token: token(), tags: tagsFor('manager-a') });
+    const id = launched[0]!.id;
+    world.fake.clearCalls();
+    // Nothing listens on the instance's address while it is pending (no backing either).
+    const check = await provider.checkReady(id);
+    expect(check.ready).toBe(false);
+    expect(check.ready === false && check.reason).toMatch(/SSH port \d+ not reachable yet \(EC2 state is pending\)/);
+    expect(check.ready === false && check.retryInMs).toBeGreaterThan(0);
+    expect(world.fake.calls()).toEqual([]);
+  });
+
+  it('asg mode: instances the group launches from a key window hours after it opened stay ours, across a restart', async () => {
+    const { world, provider, stateDir } = await setup('asg');
+    await provider.start();
+    const signer = new LaunchSigner(Buffer.alloc(32, 3), 'contract\nmanager-a');
+    const hours = (n: number) => n * 3_600_000;
+    // The window's launch token was minted two hours ago, as for a window opened then: the group
+    // still launches from its version ($Latest) now, e.g. a replacement for a reclaimed instance.
+    const first = await launchAndFind(provider, {
+      count: 1,
+      token: signer.mint(1, Date.now() - hours(2)),
+      tags: tagsFor('manager-a'),
+    });
+    const ours = (listing: ProviderInstance[], id: string) => {
+      const listed = listing.find((i) => i.id === id);
+      if (!listed) throw new Error(`${id} not listed`);
+      return provenanceOf(listed, new MemoryLeaseStore(), signer);
+    };
+    expect(ours(await provider.list(), first)).toEqual({ ours: true, proof: 'launch token' });
+
+    // A restart (same state directory, no journal): the window is still $Latest, its instance ours.
+    const again = awsProvider(world, 'asg', { stateDir });
+    await again.provider.start();
+    expect(ours(await again.provider.list(), first)).toEqual({ ours: true, proof: 'launch token' });
+    // The group replaces a reclaimed instance from the same (stale) window, after the restart.
+    world.fake.vanish(first, 'spot');
+    const fresh = () =>
+      world.fake.instances().find((i) => i.InstanceId !== first && i.State !== 'terminated')?.InstanceId;
+    await world.fake.waitFor(() => fresh() !== undefined);
+    const replacement = fresh();
+    expect(ours(await again.provider.list(), replacement as string)).toEqual({
+      ours: true,
+      proof: 'launch token',
+    });
+
+    // A restart an hour later (clock ahead): the window is too old to resume, the next launch opens
+    // a new one, and the old window's end is recorded: what it launched stays ours.
+    const later = { ...systemClock, now: () => Date.now() + hours(1) };
+    const third = awsProvider(world, 'asg', { stateDir, clock: later });
+    await third.provider.start();
+    await third.provider.launch({
+      count: 1,
+      token: signer.mint(1, later.now()),
+      tags: tagsFor('manager-a'),
+    });
+    const listed = (await third.provider.list()).find((i) => i.id === replacement);
+    expect(listed?.tokenInUseUntil?.getTime()).toBeGreaterThan(Date.now());
+    expect(ours(await third.provider.list(), replacement as string)).toEqual({
+      ours: true,
+      proof: 'launch token',
+    });
   });
 
   it("applies the credential class's IMDSv2 hop limit, only when it differs from the launch setting", async () => {

@@ -122,6 +122,8 @@ const LIVE_STATES = ['pending', 'running', 'shutting-down', 'stopping', 'stopped
  * EC2 is eventually consistent, and right after a launch its id may be unknown for a while.
  */
 const UNLISTED_LOOKUP_AFTER_MS = 2 * 60_000;
+/** Next readiness probe after a closed SSH port: a TCP connect, no AWS call. */
+const PORT_PROBE_INTERVAL_MS = 250;
 /** RunInstances calls in flight at once for one launch batch. */
 const LAUNCH_CONCURRENCY = 4;
 
@@ -147,6 +149,13 @@ export class AwsProvider implements Provider {
   private readonly log: Logger;
   /** Launch token → the template version made for it (`lt-…:N`), from launches/<token>/version. */
   private readonly launchVersions = new Map<string, string>();
+  /**
+   * asg mode: the key window whose version is the template's `$Latest` (the group launches from
+   * it, replacements included, until the next window opens), and when earlier windows stopped
+   * being `$Latest` (launches/<token>/ended). Provenance measures launch times against these.
+   */
+  private latestWindow: string | undefined;
+  private readonly windowEnds = new Map<string, number>();
 
   constructor(private readonly o: AwsProviderOptions) {
     this.log = o.log;
@@ -185,12 +194,18 @@ export class AwsProvider implements Provider {
         (await readFile(join(dir, 'version'), 'utf8').catch(() => undefined)) ??
         (await readJson<LaunchRecord>(join(dir, 'launch.json')))?.version;
       if (version) this.launchVersions.set(token, version);
+      const ended = Number(await readFile(join(dir, 'ended'), 'utf8').catch(() => ''));
+      if (ended > 0) this.windowEnds.set(token, ended);
     }
     if (this.runner) await this.runner.start();
     if (this.steering) {
       const left = await this.steering.start();
       // The window a previous run left as $Latest: keep it if its keys are still here.
       if (left && /^[A-Za-z0-9-]{1,64}$/.test(left.token)) {
+        // Still $Latest, resumed or not: the group launches from it until the next window opens.
+        this.latestWindow = left.token;
+        this.windowEnds.delete(left.token);
+        await rm(join(this.launchDir(left.token), 'ended'), { force: true });
         const fresh = this.clock.now() - left.createdAt < this.o.config.asg_key_window;
         if (fresh && existsSync(join(this.launchDir(left.token), 'client_ed25519')))
           this.steering.resumeWindow(left.token, left.createdAt);
@@ -344,15 +359,24 @@ export class AwsProvider implements Provider {
    * some count; its instances answer for that launch as its first instance (`token-0` unless the
    * count was 1), the form the fleet's token check accepts.
    */
-  private launchTokenOf(clientToken: string | undefined, tags: Tags): { clientToken?: string } {
+  private launchTokenOf(
+    clientToken: string | undefined,
+    tags: Tags,
+  ): { clientToken?: string; tokenInUseUntil?: Date } {
     const token = tags[TAG.launchToken];
     const version = token ? this.launchVersions.get(token) : undefined;
     if (
       token &&
       version &&
       version === `${tags['aws:ec2launchtemplate:id']}:${tags['aws:ec2launchtemplate:version']}`
-    )
-      return { clientToken: token.split('-')[2] === '1' ? token : `${token}-0` };
+    ) {
+      // The group launches from a window as long as it is $Latest, replacements hours later too.
+      const until = token === this.latestWindow ? this.clock.now() : this.windowEnds.get(token);
+      return {
+        clientToken: token.split('-')[2] === '1' ? token : `${token}-0`,
+        ...(until !== undefined ? { tokenInUseUntil: new Date(until) } : {}),
+      };
+    }
     return clientToken ? { clientToken } : {};
   }
 
@@ -468,6 +492,8 @@ export class AwsProvider implements Provider {
         [TAG.launchToken]: token,
       };
       let window: KeyWindow;
+      const previous = this.latestWindow;
+      const openedAt = this.clock.now();
       try {
         window = await steering.openWindow(token, userData, tags);
       } catch (error) {
@@ -478,6 +504,8 @@ export class AwsProvider implements Provider {
       const version = `${steering.templateId}:${window.version}`;
       await writeFile(join(dir, 'version'), version, { mode: 0o600 });
       this.launchVersions.set(token, version);
+      this.latestWindow = token;
+      if (previous && previous !== token) await this.endWindow(previous, openedAt);
       this.log.info({ launchToken: token }, 'new SSH key window (launch template version)');
     }
     if (!(await this.bucket.take(MAX_BUCKET_WAIT_MS))) {
@@ -493,6 +521,23 @@ export class AwsProvider implements Provider {
       });
     }
     return { launched: [], failures, requested: accepted };
+  }
+
+  /**
+   * The window stopped being `$Latest` at `at`: its instances were launched before then. A crash
+   * before this write leaves the window without an end; provenance then falls back to the
+   * launch token's mint time (an hour's grace), as before windows had ends.
+   */
+  private async endWindow(token: string, at: number): Promise<void> {
+    this.windowEnds.set(token, at);
+    try {
+      await writeFile(join(this.launchDir(token), 'ended'), String(at), { mode: 0o600 });
+    } catch (error) {
+      this.log.warn(
+        { launchToken: token, error: (error as Error).message },
+        'could not record the end of a key window',
+      );
+    }
   }
 
   private async launchOne(token: string, request: LaunchRequest): Promise<LaunchOutcome> {
@@ -651,7 +696,13 @@ export class AwsProvider implements Provider {
     if (this.o.sshProbe) return this.o.sshProbe(info, keys.dir);
     if (!(await tcpReachable(cached.host, this.o.config.ssh_port, 3_000))) {
       const pending = cached.status === 'pending' ? ' (EC2 state is pending)' : '';
-      return { ready: false, reason: `SSH port ${this.o.config.ssh_port} not reachable yet${pending}` };
+      // A TCP connect costs no AWS call, and sshd listens moments after the kernel is up: probe
+      // again soon instead of backing off (the back-off put ~1.8 s on every cold start).
+      return {
+        ready: false,
+        reason: `SSH port ${this.o.config.ssh_port} not reachable yet${pending}`,
+        retryInMs: PORT_PROBE_INTERVAL_MS,
+      };
     }
     const run = await sshRun(
       info,
