@@ -9,12 +9,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterEach, describe, expect, it } from 'vitest';
-import type { AwsProvider } from '../../manager/providers/aws/aws-provider.js';
-import type { ManagerPolicyDocument } from '../../manager/providers/aws/iam-policy.js';
 import { provenanceOf } from '../../manager/fleet/adoption.js';
 import { systemClock } from '../../manager/fleet/clock.js';
 import { MemoryLeaseStore } from '../../manager/fleet/lease-journal.js';
 import { LaunchSigner } from '../../manager/fleet/provenance.js';
+import type { AwsProvider } from '../../manager/providers/aws/aws-provider.js';
+import type { ManagerPolicyDocument } from '../../manager/providers/aws/iam-policy.js';
 import type { LaunchRequest, ProviderInstance } from '../../manager/providers/provider.js';
 import { TAG } from '../../manager/providers/tags.js';
 import { CLI } from '../support/daemon.js';
@@ -271,7 +271,9 @@ describe('AWS provider on the wire-level fake', () => {
     // Nothing listens on the instance's address while it is pending (no backing either).
     const check = await provider.checkReady(id);
     expect(check.ready).toBe(false);
-    expect(check.ready === false && check.reason).toMatch(/SSH port \d+ not reachable yet \(EC2 state is pending\)/);
+    expect(check.ready === false && check.reason).toMatch(
+      /SSH port \d+ not reachable yet \(EC2 state is pending\)/,
+    );
     expect(check.ready === false && check.retryInMs).toBeGreaterThan(0);
     expect(world.fake.calls()).toEqual([]);
   });
