@@ -6,6 +6,8 @@ export type { Logger };
 /**
  * The root logger: JSON lines on stdout (journald keeps them), redaction configured once here.
  * Modules take `log.child({ module: '…' })`; per-job code adds `{ jobId, instanceId }`.
+ * Written synchronously: a crashed or SIGKILLed daemon must leave its last lines (the launch it
+ * just made) in the journal, and a few lines per job cost nothing worth buffering.
  */
 export function createLogger(level: string, destination?: NodeJS.WritableStream): Logger {
   return pino(
@@ -15,6 +17,6 @@ export function createLogger(level: string, destination?: NodeJS.WritableStream)
       timestamp: pino.stdTimeFunctions.isoTime,
       formatters: { level: (label: string) => ({ level: label }) },
     }),
-    destination ?? pino.destination({ sync: false }),
+    destination ?? pino.destination({ sync: true }),
   );
 }
