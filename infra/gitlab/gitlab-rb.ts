@@ -64,6 +64,30 @@ function s3Connection(region: string): string {
 }`;
 }
 
+/** GitLab's database on RDS: TLS required, the password read from a root-only file. */
+export function externalPostgresSettings(db: GitlabRbOptions['database'], passwordFile: string): string {
+  return `postgresql['enable'] = false
+gitlab_rails['db_adapter'] = 'postgresql'
+gitlab_rails['db_encoding'] = 'unicode'
+gitlab_rails['db_host'] = ${rubyString(db.host)}
+gitlab_rails['db_port'] = ${rubyString(db.port)}
+gitlab_rails['db_database'] = ${rubyString(db.name)}
+gitlab_rails['db_username'] = ${rubyString(db.username)}
+gitlab_rails['db_password'] = ${readSecret(passwordFile)}
+gitlab_rails['db_sslmode'] = 'require'
+`;
+}
+
+/** Redis on ElastiCache: TLS, the AUTH token read from a root-only file. */
+export function externalRedisSettings(redis: GitlabRbOptions['redis'], passwordFile: string): string {
+  return `redis['enable'] = false
+gitlab_rails['redis_host'] = ${rubyString(redis.host)}
+gitlab_rails['redis_port'] = ${rubyString(redis.port)}
+gitlab_rails['redis_ssl'] = true
+gitlab_rails['redis_password'] = ${readSecret(passwordFile)}
+`;
+}
+
 /** Consolidated object storage in S3, one bucket per object type (every node that runs Rails code). */
 export function objectStoreSettings(region: string, buckets: Record<ObjectType, string>): string {
   const objectLines = OBJECT_TYPES.map(
@@ -114,23 +138,9 @@ gitlab_rails['gitlab_shell_ssh_port'] = 22
 gitlab_rails['monitoring_whitelist'] = ['127.0.0.0/8', '::1/128', ${rubyString(o.vpcCidr)}]
 
 ## External PostgreSQL (Amazon RDS).
-postgresql['enable'] = false
-gitlab_rails['db_adapter'] = 'postgresql'
-gitlab_rails['db_encoding'] = 'unicode'
-gitlab_rails['db_host'] = ${rubyString(o.database.host)}
-gitlab_rails['db_port'] = ${rubyString(o.database.port)}
-gitlab_rails['db_database'] = ${rubyString(o.database.name)}
-gitlab_rails['db_username'] = ${rubyString(o.database.username)}
-gitlab_rails['db_password'] = ${readSecret(secrets.dbPassword)}
-gitlab_rails['db_sslmode'] = 'require'
-
+${externalPostgresSettings(o.database, secrets.dbPassword)}
 ## External Redis (Amazon ElastiCache, in-transit encryption, AUTH token).
-redis['enable'] = false
-gitlab_rails['redis_host'] = ${rubyString(o.redis.host)}
-gitlab_rails['redis_port'] = ${rubyString(o.redis.port)}
-gitlab_rails['redis_ssl'] = true
-gitlab_rails['redis_password'] = ${readSecret(secrets.redisPassword)}
-
+${externalRedisSettings(o.redis, secrets.redisPassword)}
 ## First boot only: the root password comes from Secrets Manager, never from user data.
 gitlab_rails['initial_root_password'] = ${readSecret(secrets.rootPassword)}
 gitlab_rails['store_initial_root_password'] = false

@@ -10,6 +10,8 @@
  */
 import {
   backupUploadSettings,
+  externalPostgresSettings,
+  externalRedisSettings,
   type ObjectType,
   objectStoreSettings,
   REDIRECT_PORT,
@@ -135,25 +137,11 @@ gitlab_rails['auto_migrate'] = false
 function externalDataStores(o: ApplicationOptions): string {
   return `
 ## External PostgreSQL (RDS Multi-AZ; no PgBouncer or Consul needed, see docs/infrastructure.md).
-postgresql['enable'] = false
-gitlab_rails['db_adapter'] = 'postgresql'
-gitlab_rails['db_encoding'] = 'unicode'
-gitlab_rails['db_host'] = ${rubyString(o.database.host)}
-gitlab_rails['db_port'] = ${rubyString(o.database.port)}
-gitlab_rails['db_database'] = ${rubyString(o.database.name)}
-gitlab_rails['db_username'] = ${rubyString(o.database.username)}
-gitlab_rails['db_password'] = ${secret('dbPassword')}
-gitlab_rails['db_sslmode'] = 'require'
-## Migrations run from the boot script, on one node at a time, never from a reconfigure.
+${externalPostgresSettings(o.database, HA_SECRET_FILES.dbPassword)}## Migrations run from the boot script, on one node at a time, never from a reconfigure.
 gitlab_rails['auto_migrate'] = false
 
 ## External Redis (ElastiCache with automatic failover: one primary endpoint, no Sentinel).
-redis['enable'] = false
-gitlab_rails['redis_host'] = ${rubyString(o.redis.host)}
-gitlab_rails['redis_port'] = ${rubyString(o.redis.port)}
-gitlab_rails['redis_ssl'] = true
-gitlab_rails['redis_password'] = ${secret('redisPassword')}
-
+${externalRedisSettings(o.redis, HA_SECRET_FILES.redisPassword)}
 ## Git data through Praefect (Gitaly Cluster) behind the internal load balancer.
 gitaly['enable'] = false
 gitlab_rails['repositories_storages'] = {
