@@ -4,31 +4,18 @@
  * by a real sshd; jobs run through the hooks exactly as gitlab-runner drives them, over SSH.
  */
 import { execFile, execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import type { StatusReport } from '../../manager/control/protocol.js';
-import { type AwsWorld, awsToml, startAwsWorld } from '../providers/aws-harness.js';
-import { CLI, eventually, startTestDaemon, type TestDaemon } from '../support/daemon.js';
+import { type AwsWorld, awsDaemonConfig, awsToml } from '../providers/aws-harness.js';
+import { CLI, eventually, type TestDaemon } from '../support/daemon.js';
 import { runJob } from '../support/gitlab-runner.js';
+import { awsE2eLifecycle } from './aws-e2e-harness.js';
 
 const execFileAsync = promisify(execFile);
 /** As on EC2: a just-launched instance is unknown to Describe* and CreateTags for a while. */
 const EVENTUAL_CONSISTENCY_MS = 1_500;
-const AWS_ENV = { AWS_ACCESS_KEY_ID: 'AKIAFAKEFAKEFAKEFAKE', AWS_SECRET_ACCESS_KEY: 'fake-secret' };
-
-let world: AwsWorld | undefined;
-let daemon: TestDaemon | undefined;
-let scratch: string | undefined;
-afterEach(async () => {
-  await daemon?.cleanup();
-  daemon = undefined;
-  await world?.close();
-  world = undefined;
-  if (scratch) rmSync(scratch, { recursive: true, force: true });
-});
+const e2e = awsE2eLifecycle();
 
 /** `status --json` through the CLI, asynchronously: the fake answers from this process. */
 async function statusJson(d: TestDaemon): Promise<StatusReport> {
@@ -40,31 +27,16 @@ async function statusJson(d: TestDaemon): Promise<StatusReport> {
 }
 
 function config(w: AwsWorld, mode: 'asg' | 'fleet', dir: string, pool: string, aws = ''): string {
-  return `provider = "aws"
-fleet_name = "e2e"
-[executor]
-builds_dir = "${dir}/builds"
-cache_dir = "${dir}/cache"
-kill_grace = "2s"
-[pool]
-reconcile_interval = "1s"
-reconcile_interval_fast = "200ms"
-instance_ready_timeout = "30s"
-${pool}
-${awsToml(w, mode, aws)}`;
+  return awsDaemonConfig({ scratch: dir, executor: 'kill_grace = "2s"', pool, aws: awsToml(w, mode, aws) });
 }
 
 describe.each(['asg', 'fleet'] as const)('AWS end to end (%s mode)', (mode) => {
   it('runs a job over SSH on an EC2 (fake) instance, shows the id in status --json, terminates it after', async () => {
-    world = await startAwsWorld({ eventualConsistencyMs: EVENTUAL_CONSISTENCY_MS });
-    const w = world;
-    scratch = mkdtempSync(join(tmpdir(), 'rf-aws-e2e-'));
+    const { w, scratch } = await e2e.start('rf-aws-e2e-', { eventualConsistencyMs: EVENTUAL_CONSISTENCY_MS });
     // [aws] instance_profile and no [credentials]: the job runs under that profile, and says so.
-    daemon = await startTestDaemon(
+    const d = await e2e.daemon(
       config(w, mode, scratch, 'idle_count = 1\nidle_time = "10m"', 'instance_profile = "runner-fleet-ci"'),
-      { env: AWS_ENV },
     );
-    const d = daemon;
     // The idle instance the pool keeps ready is an EC2 instance, by its id.
     const ready = await eventually(
       'an idle instance',
@@ -103,13 +75,10 @@ describe.each(['asg', 'fleet'] as const)('AWS end to end (%s mode)', (mode) => {
 
 describe('SSH job path through the hooks', () => {
   it('cancel ends the remote process tree, after_script runs on the same instance, a daemon restart cuts no stage', async () => {
-    world = await startAwsWorld({ eventualConsistencyMs: EVENTUAL_CONSISTENCY_MS });
-    const w = world;
-    scratch = mkdtempSync(join(tmpdir(), 'rf-aws-cancel-'));
-    daemon = await startTestDaemon(config(w, 'fleet', scratch, 'idle_count = 2\nidle_time = "10m"'), {
-      env: AWS_ENV,
+    const { w, scratch } = await e2e.start('rf-aws-cancel-', {
+      eventualConsistencyMs: EVENTUAL_CONSISTENCY_MS,
     });
-    const d = daemon;
+    const d = await e2e.daemon(config(w, 'fleet', scratch, 'idle_count = 2\nidle_time = "10m"'));
     await eventually(
       'two idle instances',
       () => statusJson(d),
@@ -157,11 +126,10 @@ describe('SSH job path through the hooks', () => {
 
 describe('spot interruption mid-stage', () => {
   it('ends the job as a system failure naming the spot interruption; every later stage fails at once', async () => {
-    world = await startAwsWorld({ eventualConsistencyMs: EVENTUAL_CONSISTENCY_MS });
-    const w = world;
-    scratch = mkdtempSync(join(tmpdir(), 'rf-aws-spot-'));
-    daemon = await startTestDaemon(config(w, 'fleet', scratch, 'idle_count = 1'), { env: AWS_ENV });
-    const d = daemon;
+    const { w, scratch } = await e2e.start('rf-aws-spot-', {
+      eventualConsistencyMs: EVENTUAL_CONSISTENCY_MS,
+    });
+    const d = await e2e.daemon(config(w, 'fleet', scratch, 'idle_count = 1'));
     let victim = '';
     let struck: Promise<void> | undefined;
     let lostAt = 0;
@@ -213,11 +181,8 @@ describe('spot interruption mid-stage', () => {
   });
 
   it('a later stage of a healthy job still gets the whole connect budget', async () => {
-    world = await startAwsWorld();
-    const w = world;
-    scratch = mkdtempSync(join(tmpdir(), 'rf-aws-slow-'));
-    daemon = await startTestDaemon(config(w, 'fleet', scratch, 'idle_count = 1'), { env: AWS_ENV });
-    const d = daemon;
+    const { w, scratch } = await e2e.start('rf-aws-slow-');
+    const d = await e2e.daemon(config(w, 'fleet', scratch, 'idle_count = 1'));
     let frozen: string | undefined;
     let thawedAt = 0;
     const result = await runJob(d.entry(), {
@@ -254,16 +219,15 @@ describe('AWS crash safety', () => {
   it.each([false, true])(
     'a daemon SIGKILLed between the launch call and its bookkeeping leaks nothing after restart (capacity failover first: %s)',
     async (failover) => {
-      world = await startAwsWorld({ eventualConsistencyMs: EVENTUAL_CONSISTENCY_MS });
-      const w = world;
-      scratch = mkdtempSync(join(tmpdir(), 'rf-aws-kill-'));
+      const { w, scratch } = await e2e.start('rf-aws-kill-', {
+        eventualConsistencyMs: EVENTUAL_CONSISTENCY_MS,
+      });
       // The launch takes effect but its answer is held: the daemon is killed holding no instance id
       // at all (no journal entry, no keys under the id, no fleet record).
       w.fake.setAnswerDelay(30_000, 'RunInstances');
       // The first pool has no capacity: the instance comes from the failover attempt's own token.
       if (failover) w.fake.failNext('RunInstances', { code: 'InsufficientInstanceCapacity' });
-      daemon = await startTestDaemon(config(w, 'fleet', scratch, 'idle_count = 1'), { env: AWS_ENV });
-      const d = daemon;
+      const d = await e2e.daemon(config(w, 'fleet', scratch, 'idle_count = 1'));
       await w.fake.waitFor(() => w.fake.instances().length === 1, 20_000);
       await d.kill();
       const [launched] = w.fake.instances();

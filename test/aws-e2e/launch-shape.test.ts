@@ -3,66 +3,34 @@
  * the hooks, an ID token verified against a JWKS server. A rule's launch template and subnets
  * decide where its jobs' instances run, and idle instances never cross between shapes.
  */
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { TAG } from '../../manager/providers/tags.js';
-import {
-  gitlabClaims,
-  type JwksServer,
-  makeKey,
-  signToken,
-  startJwksServer,
-} from '../credentials/harness.js';
-import { type AwsWorld, awsToml, SUBNETS, startAwsWorld } from '../providers/aws-harness.js';
-import { startTestDaemon, type TestDaemon } from '../support/daemon.js';
+import { gitlabClaims, makeKey, signToken, startJwksServer } from '../credentials/harness.js';
+import { awsDaemonConfig, awsToml, SUBNETS } from '../providers/aws-harness.js';
 import { runJob } from '../support/gitlab-runner.js';
+import { awsE2eLifecycle } from './aws-e2e-harness.js';
 
-const AWS_ENV = { AWS_ACCESS_KEY_ID: 'AKIAFAKEFAKEFAKEFAKE', AWS_SECRET_ACCESS_KEY: 'fake-secret' };
 const PROD_TEMPLATE = 'runner-fleet-prod';
 const PROD_SUBNET = SUBNETS[2] as string;
 
-let world: AwsWorld | undefined;
-let daemon: TestDaemon | undefined;
-let jwks: JwksServer | undefined;
-let scratch: string | undefined;
-afterEach(async () => {
-  await daemon?.cleanup();
-  daemon = undefined;
-  await world?.close();
-  world = undefined;
-  await jwks?.close();
-  jwks = undefined;
-  if (scratch) rmSync(scratch, { recursive: true, force: true });
-});
+const e2e = awsE2eLifecycle();
 
 describe('per-rule launch settings (fleet mode)', () => {
   it("launches a prod job's instance from the prod template in the prod subnet; idle instances never cross shapes", async () => {
-    world = await startAwsWorld();
-    const w = world;
+    const { w, scratch } = await e2e.start('rf-aws-shape-');
     const prodTemplate = w.fake.addLaunchTemplate(PROD_TEMPLATE, {
       ImageId: 'ami-0fedcba9876543210',
       InstanceType: 't3.small',
     });
     const key = await makeKey('k1');
-    jwks = await startJwksServer([key]);
+    const jwks = await startJwksServer([key]);
+    e2e.onStop(() => jwks.close());
     const issuer = jwks.url;
-    scratch = mkdtempSync(join(tmpdir(), 'rf-aws-shape-'));
-    daemon = await startTestDaemon(
-      `provider = "aws"
-fleet_name = "e2e"
-[executor]
-builds_dir = "${scratch}/builds"
-cache_dir = "${scratch}/cache"
-[pool]
-idle_count = 1
-idle_time = "10m"
-max_use_count = 3
-reconcile_interval = "1s"
-reconcile_interval_fast = "200ms"
-instance_ready_timeout = "30s"
-[credentials]
+    const d = await e2e.daemon(
+      awsDaemonConfig({
+        scratch,
+        pool: 'idle_count = 1\nidle_time = "10m"\nmax_use_count = 3',
+        sections: `[credentials]
 gitlab_url = "${issuer}"
 audience = "runner-fleet"
 [[credentials.rule]]
@@ -72,11 +40,10 @@ ref_protected = true
 environment = "production"
 instance_profile = "prod-deploy"
 launch_template = "${PROD_TEMPLATE}"
-subnets = ["${PROD_SUBNET}"]
-${awsToml(w, 'fleet').replace(JSON.stringify(SUBNETS), JSON.stringify(SUBNETS.slice(0, 2)))}`,
-      { env: AWS_ENV },
+subnets = ["${PROD_SUBNET}"]`,
+        aws: awsToml(w, 'fleet').replace(JSON.stringify(SUBNETS), JSON.stringify(SUBNETS.slice(0, 2))),
+      }),
     );
-    const d = daemon;
     const entry = d.entry();
     const instanceOf = (log: string) => /on (i-[0-9a-f]{17})/.exec(log)?.[1] ?? '';
     const templateOf = (id: string) =>

@@ -5,9 +5,6 @@
  * `status` and `doctor`. Our own instances survive a daemon SIGKILL and restart as ours.
  */
 import { execFile } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { promisify } from 'node:util';
 import {
   CreateTagsCommand,
@@ -15,52 +12,27 @@ import {
   EC2Client,
   RunInstancesCommand,
 } from '@aws-sdk/client-ec2';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { TAG } from '../../manager/providers/tags.js';
-import { type AwsWorld, awsToml, startAwsWorld, TEMPLATE } from '../providers/aws-harness.js';
-import { CLI, eventually, startTestDaemon, type TestDaemon } from '../support/daemon.js';
+import { AWS_ENV, awsDaemonConfig, awsToml, TEMPLATE } from '../providers/aws-harness.js';
+import { CLI, eventually } from '../support/daemon.js';
 import { runJob } from '../support/gitlab-runner.js';
+import { awsE2eLifecycle } from './aws-e2e-harness.js';
 
 const execFileAsync = promisify(execFile);
-const AWS_ENV = { AWS_ACCESS_KEY_ID: 'AKIAFAKEFAKEFAKEFAKE', AWS_SECRET_ACCESS_KEY: 'fake-secret' };
-
-let world: AwsWorld | undefined;
-let daemon: TestDaemon | undefined;
-let scratch: string | undefined;
-let attacker: EC2Client | undefined;
-afterEach(async () => {
-  attacker?.destroy();
-  attacker = undefined;
-  await daemon?.cleanup();
-  daemon = undefined;
-  await world?.close();
-  world = undefined;
-  if (scratch) rmSync(scratch, { recursive: true, force: true });
-});
+const e2e = awsE2eLifecycle();
 
 describe('provenance on AWS (fleet mode)', () => {
   it('never adopts, leases or terminates instances a third party tagged as ours; logs, counts and reports them; ours survive a SIGKILL', async () => {
-    world = await startAwsWorld();
-    const w = world;
-    scratch = mkdtempSync(join(tmpdir(), 'rf-aws-prov-'));
-    daemon = await startTestDaemon(
-      `provider = "aws"
-fleet_name = "e2e"
-[executor]
-builds_dir = "${scratch}/builds"
-cache_dir = "${scratch}/cache"
-[pool]
-idle_count = 1
-idle_time = "10m"
-reconcile_interval = "1s"
-reconcile_interval_fast = "200ms"
-instance_ready_timeout = "30s"
-[metrics]
-listen = "127.0.0.1:0"
-${awsToml(w, 'fleet')}`,
-      { env: AWS_ENV },
+    const { w, scratch } = await e2e.start('rf-aws-prov-');
+    const d = await e2e.daemon(
+      awsDaemonConfig({
+        scratch,
+        pool: 'idle_count = 1\nidle_time = "10m"',
+        sections: '[metrics]\nlisten = "127.0.0.1:0"',
+        aws: awsToml(w, 'fleet'),
+      }),
     );
-    const d = daemon;
     const ready = await eventually(
       'an idle instance',
       () => d.status(),
@@ -75,7 +47,8 @@ ${awsToml(w, 'fleet')}`,
     ];
 
     // A third party with its own credentials: RunInstances and CreateTags, nothing of ours.
-    attacker = new EC2Client({ ...w.fake.clientConfig() });
+    const attacker = new EC2Client({ ...w.fake.clientConfig() });
+    e2e.onStop(() => attacker.destroy());
     const described = await attacker.send(new DescribeInstancesCommand({ InstanceIds: [ours] }));
     const ourToken = described.Reservations?.[0]?.Instances?.[0]?.Tags?.find(
       (t) => t.Key === TAG.launchToken,

@@ -8,13 +8,11 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type AwsWorld, awsToml, startAwsWorld } from '../providers/aws-harness.js';
+import { AWS_ENV, type AwsWorld, awsDaemonConfig, awsToml, startAwsWorld } from '../providers/aws-harness.js';
 import { startTestDaemon, type TestDaemon } from '../support/daemon.js';
 import { type DockerWorld, dockerInstalled, startDockerWorld } from '../support/docker.js';
 import { type JobSpec, type RunnerEntry, SECRET_SENTINEL } from '../support/gitlab-runner.js';
 import { cancelMidBuild, leftovers, runContainerJob } from './container-harness.js';
-
-const AWS_ENV = { AWS_ACCESS_KEY_ID: 'AKIAFAKEFAKEFAKEFAKE', AWS_SECRET_ACCESS_KEY: 'fake-secret' };
 
 let docker: DockerWorld;
 let aws: AwsWorld;
@@ -32,20 +30,13 @@ describe.runIf(dockerInstalled())('container jobs on the AWS provider (wire fake
     aws = await startAwsWorld();
     scratch = mkdtempSync(join(tmpdir(), 'rf-aws-container-'));
     daemon = await startTestDaemon(
-      `provider = "aws"
-fleet_name = "containers"
-[executor]
-builds_dir = "${scratch}/builds"
-cache_dir = "${scratch}/cache"
-kill_grace = "3s"
-[container]
-docker_host = "${docker.dockerHost}"
-service_wait_timeout = "10s"
-[pool]
-reconcile_interval = "1s"
-reconcile_interval_fast = "200ms"
-instance_ready_timeout = "30s"
-${awsToml(aws, 'fleet')}`,
+      awsDaemonConfig({
+        fleet: 'containers',
+        scratch,
+        executor: 'kill_grace = "3s"',
+        sections: `[container]\ndocker_host = "${docker.dockerHost}"\nservice_wait_timeout = "10s"`,
+        aws: awsToml(aws, 'fleet'),
+      }),
       { env: AWS_ENV },
     );
     entry = daemon.entry();

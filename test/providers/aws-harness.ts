@@ -24,8 +24,10 @@ export const SUBNETS = DEFAULT_SUBNETS.map((s) => s.subnetId);
 export const GROUP = 'runner-fleet-jobs';
 export const TEMPLATE = 'runner-fleet-job';
 
-process.env.AWS_ACCESS_KEY_ID ??= 'AKIAFAKEFAKEFAKEFAKE';
-process.env.AWS_SECRET_ACCESS_KEY ??= 'fake-secret';
+/** The fake accepts any key, but the SDK wants one: this process has them, a daemon child gets these. */
+export const AWS_ENV = { AWS_ACCESS_KEY_ID: 'AKIAFAKEFAKEFAKEFAKE', AWS_SECRET_ACCESS_KEY: 'fake-secret' };
+process.env.AWS_ACCESS_KEY_ID ??= AWS_ENV.AWS_ACCESS_KEY_ID;
+process.env.AWS_SECRET_ACCESS_KEY ??= AWS_ENV.AWS_SECRET_ACCESS_KEY;
 
 /** Host key and client key the user data installs, as the instance would apply them. */
 export function sshMaterialFromUserData(userData: string): {
@@ -184,6 +186,45 @@ ssh_port = ${world.sshPort}
 instance_ready_command = "true"
 ${extra}
 `;
+}
+
+export interface AwsDaemonConfig {
+  /** Default "e2e". */
+  fleet?: string;
+  /** The job dirs (builds_dir, cache_dir) go below it. */
+  scratch: string;
+  /** More lines of [executor]. */
+  executor?: string;
+  /** More lines of [pool]. */
+  pool?: string;
+  /** Whole further sections ([credentials], [metrics], [container]). */
+  sections?: string;
+  /** The [aws] section: awsToml(world, …), possibly edited. */
+  aws: string;
+}
+
+/**
+ * A daemon config on the AWS provider as the end-to-end tests run it: the job dirs under a
+ * scratch dir, and a pool that reconciles every second and gives an instance 30 s to be ready.
+ */
+export function awsDaemonConfig(o: AwsDaemonConfig): string {
+  return [
+    'provider = "aws"',
+    `fleet_name = "${o.fleet ?? 'e2e'}"`,
+    '[executor]',
+    `builds_dir = "${o.scratch}/builds"`,
+    `cache_dir = "${o.scratch}/cache"`,
+    o.executor,
+    '[pool]',
+    o.pool,
+    'reconcile_interval = "1s"',
+    'reconcile_interval_fast = "200ms"',
+    'instance_ready_timeout = "30s"',
+    o.sections,
+    o.aws,
+  ]
+    .filter((part) => part)
+    .join('\n');
 }
 
 export function awsConfig(

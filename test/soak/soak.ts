@@ -9,7 +9,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { TAG } from '../../manager/providers/tags.js';
-import { type AwsWorld, awsToml, startAwsWorld } from '../providers/aws-harness.js';
+import { AWS_ENV, type AwsWorld, awsToml, startAwsWorld } from '../providers/aws-harness.js';
 import { startTestDaemon, type TestDaemon } from '../support/daemon.js';
 import { type JobResult, type JobSpec, runJob, SECRET_SENTINEL } from '../support/gitlab-runner.js';
 import {
@@ -120,8 +120,6 @@ export interface SoakReport {
   readonly ok: boolean;
   readonly failures: readonly JobRecord[];
 }
-
-const AWS_ENV = { AWS_ACCESS_KEY_ID: 'AKIAFAKEFAKEFAKEFAKE', AWS_SECRET_ACCESS_KEY: 'fake-secret' };
 
 function daemonConfig(world: AwsWorld, proxy: RecordingProxy, managerId: string, dir: string, max: number) {
   // The daemon reaches the fake through its own recording proxy: same fake, its own call log.
