@@ -1,6 +1,7 @@
 /** One deployment stage (Dev or Prod): the POC GitLab and the runner fleet that serves it. */
 import { Stage, type StageProps } from 'aws-cdk-lib';
 import type { Construct } from 'constructs';
+import { JobAmiStack } from './ami/job-ami-stack.js';
 import type { InfraConfig, StageConfig } from './config.js';
 import { RunnerFleetStack } from './fleet/runner-fleet-stack.js';
 import { GitlabPocStack } from './gitlab/gitlab-stack.js';
@@ -16,6 +17,7 @@ export interface RunnerFleetStageProps extends StageProps {
 
 export class RunnerFleetStage extends Stage {
   readonly gitlab: GitlabPocStack | GitlabHaStack;
+  readonly jobAmi: JobAmiStack;
   readonly fleet: RunnerFleetStack;
 
   constructor(scope: Construct, id: string, props: RunnerFleetStageProps) {
@@ -55,6 +57,15 @@ export class RunnerFleetStage extends Stage {
         postgresMajor: config.postgresMajor,
       });
     }
+    // The job AMI bakes in the stage's VPC, and its first image is published before the fleet
+    // reads the parameter: JobAmi deploys after GitLab (its VPC) and before Fleet (dependency).
+    this.jobAmi = new JobAmiStack(this, 'JobAmi', {
+      env,
+      description: 'runner-fleet: job AMI image pipeline (Image Builder) and its SSM parameter',
+      fleetName: stage.fleetName,
+      vpc: this.gitlab.vpc,
+      gitlabRunner: { version: config.fleet.gitlabRunnerVersion, sha256: config.fleet.gitlabRunnerSha256 },
+    });
     this.fleet = new RunnerFleetStack(this, 'Fleet', {
       env,
       description: 'runner-fleet: manager instance, job launch template and group, cache, job profiles',
@@ -71,6 +82,7 @@ export class RunnerFleetStage extends Stage {
       packageTarball: config.fleet.packageTarball,
       gitlabRunnerVersion: config.fleet.gitlabRunnerVersion,
       gitlabRunnerSha256: config.fleet.gitlabRunnerSha256,
+      jobAmiParameter: this.jobAmi.parameterName,
       credentialClasses: [
         { name: 'default' },
         // Roles the dev account places under /runner-fleet-jobs/ and lets this class assume.
@@ -80,5 +92,6 @@ export class RunnerFleetStage extends Stage {
         },
       ],
     });
+    this.fleet.addStackDependency(this.jobAmi, 'the launch template reads the job AMI parameter');
   }
 }

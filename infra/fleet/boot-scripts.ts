@@ -115,16 +115,21 @@ systemctl restart gitlab-runner.service
 export interface JobBootScriptOptions {
   /** Dead-man switch: power off (the launch template turns that into terminate) after this long. */
   maxLifetimeMinutes: number;
-  /** gitlab-runner on the instance does cache and artifact transfer; the manager's release. */
-  gitlabRunner: GitlabRunnerRelease;
+  /**
+   * gitlab-runner on the instance does cache and artifact transfer; the manager's release.
+   * Unset when the AMI has the tools baked in (infra/ami): then only the dead-man switch runs.
+   */
+  gitlabRunner?: GitlabRunnerRelease;
 }
 
 export function renderJobBootScript(o: JobBootScriptOptions): string {
-  return `#!/bin/bash
+  const deadManSwitch = `#!/bin/bash
 # Job instance. First the dead-man switch, so that even a boot that fails below cannot leak an
 # instance: shutdown means terminate (InstanceInitiatedShutdownBehavior).
 shutdown -P +${o.maxLifetimeMinutes} 'runner-fleet: maximum instance lifetime reached'
-set -euo pipefail
+`;
+  if (!o.gitlabRunner) return deadManSwitch;
+  return `${deadManSwitch}set -euo pipefail
 dnf install -y git git-lfs tar gzip
 # gitlab-runner on the instance does cache and artifact transfer (cache-archiver, artifacts-uploader).
 ${renderGitlabRunnerInstall(o.gitlabRunner)}# The executor connects as ec2-user (the AMI default user) and builds under these.

@@ -36,6 +36,11 @@ export interface RunnerFleetStackProps extends StackProps, FleetSettings {
   gitlabUrl: string;
   /** The first class is the default: what every job gets unless a credential rule says otherwise. */
   credentialClasses: CredentialClass[];
+  /**
+   * SSM parameter naming the baked job AMI (infra/ami/job-ami-stack.ts), read at each deploy.
+   * Unset: stock Amazon Linux 2023, and the job's user data installs the tools at every boot.
+   */
+  jobAmiParameter?: string;
 }
 
 const BIN_PATH = '/usr/bin/runner-fleet';
@@ -85,12 +90,19 @@ export class RunnerFleetStack extends Stack {
     const defaultProfile = profiles[0]!;
 
     this.jobLaunchTemplate = new ec2.LaunchTemplate(this, 'JobLaunchTemplate', {
-      machineImage: ec2.MachineImage.latestAmazonLinux2023(),
+      // From the parameter, resolved by CloudFormation at each deploy of this stack: a newly
+      // baked AMI reaches the fleet with the next deploy, never with a hard-coded id.
+      machineImage: props.jobAmiParameter
+        ? ec2.MachineImage.fromSsmParameter(props.jobAmiParameter)
+        : ec2.MachineImage.latestAmazonLinux2023(),
       instanceType: new ec2.InstanceType(props.jobInstanceType),
       securityGroup: jobSecurityGroup,
       instanceProfile: defaultProfile.profile,
       userData: ec2.UserData.custom(
-        renderJobBootScript({ maxLifetimeMinutes: props.jobMaxLifetimeMinutes, gitlabRunner }),
+        renderJobBootScript({
+          maxLifetimeMinutes: props.jobMaxLifetimeMinutes,
+          gitlabRunner: props.jobAmiParameter ? undefined : gitlabRunner,
+        }),
       ),
       requireImdsv2: true,
       httpPutResponseHopLimit: 1,

@@ -718,7 +718,7 @@ async function checkPermissions(
   return results;
 }
 
-interface AmiManifest {
+export interface AmiManifest {
   packages?: Record<string, unknown>;
   /** The login user the image build prepared (optional). */
   ssh_user?: unknown;
@@ -741,7 +741,7 @@ const major = (v: string) => /^v?(\d+)\./.exec(v)?.[1];
  * Jobs with `image:` run in Docker on the instance (docs/containers.md): the manifest must name
  * docker; the ECR credential helper is needed only for images from ECR.
  */
-function checkAmiDocker(imageId: string, manifest: AmiManifest): CheckResult {
+export function checkAmiDocker(imageId: string, manifest: AmiManifest): CheckResult {
   const packages = manifest.packages ?? {};
   const docker = packages.docker;
   if (typeof docker !== 'string' || docker === '')
@@ -770,7 +770,7 @@ async function checkAmi(
   let manifest: AmiManifest;
   try {
     const out = await ssm.send(new GetParameterCommand({ Name: name }));
-    manifest = JSON.parse(out.Parameter?.Value ?? '') as AmiManifest;
+    manifest = parseAmiManifest(out.Parameter?.Value ?? '');
   } catch (error) {
     const code = awsErrorCode(error);
     if (code === 'ParameterNotFound')
@@ -796,6 +796,27 @@ async function checkAmi(
       fix: publish,
     };
   }
+  const result = checkAmiPackages(imageId, manifest, await managerVersion());
+  return result.status === 'pass' ? { ...result, manifest } : result;
+}
+
+/**
+ * The manifest as doctor reads it from SSM (the image pipeline's test phase writes it:
+ * infra/ami/job-image-component.ts). Throws SyntaxError when the text is not a JSON object.
+ */
+export function parseAmiManifest(text: string): AmiManifest {
+  const value: unknown = JSON.parse(text);
+  if (!value || typeof value !== 'object' || Array.isArray(value))
+    throw new SyntaxError('the AMI manifest is not a JSON object');
+  return value as AmiManifest;
+}
+
+/** git, git-lfs and gitlab-runner named, gitlab-runner of the manager's major version (when known). */
+export function checkAmiPackages(
+  imageId: string,
+  manifest: AmiManifest,
+  here: string | undefined,
+): CheckResult {
   const packages = manifest.packages ?? {};
   const missing = ['git', 'git-lfs', 'gitlab-runner'].filter(
     (p) => typeof packages[p] !== 'string' || packages[p] === '',
@@ -808,7 +829,6 @@ async function checkAmi(
       fix: 'bake them into the AMI (recommended) or set [aws] install_tools = true',
     };
   const onImage = packages['gitlab-runner'] as string;
-  const here = await managerVersion();
   if (here && major(here) && major(onImage) && major(here) !== major(onImage))
     return {
       id: 'ami',
@@ -820,7 +840,6 @@ async function checkAmi(
     id: 'ami',
     status: 'pass',
     detail: `${imageId}: git ${packages.git}, git-lfs ${packages['git-lfs']}, gitlab-runner ${onImage}${here ? ` (manager ${here})` : ''}`,
-    manifest,
   };
 }
 
@@ -829,7 +848,12 @@ async function checkAmi(
  * there as that user, and nothing at boot creates them. Checked against what the image build
  * published in the manifest (`ssh_user`, `writable_dirs`), since doctor launches nothing.
  */
-function checkAmiDirs(config: Config, aws: AwsConfig, imageId: string, manifest: AmiManifest): CheckResult {
+export function checkAmiDirs(
+  config: Config,
+  aws: AwsConfig,
+  imageId: string,
+  manifest: AmiManifest,
+): CheckResult {
   const needed = [config.executor.builds_dir, config.executor.cache_dir];
   const publish = `have the image build create ${needed.join(' and ')} owned by ${aws.ssh_user} and add "ssh_user":"${aws.ssh_user}","writable_dirs":${JSON.stringify(needed)} to the manifest`;
   const dirs = Array.isArray(manifest.writable_dirs)

@@ -36,6 +36,7 @@ describe('the CDK app', () => {
       expect(nested.stacks.map((s) => s.hierarchicalId).sort()).toEqual([
         `${stage}/Fleet`,
         `${stage}/GitLab`,
+        `${stage}/JobAmi`,
       ]);
       for (const s of nested.stacks) expect(s.environment.account).toBe(account);
     }
@@ -83,6 +84,33 @@ describe('the CDK app', () => {
     expect([...seen.certificate].sort()).toEqual(['gitlab.dev.example.com', 'gitlab.example.com']);
     expect([...seen.fleetTag].sort()).toEqual(['ci', 'ci-dev']);
     expect([...seen.logGroup].sort()).toEqual(['/runner-fleet/ci', '/runner-fleet/ci-dev']);
+  });
+
+  it("launches jobs from the AMI the stage's image pipeline published, deployed before the fleet", () => {
+    for (const stage of ['Dev', 'Prod']) {
+      const nested = synth.assembly.getNestedAssembly(`assembly-${stage}`);
+      const ami = nested.getStackByName(`${stage}-JobAmi`);
+      const fleet = nested.getStackByName(`${stage}-Fleet`);
+      expect(fleet.dependencies.map((d) => d.id)).toContain(ami.id);
+      const parameter = Object.values(ami.template.Resources).find(
+        (r: Json) => r.Type === 'AWS::SSM::Parameter',
+      ) as Json;
+      const lt = Object.values(fleet.template.Resources).find(
+        (r: Json) =>
+          r.Type === 'AWS::EC2::LaunchTemplate' && JSON.stringify(r).includes('runner-fleet:fleet'),
+      ) as Json;
+      // Resolved by CloudFormation from the parameter at each deploy, never a literal id.
+      const ref = lt.Properties.LaunchTemplateData.ImageId.Ref;
+      expect(fleet.template.Parameters[ref]).toEqual({
+        Type: 'AWS::SSM::Parameter::Value<AWS::EC2::Image::Id>',
+        Default: parameter.Properties.Name,
+      });
+      // The tools are on the image: the job's user data is only the dead-man switch.
+      const userData = lt.Properties.LaunchTemplateData.UserData['Fn::Base64'];
+      expect(userData).toMatch(/^#!\/bin\/bash\n/);
+      expect(userData).toContain('shutdown -P +');
+      expect(userData).not.toContain('dnf install');
+    }
   });
 
   it('refuses at synth two stages with one host name, naming it', () => {
