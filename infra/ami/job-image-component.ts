@@ -118,7 +118,7 @@ export function renderJobImageComponent(o: JobImageOptions): ComponentDocument {
         steps: [
           step(
             'InstallPackages',
-            `dnf install -y ${rpms} tar gzip util-linux coreutils
+            `dnf install -y ${rpms} tar gzip
 systemctl enable sshd.service docker.service`,
           ),
           step(
