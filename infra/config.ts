@@ -77,6 +77,8 @@ export interface InfraConfig {
   gitlabEdition: 'gitlab-ee' | 'gitlab-ce';
   /** RDS PostgreSQL major; must suit every stage's GitLab version (infra/gitlab/versions.ts). */
   postgresMajor: PostgresMajor;
+  /** Subscribed by email to every stack's alarm topic (infra/shared/alarms.ts); unset: no subscription. */
+  alarmEmail?: string;
   pipeline: {
     /** Issuer of the ID tokens: the GitLab that runs this repository's pipelines. */
     gitlabUrl: string;
@@ -174,8 +176,13 @@ export function readInfraConfig(context: ContextReader): InfraConfig {
     if (stage.gitlabDeployedVersion) checkUpgrade(stage.gitlabDeployedVersion, stage.gitlabVersion);
   }
 
+  const alarmEmail = optional('alarmEmail');
+  if (alarmEmail !== undefined && !EMAIL.test(alarmEmail))
+    throw new Error(`context alarmEmail must be an email address, got "${alarmEmail}"`);
+
   return {
     region,
+    alarmEmail,
     accounts: {
       devops: account('devopsAccount', '111111111111'),
       dev: account('devAccount', '222222222222'),
@@ -211,6 +218,7 @@ export function readInfraConfig(context: ContextReader): InfraConfig {
   };
 }
 
+const EMAIL = /^[^\s@]+@[^\s@]+\.[^\s@]+$/;
 const HOSTNAME = /^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$/;
 const FLEET_NAME = /^[a-z0-9-]{1,32}$/;
 

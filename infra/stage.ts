@@ -39,6 +39,7 @@ export class RunnerFleetStage extends Stage {
         allowedCidr: config.allowedCidr,
         edition: config.gitlabEdition,
         version: stage.gitlabVersion,
+        alarmEmail: config.alarmEmail,
       });
     } else {
       this.gitlab = new GitlabPocStack(this, 'GitLab', {
@@ -55,6 +56,7 @@ export class RunnerFleetStage extends Stage {
         version: stage.gitlabVersion,
         deployedVersion: stage.gitlabDeployedVersion,
         postgresMajor: config.postgresMajor,
+        alarmEmail: config.alarmEmail,
       });
     }
     // The job AMI bakes in the stage's VPC, and its first image is published before the fleet
@@ -83,6 +85,7 @@ export class RunnerFleetStage extends Stage {
       gitlabRunnerVersion: config.fleet.gitlabRunnerVersion,
       gitlabRunnerSha256: config.fleet.gitlabRunnerSha256,
       jobAmiParameter: this.jobAmi.parameterName,
+      alarmEmail: config.alarmEmail,
       credentialClasses: [
         { name: 'default' },
         // Roles the dev account places under /runner-fleet-jobs/ and lets this class assume.

@@ -4,6 +4,8 @@
  * instance role and writes it straight into gitlab-runner's root-only config.toml.
  */
 
+import { HEALTH_SCRIPT_PATH, HEALTH_UNIT } from './health-metrics.js';
+
 /** Where GitLab publishes each gitlab-runner release (binaries and their SHA-256 list). */
 const RUNNER_DOWNLOADS = 'https://gitlab-runner-downloads.s3.amazonaws.com';
 
@@ -45,6 +47,8 @@ export interface ManagerBootScriptOptions {
   fleetConfig: string;
   systemdUnit: string;
   logGroupName: string;
+  /** The /healthz-to-CloudWatch timer (health-metrics.ts): script, service and timer units. */
+  healthMetrics?: { script: string; service: string; timer: string };
 }
 
 export function renderManagerBootScript(o: ManagerBootScriptOptions): string {
@@ -106,9 +110,26 @@ CW_EOF
 /opt/aws/amazon-cloudwatch-agent/bin/amazon-cloudwatch-agent-ctl -a fetch-config -m ec2 -s \\
   -c file:/opt/aws/amazon-cloudwatch-agent/etc/amazon-cloudwatch-agent.json
 
-systemctl daemon-reload
+${o.healthMetrics ? renderHealthMetricsInstall(o.healthMetrics) : ''}systemctl daemon-reload
 systemctl enable --now runner-fleet.service
-systemctl restart gitlab-runner.service
+${
+  o.healthMetrics
+    ? `systemctl enable --now ${HEALTH_UNIT}.timer
+`
+    : ''
+}systemctl restart gitlab-runner.service
+`;
+}
+
+function renderHealthMetricsInstall(h: { script: string; service: string; timer: string }): string {
+  return `# /healthz and the fleet's foreign and stuck counts into CloudWatch, once a minute (alarms).
+cat > ${HEALTH_SCRIPT_PATH} <<'HEALTH_EOF'
+${h.script}HEALTH_EOF
+chmod 0755 ${HEALTH_SCRIPT_PATH}
+cat > /etc/systemd/system/${HEALTH_UNIT}.service <<'HEALTH_SERVICE_EOF'
+${h.service}HEALTH_SERVICE_EOF
+cat > /etc/systemd/system/${HEALTH_UNIT}.timer <<'HEALTH_TIMER_EOF'
+${h.timer}HEALTH_TIMER_EOF
 `;
 }
 

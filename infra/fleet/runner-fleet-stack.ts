@@ -14,11 +14,13 @@ import type { Construct } from 'constructs';
 import { managerPolicyDocument } from '../../manager/providers/aws/iam-policy.js';
 import { TAG } from '../../manager/providers/tags.js';
 import type { InfraConfig, StageConfig } from '../config.js';
+import { AlarmTopic, FLEET_METRICS_NAMESPACE } from '../shared/alarms.js';
 import { accessLogBucket, privateBucket } from '../shared/buckets.js';
 import { acknowledge, wildcardResourceFinding } from '../shared/nag.js';
 import { renderJobBootScript, renderManagerBootScript } from './boot-scripts.js';
+import { renderHealthMetricsScript, renderHealthMetricsUnits } from './health-metrics.js';
 import { requireTarball } from './package-asset.js';
-import { type CredentialClassProfile, renderFleetConfig } from './runner-configs.js';
+import { type CredentialClassProfile, MANAGER_METRICS_LISTEN, renderFleetConfig } from './runner-configs.js';
 import { renderManagerUnit } from './systemd-unit.js';
 
 /** A set of AWS permissions a job can be given, as an instance profile (see docs/credentials.example.toml). */
@@ -41,6 +43,8 @@ export interface RunnerFleetStackProps extends StackProps, FleetSettings {
    * Unset: stock Amazon Linux 2023, and the job's user data installs the tools at every boot.
    */
   jobAmiParameter?: string;
+  /** Subscribed to the alarm topic by email (optional). */
+  alarmEmail?: string;
 }
 
 const BIN_PATH = '/usr/bin/runner-fleet';
@@ -170,6 +174,14 @@ export class RunnerFleetStack extends Stack {
       gitlabRunner,
       logGroupName: logGroup.logGroupName,
       systemdUnit: renderManagerUnit({ binPath: BIN_PATH }),
+      healthMetrics: {
+        script: renderHealthMetricsScript({
+          fleetName: props.fleetName,
+          region: this.region,
+          listen: MANAGER_METRICS_LISTEN,
+        }),
+        ...renderHealthMetricsUnits(),
+      },
       fleetConfig: renderFleetConfig({
         fleetName: props.fleetName,
         region: this.region,
@@ -206,6 +218,8 @@ export class RunnerFleetStack extends Stack {
       maxCapacity: 1,
     });
 
+    this.alarms(props);
+
     acknowledge(managerGroup, [{ id: 'AwsSolutions-AS3', reason: SINGLETON_GROUP }]);
     acknowledge(this.managerRole, [{ id: SSM_CORE_FINDING, reason: SSM_CORE_REASON }]);
     acknowledge(policy, [
@@ -236,6 +250,28 @@ export class RunnerFleetStack extends Stack {
       },
       ...(autoScalingGroupName ? [groupArnFinding(this, autoScalingGroupName)] : []),
     ]);
+  }
+
+  /** The health timer's metrics (health-metrics.ts) and their alarms (shared/alarms.ts). */
+  private alarms(props: RunnerFleetStackProps): void {
+    this.managerRole.addToPrincipalPolicy(
+      new iam.PolicyStatement({
+        sid: 'PutHealthMetrics',
+        actions: ['cloudwatch:PutMetricData'],
+        resources: ['*'],
+        conditions: { StringEquals: { 'cloudwatch:namespace': FLEET_METRICS_NAMESPACE } },
+      }),
+    );
+    acknowledge(this.managerRole, [
+      {
+        id: 'AwsSolutions-IAM5[Resource::*]',
+        reason: `cloudwatch:PutMetricData has no resource-level permissions; the condition limits it to the ${FLEET_METRICS_NAMESPACE} namespace.`,
+      },
+    ]);
+    new AlarmTopic(this, 'Alarms', {
+      description: `runner-fleet ${props.fleetName} alarms`,
+      email: props.alarmEmail,
+    }).fleet(props.fleetName);
   }
 
   /** An instance profile for one credential class. The role starts empty: least privilege. */

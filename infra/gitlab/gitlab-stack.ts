@@ -10,6 +10,7 @@ import * as iam from 'aws-cdk-lib/aws-iam';
 import * as secretsmanager from 'aws-cdk-lib/aws-secretsmanager';
 import * as ssm from 'aws-cdk-lib/aws-ssm';
 import type { Construct } from 'constructs';
+import { AlarmTopic } from '../shared/alarms.js';
 import { accessLogBucket } from '../shared/buckets.js';
 import { acknowledge, bucketObjectsFinding, wildcardResourceFinding } from '../shared/nag.js';
 import type { Sizing } from '../sizing.js';
@@ -43,6 +44,8 @@ export interface GitlabPocStackProps extends StackProps {
   deployedVersion?: string;
   /** PostgreSQL major of RDS; synth refuses one the GitLab version does not support. */
   postgresMajor?: PostgresMajor;
+  /** Subscribed to the alarm topic by email (optional). */
+  alarmEmail?: string;
 }
 
 /** Instance root volume: the OS and the GitLab package; GitLab's data is on the data volume. */
@@ -186,6 +189,7 @@ export class GitlabPocStack extends Stack {
       }),
     );
     this.inPlaceUpdate(renderSsmApplyCommand(applyScript));
+    this.alarms(props, lb, data);
 
     const launchTemplate = new ec2.LaunchTemplate(this, 'GitlabLaunchTemplate', {
       // Resolved from the public SSM parameter at deploy time: no lookup at synth.
@@ -266,6 +270,22 @@ export class GitlabPocStack extends Stack {
           'ec2:AttachVolume names the instance too; the statement is conditioned on the tag of this stack’s GitLab instance.',
       },
     ]);
+  }
+
+  /** One target: unhealthy is the outage (no redundancy to lose). Thresholds: shared/alarms.ts. */
+  private alarms(props: GitlabPocStackProps, lb: GitlabLoadBalancer, data: DataStores): void {
+    const alarms = new AlarmTopic(this, 'Alarms', {
+      description: 'GitLab POC alarms',
+      email: props.alarmEmail,
+    });
+    const [web, , ssh] = lb.targetGroups;
+    alarms.targetGroup('web', web!, false);
+    alarms.targetGroup('gitSsh', ssh!, false);
+    alarms.database('GitLab', data.database, {
+      instanceType: props.sizing.databaseInstanceType,
+      allocatedStorageGiB: props.sizing.databaseStorageGiB,
+    });
+    alarms.redis(data.redis);
   }
 
   /**

@@ -278,6 +278,20 @@ describe('size 3k: data stores', () => {
     expect(alarms.length).toBeGreaterThanOrEqual(10);
     for (const [, a] of alarms) expect(a.Properties.AlarmActions).toHaveLength(1);
   });
+
+  it('alarms on every NLB target group, both databases (CPU, storage, connections) and Redis memory', () => {
+    const count = (namespace: string, metric: string) =>
+      resources('AWS::CloudWatch::Alarm').filter(
+        ([, a]) => a.Properties.Namespace === namespace && a.Properties.MetricName === metric,
+      ).length;
+    // Web, Praefect and the internal API: one unhealthy target (redundancy lost) and none healthy.
+    expect(count('AWS/NetworkELB', 'UnHealthyHostCount')).toBe(3);
+    expect(count('AWS/NetworkELB', 'HealthyHostCount')).toBe(3);
+    for (const metric of ['CPUUtilization', 'FreeStorageSpace', 'DatabaseConnections'])
+      expect(count('AWS/RDS', metric), metric).toBe(2);
+    expect(count('AWS/ElastiCache', 'DatabaseMemoryUsagePercentage')).toBe(1);
+    expect(Object.keys(t.findResources('AWS::SNS::Topic'))).toHaveLength(1);
+  });
 });
 
 describe('size 3k: secrets', () => {

@@ -45,6 +45,8 @@ export interface GitlabHaStackProps extends StackProps {
   version?: string;
   /** PostgreSQL major of both databases (GitLab's and Praefect's); checked against `version` in config. */
   postgresMajor?: PostgresMajor;
+  /** Subscribed to the alarm topic by email (optional). */
+  alarmEmail?: string;
 }
 
 export const PRAEFECT_DATABASE = { name: 'praefect_production', user: 'praefect' } as const;
@@ -367,8 +369,22 @@ export class GitlabHaStack extends Stack {
         praefect: internal.praefect,
         internalApi: internal.internalApi,
       },
-      databases: [data.database, praefectDb],
+      databases: [
+        {
+          name: 'GitLab',
+          db: data.database,
+          instanceType: size.database.instanceType,
+          allocatedStorageGiB: size.database.storageGiB,
+        },
+        {
+          name: 'Praefect',
+          db: praefectDb,
+          instanceType: size.praefectDatabase.instanceType,
+          allocatedStorageGiB: size.praefectDatabase.storageGiB,
+        },
+      ],
       redis: data.redis,
+      alarmEmail: props.alarmEmail,
     });
 
     acknowledge(this, [
