@@ -1,4 +1,5 @@
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Config } from '../config/schema.js';
 import { operatorRegion } from '../ops/aws.js';
@@ -21,6 +22,12 @@ export async function runnerConfigCommand(options: {
   const config = loadConfigOrReport(options.config);
   if (typeof config === 'number') return config;
   const paths = { node: process.execPath, cli: cliPath() };
+  if (!existsSync(hookEntryPath(paths.cli))) {
+    process.stderr.write(
+      `runner-fleet runner-config: ${hookEntryPath(paths.cli)} is missing: build with \`npm run build\` (tsc alone does not bundle the hooks)\n`,
+    );
+    return 1;
+  }
   if (!options.write && options.path !== undefined) {
     process.stderr.write(
       `runner-fleet runner-config: unexpected argument "${options.path}" (did you mean --write ${options.path}?)\n`,
@@ -113,6 +120,14 @@ export function cliPath(): string {
   return fileURLToPath(new URL('../../cli.js', import.meta.url));
 }
 
+/**
+ * What gitlab-runner starts for each hook: the hooks bundled into one CommonJS file next to cli.js
+ * (scripts/bundle-hooks.mjs), which starts faster than `cli.js <hook>` and runs the same code.
+ */
+export function hookEntryPath(cli: string): string {
+  return join(dirname(cli), 'executor', 'bundle', 'hooks.cjs');
+}
+
 /** The entry's name: how `--write` finds its own entry among the operator's runners. */
 export function runnerName(config: Config): string {
   return `runner-fleet ${config.fleet_name}`;
@@ -122,8 +137,8 @@ const toml = (value: string) => JSON.stringify(value);
 const tomlArray = (values: readonly string[]) => `[${values.map(toml).join(', ')}]`;
 
 /**
- * The [[runners]] entry for gitlab-runner's config.toml. Hooks are started as `node cli.js <hook>`
- * with absolute paths, so neither PATH nor the runner's user environment matter. Without a token
+ * The [[runners]] entry for gitlab-runner's config.toml. Hooks are started as
+ * `node …/executor/bundle/hooks.cjs <hook>` with absolute paths, so neither PATH nor the runner's user environment matter. Without a token
  * (printing) the entry carries a placeholder that says where the token comes from.
  */
 export function renderRunnerEntry(
@@ -131,7 +146,7 @@ export function renderRunnerEntry(
   paths: { node: string; cli: string },
   secrets: { token?: string } = {},
 ): string {
-  const hookArgs = (hook: string) => tomlArray([paths.cli, hook, '--socket', config.socket]);
+  const hookArgs = (hook: string) => tomlArray([hookEntryPath(paths.cli), hook, '--socket', config.socket]);
   const seconds = (ms: number) => Math.ceil(ms / 1000);
   // prepare may wait for a boot; allow the configured acquire timeout plus margin before gitlab-runner gives up.
   const prepareTimeout = seconds(config.pool.instance_acquire_timeout) + 60;

@@ -9,6 +9,7 @@ import { defaultTarballPath } from '../../infra/fleet/package-asset.js';
 import { RunnerFleetStack, type RunnerFleetStackProps } from '../../infra/fleet/runner-fleet-stack.js';
 import { Network } from '../../infra/gitlab/network.js';
 import { accessLogBucket } from '../../infra/shared/buckets.js';
+import { hookEntryPath } from '../../manager/commands/runner-config.js';
 import { loadConfig } from '../../manager/config/load.js';
 import { TAG } from '../../manager/providers/tags.js';
 import { CLI } from '../support/daemon.js';
@@ -171,7 +172,7 @@ describe('runner fleet stack: the manager config loads in the daemon', () => {
     const entry = parseRunnerEntry(text);
     for (const hook of ['config', 'prepare', 'run', 'cleanup'] as const) {
       expect(entry.custom[`${hook}_exec`]).toBe(process.execPath);
-      expect(entry.custom[`${hook}_args`]).toEqual([CLI, hook, '--socket', config.socket]);
+      expect(entry.custom[`${hook}_args`]).toEqual([hookEntryPath(CLI), hook, '--socket', config.socket]);
     }
     expect(config.socket).toBe('/var/lib/runner-fleet/control.sock');
     expect(text).toContain(`BucketName = "${config.cache.bucket}"`);

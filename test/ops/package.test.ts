@@ -42,6 +42,8 @@ it('packs npm-shrinkwrap.json (package-lock.json, copied at prepack) and leaves 
   }
   expect(files).toContain('npm-shrinkwrap.json');
   expect(files).toContain('dist/cli.js');
+  // The hooks' bundle, which runner-config's entry starts (scripts/bundle-hooks.mjs).
+  expect(files).toContain('dist/executor/bundle/hooks.cjs');
   expect(files.some((f) => f.startsWith('dist/test/') || f.startsWith('test/'))).toBe(false);
   // postpack removes it again: in the checkout, package-lock.json stays the one lockfile.
   expect(existsSync(join(REPO_ROOT, 'npm-shrinkwrap.json'))).toBe(false);

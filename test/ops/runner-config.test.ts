@@ -59,8 +59,9 @@ describe('runner entry', () => {
     const text = renderRunnerEntry(c, PATHS);
     expect(text.startsWith(`${ENTRY_MARKER}\n[[runners]]\n`)).toBe(true);
     const entry = parseRunnerEntry(text);
+    // The hooks' CommonJS bundle beside cli.js, not cli.js itself (it starts faster).
     expect(entry.custom.run_args).toEqual([
-      PATHS.cli,
+      '/usr/lib/node_modules/runner-fleet/dist/executor/bundle/hooks.cjs',
       'run',
       '--socket',
       '/var/lib/runner-fleet/control.sock',
