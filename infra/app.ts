@@ -19,6 +19,7 @@ export function buildApp(app: App): App {
     description: 'runner-fleet: GitLab OIDC provider and the pipeline roles (DevOps account)',
     gitlabUrl: config.pipeline.gitlabUrl,
     audience: config.pipeline.audience,
+    diffAudience: config.pipeline.diffAudience,
     projectPath: config.pipeline.projectPath,
     productionBranch: config.pipeline.productionBranch,
     targets: [

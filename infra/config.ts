@@ -83,6 +83,8 @@ export interface InfraConfig {
     /** Issuer of the ID tokens: the GitLab that runs this repository's pipelines. */
     gitlabUrl: string;
     audience: string;
+    /** `aud` of the diff jobs' ID tokens (read-only roles only); must differ from `audience`. */
+    diffAudience: string;
     /** `group/project` of this repository. */
     projectPath: string;
     /** The one protected branch allowed to deploy to production. */
@@ -200,6 +202,7 @@ export function readInfraConfig(context: ContextReader): InfraConfig {
     pipeline: {
       gitlabUrl: str('pipelineGitlabUrl', `https://${stages.prod.domainName}`).replace(/\/+$/, ''),
       audience: str('pipelineAudience', 'sts.amazonaws.com'),
+      diffAudience: str('pipelineDiffAudience', 'runner-fleet-diff'),
       projectPath: str('pipelineProjectPath', 'ops/runner-fleet'),
       productionBranch: str('productionBranch', 'main'),
       cdkQualifier: str('cdkQualifier', 'hnb659fds'),

@@ -14,8 +14,10 @@ import type { Construct } from 'constructs';
 import { managerPolicyDocument } from '../../manager/providers/aws/iam-policy.js';
 import { TAG } from '../../manager/providers/tags.js';
 import type { InfraConfig, StageConfig } from '../config.js';
+import type { DeployStage } from '../pipeline/names.js';
 import { AlarmTopic, FLEET_METRICS_NAMESPACE } from '../shared/alarms.js';
 import { accessLogBucket, privateBucket } from '../shared/buckets.js';
+import { HealthCheck } from '../shared/health-check.js';
 import { acknowledge, wildcardResourceFinding } from '../shared/nag.js';
 import { renderJobBootScript, renderManagerBootScript } from './boot-scripts.js';
 import { renderHealthMetricsScript, renderHealthMetricsUnits } from './health-metrics.js';
@@ -45,6 +47,8 @@ export interface RunnerFleetStackProps extends StackProps, FleetSettings {
   jobAmiParameter?: string;
   /** Subscribed to the alarm topic by email (optional). */
   alarmEmail?: string;
+  /** The deploy stage: names the smoke test's /healthz check (none without it). */
+  stageName?: DeployStage;
 }
 
 const BIN_PATH = '/usr/bin/runner-fleet';
@@ -220,6 +224,14 @@ export class RunnerFleetStack extends Stack {
 
     this.alarms(props);
 
+    if (props.stageName) {
+      new HealthCheck(this, 'ManagerHealth', {
+        stage: props.stageName,
+        target: 'manager',
+        url: `http://${MANAGER_METRICS_LISTEN}/healthz`,
+        group: managerGroup,
+      });
+    }
     acknowledge(managerGroup, [{ id: 'AwsSolutions-AS3', reason: SINGLETON_GROUP }]);
     acknowledge(this.managerRole, [{ id: SSM_CORE_FINDING, reason: SSM_CORE_REASON }]);
     acknowledge(policy, [

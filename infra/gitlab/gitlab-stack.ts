@@ -10,8 +10,10 @@ import * as iam from 'aws-cdk-lib/aws-iam';
 import * as secretsmanager from 'aws-cdk-lib/aws-secretsmanager';
 import * as ssm from 'aws-cdk-lib/aws-ssm';
 import type { Construct } from 'constructs';
+import type { DeployStage } from '../pipeline/names.js';
 import { AlarmTopic } from '../shared/alarms.js';
 import { accessLogBucket } from '../shared/buckets.js';
+import { HealthCheck } from '../shared/health-check.js';
 import { acknowledge, bucketObjectsFinding, wildcardResourceFinding } from '../shared/nag.js';
 import type { Sizing } from '../sizing.js';
 import { applicationSettings } from './application-settings.js';
@@ -33,6 +35,8 @@ export interface GitlabPocStackProps extends StackProps {
   domainName: string;
   certificateArn?: string;
   hostedZone?: { id: string; name: string };
+  /** The deploy stage: names the smoke test's readiness check (none without it). */
+  stageName?: DeployStage;
   natGateways: 1 | 2;
   sizing: Sizing;
   multiAz: boolean;
@@ -226,6 +230,15 @@ export class GitlabPocStack extends Stack {
     for (const targetGroup of lb.targetGroups) group.attachToNetworkTargetGroup(targetGroup);
     // Names the instance for the data volume's attach permission and the SSM association.
     Tags.of(group).add(GITLAB_INSTANCE_TAG, this.stackName, { applyToLaunchedInstances: true });
+    if (props.stageName) {
+      // The pipeline's smoke test: GitLab's own readiness answer, which lists every component.
+      new HealthCheck(this, 'Readiness', {
+        stage: props.stageName,
+        target: 'gitlab',
+        url: 'http://127.0.0.1/-/readiness',
+        group,
+      });
+    }
 
     acknowledge(group, [
       {

@@ -3,6 +3,7 @@
  * a redirect to HTTPS on the instance) and TCP 22 (git over SSH). It has its own security group;
  * the instance's group admits traffic only from it.
  */
+import { CfnOutput, Stack } from 'aws-cdk-lib';
 import * as acm from 'aws-cdk-lib/aws-certificatemanager';
 import * as ec2 from 'aws-cdk-lib/aws-ec2';
 import * as elbv2 from 'aws-cdk-lib/aws-elasticloadbalancingv2';
@@ -109,6 +110,17 @@ export class GitlabLoadBalancer extends Construct {
     });
     this.nlb.addListener('Http', { port: 80, protocol: elbv2.Protocol.TCP, defaultTargetGroups: [redirect] });
     this.nlb.addListener('Ssh', { port: 22, protocol: elbv2.Protocol.TCP, defaultTargetGroups: [ssh] });
+
+    // Stack-level outputs with fixed names: the pipeline's smoke test reads them from
+    // `cdk deploy --outputs-file` and reaches GitLab through this load balancer even before DNS.
+    new CfnOutput(Stack.of(this), 'GitlabUrl', {
+      value: `https://${props.domainName}`,
+      description: 'External URL of this GitLab',
+    });
+    new CfnOutput(Stack.of(this), 'LoadBalancerDnsName', {
+      value: this.nlb.loadBalancerDnsName,
+      description: `Point ${props.domainName} here (CNAME or alias) unless hostedZoneId is set`,
+    });
 
     if (zone) {
       new route53.ARecord(this, 'Alias', {

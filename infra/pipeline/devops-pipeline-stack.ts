@@ -8,7 +8,14 @@
 import { Duration, Stack, type StackProps } from 'aws-cdk-lib';
 import * as iam from 'aws-cdk-lib/aws-iam';
 import type { Construct } from 'constructs';
-import { type DeployStage, deployRoleName, pipelineRoleName, roleArn } from './names.js';
+import {
+  type DeployStage,
+  deployRoleName,
+  diffPipelineRoleName,
+  diffRoleName,
+  pipelineRoleName,
+  roleArn,
+} from './names.js';
 
 export interface DeployTarget {
   stage: DeployStage;
@@ -20,6 +27,11 @@ export interface DevopsPipelineStackProps extends StackProps {
   gitlabUrl: string;
   /** The `aud` the pipeline puts in its `id_tokens:` entry. */
   audience: string;
+  /**
+   * The `aud` of the diff jobs' ID tokens: only the read-only diff roles accept it, so a token
+   * handed to a job that runs without approval cannot become a deploy role.
+   */
+  diffAudience: string;
   /** `group/project` of the repository whose pipeline deploys. */
   projectPath: string;
   /** The protected branch that alone may deploy to production. */
@@ -35,15 +47,18 @@ export function branchSubject(projectPath: string, branch: string): string {
 export class DevopsPipelineStack extends Stack {
   readonly provider: iam.OidcProviderNative;
   readonly roles: Partial<Record<DeployStage, iam.Role>> = {};
+  readonly diffRoles: Partial<Record<DeployStage, iam.Role>> = {};
 
   constructor(scope: Construct, id: string, props: DevopsPipelineStackProps) {
     super(scope, id, props);
     const issuerHost = props.gitlabUrl.replace(/^https:\/\//, '').replace(/\/+$/, '');
     if (issuerHost === props.gitlabUrl) throw new Error('gitlabUrl must be https://');
+    if (props.diffAudience === props.audience)
+      throw new Error('the diff audience must differ from the deploy audience, or a diff token could deploy');
 
     this.provider = new iam.OidcProviderNative(this, 'GitlabOidc', {
       url: `https://${issuerHost}`,
-      clientIds: [props.audience],
+      clientIds: [props.audience, props.diffAudience],
     });
 
     for (const target of props.targets) {
@@ -65,6 +80,24 @@ export class DevopsPipelineStack extends Stack {
         }),
       );
       this.roles[target.stage] = role;
+
+      const diffRole = new iam.Role(this, `PipelineDiff-${target.stage}`, {
+        roleName: diffPipelineRoleName(target.stage),
+        description: `GitLab pipeline of ${props.projectPath}: cdk diff of ${target.stage} (${target.account}), read only`,
+        maxSessionDuration: Duration.hours(1),
+        assumedBy: new iam.WebIdentityPrincipal(
+          this.provider.oidcProviderArn,
+          trustConditions(issuerHost, { ...props, audience: props.diffAudience }, target.stage),
+        ),
+      });
+      diffRole.addToPrincipalPolicy(
+        new iam.PolicyStatement({
+          sid: 'AssumeStageDiffRole',
+          actions: ['sts:AssumeRole'],
+          resources: [roleArn(target.account, diffRoleName(target.stage), this.partition)],
+        }),
+      );
+      this.diffRoles[target.stage] = diffRole;
     }
   }
 }

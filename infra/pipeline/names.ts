@@ -22,3 +22,22 @@ export function cdkBootstrapRoleArns(
     (kind) => `arn:${partition}:iam::${account}:role/cdk-${qualifier}-${kind}-role-${account}-${region}`,
   );
 }
+
+/**
+ * The pipeline's read-only identity for `cdk diff`: a second role pair per stage, trusted for a
+ * different ID-token audience, so the token a diff job holds cannot become the deploy role.
+ */
+export const diffPipelineRoleName = (stage: DeployStage) => `runner-fleet-pipeline-diff-${stage}`;
+export const diffRoleName = (stage: DeployStage) => `runner-fleet-diff-${stage}`;
+
+/** What a smoke test checks on an instance after a deploy. */
+export type HealthCheckTarget = 'gitlab' | 'manager';
+
+/**
+ * Fixed names, because the deploy role (another stack) names the document and the tag value.
+ * The tag (HEALTH_CHECK_TAG) marks the instances the check may run on.
+ */
+export const healthCheckDocumentName = (stage: DeployStage, target: HealthCheckTarget) =>
+  `runner-fleet-${stage}-${target}-health`;
+export const healthCheckTagValue = (stage: DeployStage, target: HealthCheckTarget) => `${stage}-${target}`;
+export const HEALTH_CHECK_TAG = 'runner-fleet:health-check';

@@ -5,6 +5,8 @@ import * as s3 from 'aws-cdk-lib/aws-s3';
 import { AwsSolutionsChecks } from 'cdk-nag';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildApp } from '../../infra/app.js';
+import { MANAGER_METRICS_LISTEN } from '../../infra/fleet/runner-configs.js';
+import { healthCheckDocumentContent } from '../../infra/shared/health-check.js';
 import { appWithContext, cdkJson } from './cdk-context.js';
 import { type Json, SYNTH_TIMEOUT_MS, Synthesized } from './synth.js';
 
@@ -111,6 +113,43 @@ describe('the CDK app', () => {
       expect(userData).toContain('shutdown -P +');
       expect(userData).not.toContain('dnf install');
     }
+  });
+
+  it("gives each stage the smoke test's health checks, on the instances the deploy role may reach", () => {
+    for (const stage of ['dev', 'prod'] as const) {
+      const Stage = stage === 'dev' ? 'Dev' : 'Prod';
+      const nested = synth.assembly.getNestedAssembly(`assembly-${Stage}`);
+      for (const [stack, target, url] of [
+        ['GitLab', 'gitlab', 'http://127.0.0.1/-/readiness'],
+        ['Fleet', 'manager', `http://${MANAGER_METRICS_LISTEN}/healthz`],
+      ] as const) {
+        const template = nested.getStackByName(`${Stage}-${stack}`).template;
+        const docs = Object.values(template.Resources).filter(
+          (r: Json) => r.Type === 'AWS::SSM::Document' && r.Properties.Name?.endsWith('-health'),
+        ) as Json[];
+        expect(docs).toHaveLength(1);
+        expect(docs[0].Properties.Name).toBe(`runner-fleet-${stage}-${target}-health`);
+        expect(docs[0].Properties.Content).toEqual(healthCheckDocumentContent(url));
+        // The tag the deploy role's SendCommand condition names, on the group's instances.
+        const groups = Object.values(template.Resources).filter(
+          (r: Json) =>
+            r.Type === 'AWS::AutoScaling::AutoScalingGroup' &&
+            r.Properties.Tags?.some((t: Json) => t.Key === 'runner-fleet:health-check'),
+        ) as Json[];
+        expect(groups).toHaveLength(1);
+        expect(groups[0].Properties.Tags).toContainEqual({
+          Key: 'runner-fleet:health-check',
+          Value: `${stage}-${target}`,
+          PropagateAtLaunch: true,
+        });
+      }
+      // What the smoke test reads from `cdk deploy --outputs-file`.
+      const outputs = nested.getStackByName(`${Stage}-GitLab`).template.Outputs;
+      expect(outputs.GitlabUrl.Value).toBe(`https://gitlab.${stage === 'dev' ? 'dev.' : ''}example.com`);
+      expect(outputs.LoadBalancerDnsName.Value['Fn::GetAtt'][1]).toBe('DNSName');
+    }
+    const deployTarget = synth.assembly.getStackByName('RunnerFleet-Dev-DeployTarget').template;
+    expect(JSON.stringify(deployTarget)).toContain('document/runner-fleet-dev-manager-health');
   });
 
   it('refuses at synth two stages with one host name, naming it', () => {

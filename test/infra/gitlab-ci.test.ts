@@ -42,6 +42,27 @@ const jobs = () =>
   Object.entries(ci).filter(([name, v]) => !name.startsWith('.') && typeof v === 'object' && v?.stage);
 const job = (name: string): Job => ci[name];
 
+/** A job with its `extends` chain applied as GitLab does: hashes merged deeply, the rest replaced. */
+function resolved(name: string): Job {
+  const own = ci[name] as Job;
+  if (!own) throw new Error(`no job ${name}`);
+  const parents = ([] as string[]).concat(own.extends ?? []);
+  const merge = (base: Job, over: Job): Job => {
+    const out: Job = { ...base };
+    for (const [k, v] of Object.entries(over)) {
+      const b = out[k];
+      out[k] =
+        v && typeof v === 'object' && !Array.isArray(v) && b && typeof b === 'object' && !Array.isArray(b)
+          ? merge(b, v)
+          : v;
+    }
+    return out;
+  };
+  const { extends: _ignored, ...rest } = own;
+  const inherited = parents.reduce<Job>((acc, parent) => merge(acc, resolved(parent)), {});
+  return merge(inherited, rest);
+}
+
 describe('.gitlab-ci.yml', () => {
   it("uses GitLab's own schema (vendored): it tells a valid pipeline from broken ones", () => {
     const schema = JSON.parse(readFileSync(SCHEMA, 'utf8')) as Record<string, Json>;
@@ -65,13 +86,15 @@ describe('.gitlab-ci.yml', () => {
     expect(ok).toBe(true);
   });
 
-  it('runs build -> deploy-dev -> deploy-prod', () => {
-    expect(ci.stages).toEqual(['build', 'deploy-dev', 'deploy-prod']);
+  it('runs build -> diff (dev, prod) -> deploy-dev -> deploy-prod', () => {
+    expect(ci.stages).toEqual(['build', 'diff', 'deploy-dev', 'deploy-prod']);
     expect(Object.fromEntries(jobs().map(([name, j]) => [name, j.stage]))).toEqual({
       build: 'build',
       'deploy-dev': 'deploy-dev',
       'deploy-prod': 'deploy-prod',
     });
+    expect(resolved('diff-dev').stage).toBe('diff');
+    expect(resolved('diff-prod').stage).toBe('diff');
     expect(job('build').script).toEqual(expect.arrayContaining(['npm test', 'npm run synth']));
   });
 
@@ -89,7 +112,7 @@ describe('.gitlab-ci.yml', () => {
   it('gets AWS credentials from an ID token, never from stored keys', () => {
     const deploy = ci['.deploy'] as Job;
     expect(deploy.id_tokens.AWS_ID_TOKEN.aud).toBe('sts.amazonaws.com');
-    expect(deploy.script.join('\n')).toContain('web_identity_token_file');
+    expect(resolved('deploy-prod').before_script.join('\n')).toContain('web_identity_token_file');
     const text = readFileSync(repoFile('.gitlab-ci.yml'), 'utf8');
     expect(text).not.toMatch(/AWS_ACCESS_KEY_ID|AWS_SECRET_ACCESS_KEY|aws_secret_access_key/);
   });
@@ -106,6 +129,46 @@ describe('.gitlab-ci.yml', () => {
     expect(prod.allow_failure).toBe(false);
     expect(prod.needs).toContainEqual({ job: 'deploy-dev', artifacts: false });
     expect(prod.resource_group).toBe('deploy-prod');
+  });
+
+  it('shows a cdk diff of each stage as an exposed artifact, read-only, before the deploys', () => {
+    for (const stage of ['dev', 'prod']) {
+      const diff = resolved(`diff-${stage}`);
+      // The diff audience: only the read-only diff roles accept it (devops-pipeline-stack.ts).
+      expect(diff.id_tokens.AWS_ID_TOKEN.aud).toBe('runner-fleet-diff');
+      expect(diff.variables).toMatchObject({
+        DEPLOY_STAGE: stage,
+        PIPELINE_ROLE: 'runner-fleet-pipeline-diff',
+        TARGET_ROLE: 'runner-fleet-diff',
+      });
+      const script = diff.script.join('\n');
+      expect(script).toContain('cdk diff --app cdk.out --method template');
+      expect(script).toContain('tee "diff-${DEPLOY_STAGE}.txt"');
+      expect(diff.artifacts.paths).toEqual([`diff-${stage}.txt`]);
+      expect(diff.artifacts.expose_as).toBe(`cdk diff ${stage}`);
+      expect(diff.needs).toEqual([{ job: 'build', artifacts: true }]);
+      expect(diff.image).toBe(job('build').image ?? (ci['.node'] as Job).image);
+    }
+    expect(job('deploy-dev').needs).toContainEqual({ job: 'diff-dev', artifacts: false });
+    expect(job('deploy-prod').needs).toContainEqual({ job: 'diff-prod', artifacts: false });
+    // The diff jobs run only where the roles trust the token: the protected default branch.
+    expect(resolved('diff-prod').rules).toEqual(
+      job('deploy-prod').rules.map(({ if: i }: Job) => ({ if: i })),
+    );
+  });
+
+  it('ends each deploy with the smoke test, fed by the deploy outputs', () => {
+    for (const name of ['deploy-dev', 'deploy-prod']) {
+      const script: string[] = resolved(name).script;
+      const deploy = script.findIndex((l) => l.includes('cdk deploy'));
+      expect(script[deploy]).toContain('--outputs-file cdk-outputs.json');
+      expect(script.at(-1)).toBe(
+        'node dist/infra/pipeline/smoke-cli.js --stage "$DEPLOY_STAGE" --outputs cdk-outputs.json',
+      );
+      expect(script.indexOf('npm run build --silent')).toBeGreaterThan(deploy);
+      expect(resolved(name).variables).toMatchObject({ TARGET_ROLE: 'runner-fleet-deploy' });
+      expect(resolved(name).image).toBe((ci['.node'] as Job).image);
+    }
   });
 
   it('never runs pipelines for merge requests from forks', () => {

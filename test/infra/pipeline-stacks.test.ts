@@ -19,6 +19,7 @@ beforeAll(() => {
     env: { account: '111111111111', region },
     gitlabUrl: 'https://gitlab.example.com',
     audience: 'sts.amazonaws.com',
+    diffAudience: 'runner-fleet-diff',
     projectPath: 'ops/runner-fleet',
     productionBranch: 'main',
     targets: [
@@ -42,6 +43,15 @@ beforeAll(() => {
 }, SYNTH_TIMEOUT_MS);
 afterAll(() => synth?.cleanup());
 
+/** The policy document attached to the role whose logical id starts with `rolePrefix`. */
+const policyOf = (template: Template, rolePrefix: string) => {
+  const policies = Object.values(template.findResources('AWS::IAM::Policy')).filter((r) =>
+    JSON.stringify((r as { Properties: Json }).Properties.Roles).includes(`"${rolePrefix}`),
+  ) as { Properties: Json }[];
+  expect(policies).toHaveLength(1);
+  return policies[0]!.Properties.PolicyDocument;
+};
+
 const roleNamed = (template: Template, name: string) =>
   (
     Object.values(template.findResources('AWS::IAM::Role', { Properties: { RoleName: name } }))[0] as {
@@ -53,7 +63,7 @@ describe('DevOps pipeline stack', () => {
   it('registers GitLab as an OIDC provider for the audience', () => {
     p.hasResourceProperties('AWS::IAM::OIDCProvider', {
       Url: 'https://gitlab.example.com',
-      ClientIdList: ['sts.amazonaws.com'],
+      ClientIdList: ['sts.amazonaws.com', 'runner-fleet-diff'],
     });
     // A native resource: no custom-resource Lambda.
     p.resourceCountIs('AWS::Lambda::Function', 0);
@@ -104,6 +114,59 @@ describe('DevOps pipeline stack', () => {
   });
 });
 
+describe('DevOps pipeline stack: the read-only diff identity', () => {
+  it('trusts the diff roles for the diff audience only, on the same protected branch', () => {
+    for (const stage of ['dev', 'prod']) {
+      const [statement] = roleNamed(p, `runner-fleet-pipeline-diff-${stage}`).AssumeRolePolicyDocument
+        .Statement;
+      expect(statement.Action).toBe('sts:AssumeRoleWithWebIdentity');
+      expect(statement.Condition).toEqual({
+        StringEquals: {
+          'gitlab.example.com:aud': 'runner-fleet-diff',
+          'gitlab.example.com:sub': 'project_path:ops/runner-fleet:ref_type:branch:ref:main',
+        },
+      });
+    }
+  });
+
+  it("lets each diff role assume only its stage's diff role, never a deploy role", () => {
+    for (const [stage, account] of [
+      ['dev', '222222222222'],
+      ['prod', '333333333333'],
+    ]) {
+      p.hasResourceProperties('AWS::IAM::Policy', {
+        Roles: [{ Ref: Match.stringLikeRegexp(`^PipelineDiff${stage}`) }],
+        PolicyDocument: {
+          Statement: [
+            {
+              Sid: 'AssumeStageDiffRole',
+              Effect: 'Allow',
+              Action: 'sts:AssumeRole',
+              Resource: `arn:aws:iam::${account}:role/runner-fleet-diff-${stage}`,
+            },
+          ],
+        },
+      });
+    }
+  });
+
+  it('refuses one audience for deploy and diff: a diff token could then deploy', () => {
+    const app = appWithContext();
+    expect(
+      () =>
+        new DevopsPipelineStack(app, 'Same', {
+          env: { account: '111111111111', region },
+          gitlabUrl: 'https://gitlab.example.com',
+          audience: 'sts.amazonaws.com',
+          diffAudience: 'sts.amazonaws.com',
+          projectPath: 'ops/runner-fleet',
+          productionBranch: 'main',
+          targets: [],
+        }),
+    ).toThrow(/diff audience must differ/);
+  });
+});
+
 describe('Dev and Prod deploy target stacks', () => {
   it('trust only the matching pipeline role of the DevOps account', () => {
     for (const [template, stage] of [
@@ -120,21 +183,67 @@ describe('Dev and Prod deploy target stacks', () => {
     }
   });
 
-  it("may only assume this account's CDK bootstrap roles", () => {
-    prod.hasResourceProperties('AWS::IAM::Policy', {
-      PolicyDocument: {
-        Statement: [
-          {
-            Sid: 'UseCdkBootstrapRoles',
-            Action: 'sts:AssumeRole',
-            Effect: 'Allow',
-            Resource: ['deploy', 'file-publishing', 'image-publishing', 'lookup'].map(
-              (kind) => `arn:aws:iam::333333333333:role/cdk-hnb659fds-${kind}-role-333333333333-eu-west-1`,
-            ),
-          },
-        ],
+  it("deploy role: the CDK bootstrap roles, and the smoke test's health checks of its own stage only", () => {
+    const acct = '333333333333';
+    const policy = policyOf(prod, 'DeployRole');
+    expect(policy.Statement).toEqual([
+      {
+        Sid: 'UseCdkBootstrapRoles',
+        Action: 'sts:AssumeRole',
+        Effect: 'Allow',
+        Resource: ['deploy', 'file-publishing', 'image-publishing', 'lookup'].map(
+          (kind) => `arn:aws:iam::${acct}:role/cdk-hnb659fds-${kind}-role-${acct}-eu-west-1`,
+        ),
       },
-    });
+      {
+        Sid: 'SmokeTestDocuments',
+        Action: 'ssm:SendCommand',
+        Effect: 'Allow',
+        Resource: ['gitlab', 'manager'].map(
+          (t) => `arn:aws:ssm:eu-west-1:${acct}:document/runner-fleet-prod-${t}-health`,
+        ),
+      },
+      {
+        Sid: 'SmokeTestInstances',
+        Action: 'ssm:SendCommand',
+        Effect: 'Allow',
+        Resource: `arn:aws:ec2:eu-west-1:${acct}:instance/*`,
+        Condition: {
+          StringEquals: { 'ssm:resourceTag/runner-fleet:health-check': ['prod-gitlab', 'prod-manager'] },
+        },
+      },
+      {
+        Sid: 'SmokeTestRead',
+        Action: ['ec2:DescribeInstances', 'ssm:GetCommandInvocation'],
+        Effect: 'Allow',
+        Resource: '*',
+      },
+    ]);
+    // Never the shell-anything document, never another stage's checks.
+    expect(JSON.stringify(policy)).not.toMatch(/AWS-RunShellScript|runner-fleet-dev-/);
+  });
+
+  it('diff role: trusted by the diff pipeline role only, may assume the lookup role only', () => {
+    for (const [template, stage, acct] of [
+      [dev, 'dev', '222222222222'],
+      [prod, 'prod', '333333333333'],
+    ] as const) {
+      const [statement] = roleNamed(template, `runner-fleet-diff-${stage}`).AssumeRolePolicyDocument
+        .Statement;
+      expect(statement.Condition).toEqual({
+        ArnEquals: {
+          'aws:PrincipalArn': `arn:aws:iam::111111111111:role/runner-fleet-pipeline-diff-${stage}`,
+        },
+      });
+      expect(policyOf(template, 'DiffRole').Statement).toEqual([
+        {
+          Sid: 'UseCdkLookupRole',
+          Action: 'sts:AssumeRole',
+          Effect: 'Allow',
+          Resource: `arn:aws:iam::${acct}:role/cdk-hnb659fds-lookup-role-${acct}-eu-west-1`,
+        },
+      ]);
+    }
   });
 
   it('have no IAM users or access keys anywhere in the pipeline', () => {
@@ -146,10 +255,19 @@ describe('Dev and Prod deploy target stacks', () => {
 });
 
 describe('pipeline stacks: checks', () => {
-  it('pass cdk-nag AwsSolutions with nothing acknowledged', () => {
-    for (const stack of [devops, ...targets]) {
+  it("pass cdk-nag AwsSolutions; only the smoke test's wildcards are acknowledged", () => {
+    expect(synth.nagViolations(devops)).toEqual([]);
+    expect(acknowledgements(devops)).toEqual([]);
+    for (const stack of targets) {
       expect(synth.nagViolations(stack)).toEqual([]);
-      expect(acknowledgements(stack)).toEqual([]);
+      expect(
+        acknowledgements(stack)
+          .map((a) => a.id)
+          .sort(),
+      ).toEqual([
+        'Annotation::AwsSolutions-IAM5[Resource::*]',
+        `Annotation::AwsSolutions-IAM5[Resource::arn:aws:ec2:eu-west-1:${stack.account}:instance/*]`,
+      ]);
     }
   });
 

@@ -12,7 +12,9 @@ import type * as rds from 'aws-cdk-lib/aws-rds';
 import * as route53 from 'aws-cdk-lib/aws-route53';
 import type * as secretsmanager from 'aws-cdk-lib/aws-secretsmanager';
 import type { Construct } from 'constructs';
+import type { DeployStage } from '../../pipeline/names.js';
 import { accessLogBucket } from '../../shared/buckets.js';
+import { HealthCheck } from '../../shared/health-check.js';
 import { acknowledge, bucketObjectsFinding, wildcardResourceFinding } from '../../shared/nag.js';
 import { applicationSettings } from '../application-settings.js';
 import { DataStores, type PostgresMajor, postgresInstance } from '../data-stores.js';
@@ -39,6 +41,8 @@ export interface GitlabHaStackProps extends StackProps {
   domainName: string;
   certificateArn?: string;
   hostedZone?: { id: string; name: string };
+  /** The deploy stage: names the smoke test's readiness check (none without it). */
+  stageName?: DeployStage;
   size: HaSize;
   allowedCidr: string;
   edition: 'gitlab-ee' | 'gitlab-ce';
@@ -267,6 +271,15 @@ export class GitlabHaStack extends Stack {
     });
     for (const targetGroup of lb.targetGroups) railsNodes.group.attachToNetworkTargetGroup(targetGroup);
     railsNodes.group.attachToNetworkTargetGroup(internal.internalApi);
+    if (props.stageName) {
+      // The pipeline's smoke test runs GitLab's readiness check on every Rails node.
+      new HealthCheck(this, 'Readiness', {
+        stage: props.stageName,
+        target: 'gitlab',
+        url: 'http://127.0.0.1/-/readiness',
+        group: railsNodes.group,
+      });
+    }
 
     const sidekiqNodes = new NodeGroup(this, 'Sidekiq', {
       vpc: this.vpc,

@@ -11,7 +11,7 @@ import { handleControl } from './control.js';
 import { ec2Actions, ec2ErrorBody, ec2Response } from './ec2.js';
 import { AwsError } from './errors.js';
 import { decodeForm } from './query.js';
-import { putParameterValue, ssmActions } from './ssm.js';
+import { addDocumentContent, putParameterValue, ssmActions, stopCommands } from './ssm.js';
 import { STS_XMLNS, stsActions } from './sts.js';
 import {
   type AsgActivity,
@@ -159,6 +159,7 @@ export class AwsFake {
       this.server.close(() => resolve());
       this.server.closeAllConnections();
     });
+    stopCommands(this.world);
     await this.world.closeBackings();
   }
 
@@ -203,6 +204,11 @@ export class AwsFake {
 
   putParameter(name: string, value: string, type: SsmParameter['Type'] = 'String'): void {
     putParameterValue(this.world, name, value, type, true);
+  }
+
+  /** An SSM Command document (its content as CloudFormation gets it); SendCommand runs it here. */
+  addDocument(name: string, content: unknown): void {
+    addDocumentContent(this.world, name, content);
   }
 
   addBucket(name: string): void {

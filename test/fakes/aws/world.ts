@@ -2,6 +2,7 @@
 // parameters, and the fault knobs. Protocol modules (ec2.ts, autoscaling.ts, …) translate wire
 // requests into calls on this; fake.ts wraps it in an HTTP server and a small public API.
 
+import type { ChildProcess } from 'node:child_process';
 import { createHash, randomBytes, randomUUID } from 'node:crypto';
 import { type ClockMode, Scheduler } from './clock.js';
 import { AwsError } from './errors.js';
@@ -210,6 +211,19 @@ export interface SsmParameter {
   Description?: string;
 }
 
+/** One instance's share of an SSM Run Command (SendCommand), as GetCommandInvocation reports it. */
+export interface CommandInvocation {
+  CommandId: string;
+  InstanceId: string;
+  DocumentName: string;
+  Status: 'InProgress' | 'Success' | 'Failed' | 'TimedOut';
+  ResponseCode: number;
+  StandardOutputContent: string;
+  StandardErrorContent: string;
+  /** The script's process while it runs (killed by close()). */
+  child?: ChildProcess;
+}
+
 export interface CapacityRule {
   instanceTypes?: string[];
   subnetIds?: string[];
@@ -324,6 +338,10 @@ export class World {
   readonly associations = new Map<string, IamAssociation>();
   readonly parameters = new Map<string, SsmParameter>();
   readonly buckets = new Set<string>();
+  /** SSM Command documents: name → the `runCommand` lines of their one aws:runShellScript step. */
+  readonly documents = new Map<string, string[]>();
+  /** Run Command invocations by `<CommandId>/<InstanceId>`. */
+  readonly invocations = new Map<string, CommandInvocation>();
   /** Launch idempotency: token → action, parameter fingerprint and the first answer. */
   readonly idempotency = new Map<string, { action: string; fingerprint: string; result: unknown }>();
 
