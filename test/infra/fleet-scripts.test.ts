@@ -12,6 +12,7 @@ import {
 import { renderFleetConfig } from '../../infra/fleet/runner-configs.js';
 import { renderManagerUnit } from '../../infra/fleet/systemd-unit.js';
 import { parseConfigText } from '../../manager/config/load.js';
+import { bashSyntaxCheck } from './user-data.js';
 
 /** `Key=value` pairs of one systemd section. */
 function section(unit: string, name: string): Map<string, string[]> {
@@ -108,6 +109,14 @@ describe('renderJobBootScript', () => {
 
   it('installs the gitlab-runner helper for cache and artifacts', () => {
     expect(script).toContain('/usr/local/bin/gitlab-runner');
+  });
+
+  it('on the baked job AMI (infra/ami) is the dead-man switch alone', () => {
+    const baked = renderJobBootScript({ maxLifetimeMinutes: 240 });
+    expect(baked.split('\n').filter((l) => l && !l.startsWith('#'))).toEqual([
+      "shutdown -P +240 'runner-fleet: maximum instance lifetime reached'",
+    ]);
+    bashSyntaxCheck(baked);
   });
 });
 
