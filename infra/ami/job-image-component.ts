@@ -9,7 +9,7 @@
  * metadata at run time, so the text is the same at synth and in tests, and its hash versions it.
  */
 import { createHash } from 'node:crypto';
-import { stringify } from 'yaml';
+import { Document, type Scalar } from 'yaml';
 import { type GitlabRunnerRelease, renderGitlabRunnerInstall } from '../fleet/boot-scripts.js';
 
 export interface JobImageOptions {
@@ -175,8 +175,11 @@ done`,
 }
 
 export function renderJobImageComponentYaml(o: JobImageOptions): string {
+  const doc = new Document(renderJobImageComponent(o));
+  // Written `1.0`, as in AWS's own component documents (a bare number would print as `1`).
+  (doc.get('schemaVersion', true) as Scalar).minFractionDigits = 1;
   // lineWidth 0: long bash lines stay on one line; block literals keep scripts readable.
-  return stringify(renderJobImageComponent(o), { lineWidth: 0 });
+  return doc.toString({ lineWidth: 0 });
 }
 
 /**

@@ -70,6 +70,7 @@ describe('job image component document', () => {
 
   it('is Image Builder YAML: schema 1.0, build/validate/test phases of ExecuteBash steps', () => {
     expect(doc.schemaVersion).toBe(1);
+    expect(yaml).toMatch(/^schemaVersion: 1\.0$/m);
     expect(doc.phases.map((p) => p.name)).toEqual(['build', 'validate', 'test']);
     expect(steps(doc).map((s) => `${s.phase}/${s.name}`)).toEqual([
       'build/InstallPackages',
