@@ -79,6 +79,15 @@ export interface InfraConfig {
   postgresMajor: PostgresMajor;
   /** Subscribed by email to every stack's alarm topic (infra/shared/alarms.ts); unset: no subscription. */
   alarmEmail?: string;
+  /** Outgoing email through SES SMTP; unset: GitLab sends none (infra/gitlab/smtp.ts). */
+  smtp?: {
+    /** Secrets Manager secret (in each stage's account) with the SES SMTP `username` and `password`. */
+    secretName: string;
+    /** From: address; unset: gitlab@<the stage's domainName>. */
+    fromAddress?: string;
+    /** Region of the SES identity and SMTP endpoint. */
+    region: string;
+  };
   pipeline: {
     /** Issuer of the ID tokens: the GitLab that runs this repository's pipelines. */
     gitlabUrl: string;
@@ -182,9 +191,22 @@ export function readInfraConfig(context: ContextReader): InfraConfig {
   if (alarmEmail !== undefined && !EMAIL.test(alarmEmail))
     throw new Error(`context alarmEmail must be an email address, got "${alarmEmail}"`);
 
+  const smtpSecretName = optional('smtpSecretName');
+  const smtpFromAddress = optional('smtpFromAddress');
+  if (smtpFromAddress !== undefined && !EMAIL.test(smtpFromAddress))
+    throw new Error(`context smtpFromAddress must be an email address, got "${smtpFromAddress}"`);
+  if (smtpSecretName === undefined && (smtpFromAddress ?? optional('smtpRegion')) !== undefined)
+    throw new Error('context smtpFromAddress and smtpRegion need smtpSecretName (the SES SMTP credentials)');
+  if (smtpSecretName !== undefined && !/^[\w/+=.@-]{1,512}$/.test(smtpSecretName))
+    throw new Error(`context smtpSecretName must be a Secrets Manager secret name, got "${smtpSecretName}"`);
+  const smtp = smtpSecretName
+    ? { secretName: smtpSecretName, fromAddress: smtpFromAddress, region: str('smtpRegion', region) }
+    : undefined;
+
   return {
     region,
     alarmEmail,
+    smtp,
     accounts: {
       devops: account('devopsAccount', '111111111111'),
       dev: account('devAccount', '222222222222'),

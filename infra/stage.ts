@@ -26,6 +26,11 @@ export class RunnerFleetStage extends Stage {
     const env = { account: props.account, region: config.region };
     // The size is chosen here, once: both stacks share the network, buckets, certificate, external
     // load balancer and data stores, and give the fleet the same VPC.
+    const smtp = config.smtp && {
+      secretId: config.smtp.secretName,
+      region: config.smtp.region,
+      fromAddress: config.smtp.fromAddress ?? `gitlab@${stage.domainName}`,
+    };
     if (config.size === '3k') {
       this.gitlab = new GitlabHaStack(this, 'GitLab', {
         env,
@@ -41,6 +46,7 @@ export class RunnerFleetStage extends Stage {
         edition: config.gitlabEdition,
         version: stage.gitlabVersion,
         alarmEmail: config.alarmEmail,
+        smtp,
       });
     } else {
       this.gitlab = new GitlabPocStack(this, 'GitLab', {
@@ -59,6 +65,7 @@ export class RunnerFleetStage extends Stage {
         deployedVersion: stage.gitlabDeployedVersion,
         postgresMajor: config.postgresMajor,
         alarmEmail: config.alarmEmail,
+        smtp,
       });
     }
     // The job AMI bakes in the stage's VPC, and its first image is published before the fleet

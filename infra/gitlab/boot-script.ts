@@ -11,6 +11,7 @@
  *   then store the keys if this is the stack's first instance.
  */
 import { SECRET_FILES } from './gitlab-rb.js';
+import { renderSmtpSecretFetch } from './smtp.js';
 import { packageName, upgradeStops } from './versions.js';
 
 /** The marker a Secrets Manager secret holds until the first instance fills it. */
@@ -45,6 +46,8 @@ export interface GitlabApplyScriptOptions {
   etcDir?: string;
   reposDir?: string;
   secretFiles?: Record<keyof typeof SECRET_FILES, string>;
+  /** Secret with the SES SMTP credentials (smtp.ts), fetched on every apply so a rotation applies too. */
+  smtpSecretId?: string;
 }
 
 export function renderGitlabApplyScript(o: GitlabApplyScriptOptions): string {
@@ -66,7 +69,7 @@ umask 077
 secret '${o.secrets.databaseSecretArn}' | jq -r .password > ${files.dbPassword}
 secret '${o.secrets.redisAuthTokenSecretArn}' > ${files.redisPassword}
 secret '${o.secrets.rootPasswordSecretArn}' > ${files.rootPassword}
-
+${o.smtpSecretId ? renderSmtpSecretFetch(o.smtpSecretId) : ''}
 cat > ${etc}/gitlab.rb <<'GITLAB_RB_EOF'
 ${o.gitlabRb}GITLAB_RB_EOF
 chmod 0600 ${etc}/gitlab.rb

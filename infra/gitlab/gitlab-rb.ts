@@ -9,6 +9,8 @@
  * them into the text, so it works the same for synth and for unit tests with plain strings.
  */
 
+import { renderSmtpGitlabRb, type SmtpSettings } from './smtp.js';
+
 /** Object types of GitLab's consolidated object storage form, each with its own bucket. */
 export const OBJECT_TYPES = [
   'artifacts',
@@ -44,6 +46,8 @@ export interface GitlabRbOptions {
   buckets: Record<ObjectType, string>;
   backupBucket: string;
   secretFiles?: typeof SECRET_FILES;
+  /** Outgoing email through SES (smtp.ts); unset: GitLab's default (no SMTP). */
+  smtp?: Pick<SmtpSettings, 'region' | 'fromAddress'>;
 }
 
 /** Single-quoted Ruby string literal. */
@@ -148,5 +152,5 @@ gitlab_rails['store_initial_root_password'] = false
 ## Consolidated object storage in S3 with the instance profile's credentials (no keys).
 ${objectStoreSettings(o.region, o.buckets)}
 ## Backups go to S3, encrypted at rest; the bucket's lifecycle rule prunes old ones.
-${backupUploadSettings(o.region, o.backupBucket)}`;
+${backupUploadSettings(o.region, o.backupBucket)}${o.smtp ? renderSmtpGitlabRb(o.smtp) : ''}`;
 }

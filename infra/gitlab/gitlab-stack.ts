@@ -29,6 +29,7 @@ import { renderGitlabRb } from './gitlab-rb.js';
 import { GitlabLoadBalancer, INSTANCE_PORTS } from './load-balancer.js';
 import { Network } from './network.js';
 import { ObjectStorage } from './object-storage.js';
+import { grantSmtpSecret, type SmtpSettings } from './smtp.js';
 import { checkPostgres, checkUpgrade } from './versions.js';
 
 export interface GitlabPocStackProps extends StackProps {
@@ -50,6 +51,8 @@ export interface GitlabPocStackProps extends StackProps {
   postgresMajor?: PostgresMajor;
   /** Subscribed to the alarm topic by email (optional). */
   alarmEmail?: string;
+  /** Outgoing email through SES SMTP (smtp.ts); unset: none. */
+  smtp?: SmtpSettings;
 }
 
 /** Instance root volume: the OS and the GitLab package; GitLab's data is on the data volume. */
@@ -163,9 +166,11 @@ export class GitlabPocStack extends Stack {
     );
     dataVolume.grantAttach(role);
 
-    const gitlabRb = renderGitlabRb(
-      applicationSettings({ domainName: props.domainName, region: this.region, data, storage }),
-    );
+    const gitlabRb = renderGitlabRb({
+      ...applicationSettings({ domainName: props.domainName, region: this.region, data, storage }),
+      smtp: props.smtp,
+    });
+    if (props.smtp) grantSmtpSecret(this, props.smtp, [role]);
     const applyScript = renderGitlabApplyScript({
       region: this.region,
       gitlabRb,
@@ -176,6 +181,7 @@ export class GitlabPocStack extends Stack {
         redisAuthTokenSecretArn: data.redisAuthToken.secretArn,
         rootPasswordSecretArn: rootPassword.secretArn,
       },
+      smtpSecretId: props.smtp?.secretId,
     });
     const userData = ec2.UserData.custom(
       renderGitlabBootScript({

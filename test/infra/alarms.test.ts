@@ -27,8 +27,9 @@ let gitlab: Template;
 let fleet: Template;
 
 beforeAll(() => {
-  const context: Record<string, unknown> = { ...cdkJson.context, alarmEmail: EMAIL };
-  const app = appWithContext({ alarmEmail: EMAIL });
+  const extra = { alarmEmail: EMAIL, smtpSecretName: 'ses-smtp' };
+  const context: Record<string, unknown> = { ...cdkJson.context, ...extra };
+  const app = appWithContext(extra);
   const config = readInfraConfig((key) => context[key]);
   stage = new RunnerFleetStage(app, 'Dev', {
     config,
@@ -163,6 +164,40 @@ describe('runner fleet alarms', () => {
         Condition: { StringEquals: { 'cloudwatch:namespace': FLEET_METRICS_NAMESPACE } },
       }),
     ]);
+  });
+});
+
+describe('POC GitLab email through SES', () => {
+  it('fetches the SMTP secret at apply time and configures gitlab.rb, with no credential in the template', () => {
+    const userData = userDataOf(gitlab, 'GitlabLaunchTemplate', {
+      region: 'eu-west-1',
+      account: '222222222222',
+    });
+    const apply = heredoc(userData, '/usr/local/sbin/gitlab-apply-config');
+    expect(apply).toContain("secret 'ses-smtp' | jq -er .username > /etc/gitlab/secrets/smtp-username");
+    const rb = heredoc(apply, '/etc/gitlab/gitlab.rb');
+    expect(rb).toContain("gitlab_rails['smtp_address'] = 'email-smtp.eu-west-1.amazonaws.com'");
+    expect(rb).toContain("gitlab_rails['gitlab_email_from'] = 'gitlab@gitlab.dev.example.com'");
+    expect(rb).toContain(
+      "gitlab_rails['smtp_password'] = File.read('/etc/gitlab/secrets/smtp-password').strip",
+    );
+  });
+
+  it('lets the instance role read exactly that secret', () => {
+    const read = policyStatements(gitlab).filter((s) =>
+      JSON.stringify(s.Resource ?? '').includes('secret:ses-smtp'),
+    );
+    expect(read).toHaveLength(1);
+    expect(JSON.stringify(read[0]!.Resource)).toContain('secret:ses-smtp-??????');
+    expect([...(read[0]!.Action as string[])].sort()).toEqual([
+      'secretsmanager:DescribeSecret',
+      'secretsmanager:GetSecretValue',
+    ]);
+  });
+
+  it('passes cdk-nag with alarms and SMTP on (both stacks)', () => {
+    expect(synth.nagViolations(stage.gitlab)).toEqual([]);
+    expect(synth.nagViolations(stage.fleet)).toEqual([]);
   });
 });
 

@@ -244,3 +244,12 @@ echo "$seeder"`,
     );
   });
 });
+
+describe('SMTP secret', () => {
+  it('is fetched into root-only files by the nodes given it, after the role secrets', () => {
+    const rails = renderHaBootScript({ ...options('rails'), smtpSecretId: 'ses-smtp' });
+    expect(rails).toContain("secret 'ses-smtp' | jq -er .password > /etc/gitlab/secrets/smtp-password");
+    expect(rails.indexOf('umask 077')).toBeLessThan(rails.indexOf("secret 'ses-smtp'"));
+    expect(scripts.gitaly).not.toContain('smtp');
+  });
+});

@@ -241,3 +241,24 @@ describe('gitlab.rb per role: the keys GitLab documents', () => {
     );
   });
 });
+
+describe('SMTP through SES (Rails and Sidekiq send mail)', () => {
+  const smtp = { region: 'eu-west-1', fromAddress: 'gitlab@example.com' };
+  it('configures SMTP on Rails and Sidekiq, reading the login from root-only files', () => {
+    for (const role of ['rails', 'sidekiq'] as const) {
+      const c = evaluate(role, renderRoleGitlabRb({ role, options: { ...app, smtp } }));
+      expect(c.gitlab_rails, role).toMatchObject({
+        smtp_enable: true,
+        smtp_address: 'email-smtp.eu-west-1.amazonaws.com',
+        smtp_port: 587,
+        smtp_domain: 'example.com',
+        gitlab_email_from: 'gitlab@example.com',
+      });
+      expect(String(c.gitlab_rails.smtp_password), role).toContain('smtp-password');
+    }
+  });
+  it('leaves SMTP out when it is not configured', () => {
+    const c = evaluate('rails', rendered.rails);
+    expect(c.gitlab_rails.smtp_enable).toBeUndefined();
+  });
+});

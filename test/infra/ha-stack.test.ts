@@ -30,8 +30,8 @@ let t: Template;
 let json: Json;
 
 beforeAll(() => {
-  const context: Record<string, unknown> = { ...cdkJson.context, size: '3k' };
-  const app = appWithContext({ size: '3k' });
+  const context: Record<string, unknown> = { ...cdkJson.context, size: '3k', smtpSecretName: 'ses-smtp' };
+  const app = appWithContext({ size: '3k', smtpSecretName: 'ses-smtp' });
   const config = readInfraConfig((key) => context[key]);
   stage = new RunnerFleetStage(app, 'Dev', {
     config,
@@ -291,6 +291,17 @@ describe('size 3k: data stores', () => {
       expect(count('AWS/RDS', metric), metric).toBe(2);
     expect(count('AWS/ElastiCache', 'DatabaseMemoryUsagePercentage')).toBe(1);
     expect(Object.keys(t.findResources('AWS::SNS::Topic'))).toHaveLength(1);
+  });
+});
+
+describe('size 3k: email through SES', () => {
+  it('lets only the Rails and Sidekiq roles read the SMTP secret', () => {
+    const readers = Object.entries(t.findResources('AWS::IAM::Policy'))
+      .filter(([, p]) => JSON.stringify(p).includes('secret:ses-smtp-??????'))
+      .flatMap(([, p]) => asList((p as Resource).Properties.Roles as Json[]).map((r) => JSON.stringify(r)));
+    expect(readers).toHaveLength(2);
+    expect(readers.join(' ')).toMatch(/RailsInstanceRole/);
+    expect(readers.join(' ')).toMatch(/SidekiqInstanceRole/);
   });
 });
 

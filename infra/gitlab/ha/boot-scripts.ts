@@ -18,6 +18,7 @@
  * - Each script ends with cfn-signal, success only once the node serves: CloudFormation's
  *   creation and rolling updates wait for it.
  */
+import { renderSmtpSecretFetch } from '../smtp.js';
 import { HA_SECRET_FILES, type HaRole, type HaSecretFile, ROLE_SECRETS } from './role-gitlab-rb.js';
 
 export interface SecretRef {
@@ -36,6 +37,8 @@ export interface HaBootScriptOptions {
   version?: string;
   /** Every secret file this role reads (ROLE_SECRETS[role]). */
   secrets: Partial<Record<HaSecretFile, SecretRef>>;
+  /** Rails and Sidekiq with SMTP: the secret with the SES SMTP credentials (../smtp.ts). */
+  smtpSecretId?: string;
   /** The Auto Scaling group CloudFormation waits on. */
   signal: { stackName: string; logicalId: string };
   /** Rails and Sidekiq: the shared gitlab-secrets.json; Rails also the shared SSH host keys. */
@@ -100,7 +103,7 @@ instance_id="$(imds instance-id)"
 umask 077
 install -d -m 0700 /etc/gitlab /etc/gitlab/secrets
 ${fetches}
-${o.role === 'rails' ? railsSeed(o) : ''}${o.role === 'sidekiq' ? waitForSeed(o) : ''}${o.role === 'gitaly' ? gitalyStorage(o) : ''}
+${o.smtpSecretId ? renderSmtpSecretFetch(o.smtpSecretId) : ''}${o.role === 'rails' ? railsSeed(o) : ''}${o.role === 'sidekiq' ? waitForSeed(o) : ''}${o.role === 'gitaly' ? gitalyStorage(o) : ''}
 cat > /etc/gitlab/gitlab.rb <<'GITLAB_RB_EOF'
 ${o.gitlabRb}GITLAB_RB_EOF
 chmod 0600 /etc/gitlab/gitlab.rb

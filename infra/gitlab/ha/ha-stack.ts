@@ -21,6 +21,7 @@ import { DataStores, type PostgresMajor, postgresInstance } from '../data-stores
 import { GitlabLoadBalancer, INSTANCE_PORTS } from '../load-balancer.js';
 import { Network } from '../network.js';
 import { ObjectStorage } from '../object-storage.js';
+import { grantSmtpSecret, type SmtpSettings } from '../smtp.js';
 import { renderHaBootScript, type SecretRef } from './boot-scripts.js';
 import { INTERNAL_API_PORT, InternalLoadBalancer } from './internal-load-balancer.js';
 import { HaMonitoring } from './monitoring.js';
@@ -51,6 +52,8 @@ export interface GitlabHaStackProps extends StackProps {
   postgresMajor?: PostgresMajor;
   /** Subscribed to the alarm topic by email (optional). */
   alarmEmail?: string;
+  /** Outgoing email through SES SMTP (../smtp.ts), from the Rails and Sidekiq nodes; unset: none. */
+  smtp?: SmtpSettings;
 }
 
 export const PRAEFECT_DATABASE = { name: 'praefect_production', user: 'praefect' } as const;
@@ -191,6 +194,7 @@ export class GitlabHaStack extends Stack {
       ...applicationSettings({ domainName: props.domainName, region: this.region, data, storage }),
       internalApiUrl: internal.internalApiUrl,
       praefectAddress: internal.praefectAddress,
+      smtp: props.smtp,
     };
     const common = { externalUrl: application.externalUrl, internalApiUrl: application.internalApiUrl };
 
@@ -200,6 +204,7 @@ export class GitlabHaStack extends Stack {
     }
     storage.grantTo(roles.rails);
     storage.grantTo(roles.sidekiq);
+    if (props.smtp) grantSmtpSecret(this, props.smtp, [roles.rails, roles.sidekiq]);
     for (const secret of [secrets.gitlabSecretsJson, secrets.sshHostKeys]) {
       secret.grantRead(roles.rails);
       roles.rails.addToPrincipalPolicy(
@@ -251,6 +256,8 @@ export class GitlabHaStack extends Stack {
           edition: props.edition,
           version: props.version,
           secrets: secretRefs,
+          // Rails and Sidekiq send mail; only they read the SMTP secret.
+          smtpSecretId: role === 'rails' || role === 'sidekiq' ? props.smtp?.secretId : undefined,
           signal,
           shared: {
             gitlabSecretsJsonArn: secrets.gitlabSecretsJson.secretArn,

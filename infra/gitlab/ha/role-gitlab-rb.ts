@@ -18,6 +18,7 @@ import {
   rubyString,
   SECRET_FILES,
 } from '../gitlab-rb.js';
+import { renderSmtpGitlabRb, type SmtpSettings } from '../smtp.js';
 
 export const HA_ROLES = ['rails', 'sidekiq', 'gitaly', 'praefect'] as const;
 export type HaRole = (typeof HA_ROLES)[number];
@@ -72,6 +73,8 @@ export interface ApplicationOptions extends Common {
   praefectAddress: string;
   buckets: Record<ObjectType, string>;
   backupBucket: string;
+  /** Outgoing email through SES (../smtp.ts): Rails and Sidekiq both send mail. */
+  smtp?: Pick<SmtpSettings, 'region' | 'fromAddress'>;
 }
 
 export interface GitalyOptions extends Common {
@@ -180,7 +183,7 @@ gitlab_rails['initial_root_password'] = ${secret('rootPassword')}
 gitlab_rails['store_initial_root_password'] = false
 
 ## Nightly backups from one Rails node (boot-scripts.ts); repositories go server-side from Gitaly to S3.
-${backupUploadSettings(o.region, o.backupBucket)}`;
+${backupUploadSettings(o.region, o.backupBucket)}${o.smtp ? renderSmtpGitlabRb(o.smtp) : ''}`;
 }
 
 function sidekiq(o: ApplicationOptions): string {
@@ -191,7 +194,7 @@ roles(['sidekiq_role'])
 sidekiq['listen_address'] = '0.0.0.0'
 sidekiq['queue_groups'] = ['*'] * 4
 sidekiq['max_concurrency'] = 20
-${externalDataStores(o)}`;
+${externalDataStores(o)}${o.smtp ? renderSmtpGitlabRb(o.smtp) : ''}`;
 }
 
 function gitaly(o: GitalyOptions): string {
