@@ -122,6 +122,8 @@ export interface SoakReport {
 }
 
 function daemonConfig(world: AwsWorld, proxy: RecordingProxy, managerId: string, dir: string, max: number) {
+  // daemon_wait far above any restart: under a load of 40 on 2 cores a SIGKILLed daemon took over
+  // the default 30 s to come back. The soak asserts that a restart fails no job, not its speed.
   // The daemon reaches the fake through its own recording proxy: same fake, its own call log.
   const aws = awsToml(world, 'fleet', 'launch_rate = 20\nlaunch_burst = 20').replace(
     `endpoint = "${world.fake.url}"`,
@@ -134,6 +136,7 @@ manager_id = "${managerId}"
 builds_dir = "${dir}/builds"
 cache_dir = "${dir}/cache"
 kill_grace = "2s"
+daemon_wait = "10m"
 [pool]
 max_instances = ${max}
 idle_count = 0
