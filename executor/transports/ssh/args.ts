@@ -77,10 +77,17 @@ export interface ClientTimings {
   readonly serverAliveCountMax: number;
 }
 
+/**
+ * OpenSSH gives up after (ServerAliveCountMax + 1) unanswered keepalives, one per interval of
+ * silence: 5 s × 5 = 25 s. That is how an instance that vanished without closing anything (no
+ * FIN, no RST) is noticed mid-stage, so it sets how soon such a job ends (issue #14: within 30 s
+ * of the loss). 25 s of total silence from sshd is not a busy instance: keepalives are answered
+ * by sshd itself, not by the job.
+ */
 export const DEFAULT_TIMINGS: ClientTimings = {
   connectTimeoutS: 10,
-  serverAliveIntervalS: 10,
-  serverAliveCountMax: 3,
+  serverAliveIntervalS: 5,
+  serverAliveCountMax: 4,
 };
 
 /**
