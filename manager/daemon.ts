@@ -68,6 +68,7 @@ export async function startDaemon(config: Config, log: Logger): Promise<RunningD
     config.pool.max_instance_lifetime + config.pool.instance_acquire_timeout + 86_400_000,
   );
   const busy = (jobId: string) => fleet.leaseOf(jobId) !== undefined;
+  const stopWatching = new AbortController();
 
   /** Every op but ping proves who sends it: the job's own secret, or the operator's token. */
   const authorize = (request: ControlRequest) => {
@@ -153,13 +154,21 @@ export async function startDaemon(config: Config, log: Logger): Promise<RunningD
         return lease;
       }
       case 'fate': {
-        // Asked by a run hook whose stage failed as a system failure: name the cause if we can.
+        // Asked by a run hook whose stage failed as a system failure (name the cause if we can),
+        // or held open by one during a stage (`wait`: answer when the listing reports the
+        // instance gone, so a stage on a silent, vanished instance ends then).
         const entry = fleet.leaseOf(request.jobId);
         if (!entry) return { cause: undefined };
-        const cause = await Promise.race([
+        const loss = request.wait
+          ? await fleet.watchLoss(request.jobId, AbortSignal.any([reply.signal, stopWatching.signal]))
+          : fleet.lossOf(request.jobId);
+        // `waited`: this daemon understood `wait` (an older one answers at once, without it).
+        if (request.wait && !loss) return { cause: undefined, waited: true };
+        const explained = await Promise.race([
           provider.explainGone?.(entry.instanceId).catch(() => undefined),
           new Promise<undefined>((r) => setTimeout(() => r(undefined), 4000).unref()),
         ]);
+        const cause = explained ?? (loss ? `the instance is gone: ${loss.why}` : undefined);
         if (cause)
           log.warn({ jobId: entry.jobId, instanceId: entry.instanceId, cause }, 'job lost its instance');
         return { instanceId: entry.instanceId, cause };
@@ -233,6 +242,8 @@ export async function startDaemon(config: Config, log: Logger): Promise<RunningD
 
   let stopping: Promise<void> | undefined;
   const stop = (reason: string) => {
+    // Held `fate` waits end now, or closing the socket would wait for every running stage.
+    stopWatching.abort();
     stopping ??= (async () => {
       log.info(
         { reason, leased: fleet.leasedCount() },

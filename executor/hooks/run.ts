@@ -48,22 +48,31 @@ export function runStageHook(options: { socket?: string; positionals: string[] }
       : undefined;
 
     const controller = new AbortController();
+    // An instance reached over SSH can vanish silently: hear it from the daemon mid-stage.
+    const stageOver = new AbortController();
+    const lostMidStage =
+      lease.connect.kind === 'ssh'
+        ? watchLoss(env.jobId, env.jobSecret, options.socket, stageOver.signal)
+        : undefined;
     const cancel = () => controller.abort();
     process.once('SIGTERM', cancel);
     process.once('SIGINT', cancel);
     process.once('SIGHUP', cancel);
-    const outcome = await transport.runStage(
-      {
-        scriptPath,
-        stage,
-        env: { RUNNER_FLEET_INSTANCE_ID: lease.instanceId },
-        jobTmpDir: env.tmpDir,
-        killGraceMs: lease.killGraceMs,
-        ...(container ? { script: container.script } : {}),
-        probeGone: () => askFate(env.jobId, env.jobSecret, options.socket, FATE_TIMEOUT_MS),
-      },
-      controller.signal,
-    );
+    const outcome = await transport
+      .runStage(
+        {
+          scriptPath,
+          stage,
+          env: { RUNNER_FLEET_INSTANCE_ID: lease.instanceId },
+          jobTmpDir: env.tmpDir,
+          killGraceMs: lease.killGraceMs,
+          ...(container ? { script: container.script } : {}),
+          probeGone: () => askFate(env.jobId, env.jobSecret, options.socket, FATE_TIMEOUT_MS),
+          ...(lostMidStage ? { lost: lostMidStage } : {}),
+        },
+        controller.signal,
+      )
+      .finally(() => stageOver.abort());
     switch (outcome.kind) {
       case 'exited':
         if (outcome.code === 0) return 0;
@@ -119,6 +128,47 @@ async function askFate(
   } catch {
     return undefined;
   }
+}
+
+/** Between two `fate` waits when the daemon is away (restarting) or the wait ended. */
+const WATCH_RETRY_MS = 5_000;
+
+/**
+ * Holds a `fate` wait open with the daemon while the stage runs: resolves with the cause once
+ * the daemon's listing reports the instance gone; never resolves otherwise. A daemon restart
+ * only pauses it. An older daemon (no `wait`) ends it, rather than being asked in a loop.
+ */
+function watchLoss(
+  jobId: string,
+  jobSecret: string | undefined,
+  socket: string | undefined,
+  signal: AbortSignal,
+): Promise<string> {
+  return new Promise((resolve) => {
+    void (async () => {
+      while (!signal.aborted) {
+        try {
+          const fate = await request<{ cause?: string; waited?: boolean }>(
+            hookSocketPath(socket),
+            { op: 'fate', jobId, wait: true, ...(jobSecret ? { jobSecret } : {}) },
+            { signal },
+          );
+          if (fate?.cause) return resolve(fate.cause);
+          if (!fate?.waited) return;
+        } catch {
+          // Daemon away or the stage ended: try again later, or stop.
+        }
+        await new Promise<void>((r) => {
+          const timer = setTimeout(r, WATCH_RETRY_MS);
+          const stop = () => {
+            clearTimeout(timer);
+            r();
+          };
+          signal.addEventListener('abort', stop, { once: true });
+        });
+      }
+    })();
+  });
 }
 
 async function findLease(

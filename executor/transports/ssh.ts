@@ -152,11 +152,21 @@ export class SshTransport implements Transport {
         onAbort = () => resolve('aborted');
         signal.addEventListener('abort', onAbort, { once: true });
       });
-      const first = await Promise.race([exited, aborted]);
+      const lost = request.lost?.then((cause) => ({ lost: cause })) ?? new Promise<never>(() => undefined);
+      const first = await Promise.race([exited, aborted, lost]);
       signal.removeEventListener('abort', onAbort);
       if (first === 'aborted' || signal.aborted) {
         await this.cancelStage(info, paths, pidName, child, exited, request.killGraceMs);
         return CANCELED;
+      }
+      if ('lost' in first) {
+        // Nothing on the instance can be told any more: stop waiting for it here.
+        child.kill('SIGKILL');
+        await Promise.race([exited, new Promise((r) => setTimeout(r, 1_000).unref())]);
+        return systemFailure('the manager reports the instance gone mid-stage', {
+          instanceLost: true,
+          cause: first.lost,
+        });
       }
       return await this.outcome(info, paths, first, logOffset);
     } finally {

@@ -28,6 +28,12 @@ export interface StageRequest {
    * undefined (no answer, daemon restarting) means keep trying for the whole connect budget.
    */
   readonly probeGone?: () => Promise<string | undefined>;
+  /**
+   * Resolves with a cause if the daemon learns mid-stage that the instance is gone (its listing
+   * reports it terminated): the stage ends at once as a system failure instead of waiting for the
+   * connection to time out. May never resolve.
+   */
+  readonly lost?: Promise<string>;
 }
 
 export type StageOutcome =

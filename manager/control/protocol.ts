@@ -45,7 +45,16 @@ export type ControlRequest =
       readonly instanceId?: string;
     }
   | { readonly op: 'lease'; readonly jobId: string; readonly jobSecret?: string }
-  | { readonly op: 'fate'; readonly jobId: string; readonly jobSecret?: string }
+  | {
+      readonly op: 'fate';
+      readonly jobId: string;
+      readonly jobSecret?: string;
+      /**
+       * Answer only once the daemon learns the job's instance is gone (its listing reports it
+       * terminated), or never: the run hook holds this open during a stage and closes it after.
+       */
+      readonly wait?: boolean;
+    }
   | { readonly op: 'status'; readonly operatorToken?: string }
   | { readonly op: 'drain'; readonly wait?: boolean; readonly operatorToken?: string };
 

@@ -138,6 +138,8 @@ function parseRequest(line: string): ControlRequest {
   };
   if (op === 'config' || op === 'release' || op === 'lease' || op === 'fate') needString('jobId');
   if (op === 'release' && v.instanceId !== undefined) needString('instanceId');
+  if (op === 'fate' && v.wait !== undefined && typeof v.wait !== 'boolean')
+    throw new Error('fate: "wait" must be a boolean');
   if (op === 'acquire') {
     if (typeof v.job !== 'object' || v.job === null) throw new Error('acquire: "job" must be an object');
     needString('id', v.job as Record<string, unknown>);

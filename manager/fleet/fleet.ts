@@ -101,6 +101,12 @@ export interface ForeignInstance {
   readonly launchedAt: number;
 }
 
+/** A job's instance the provider reported gone while the job held it. */
+export interface LeaseLoss {
+  readonly instanceId: string;
+  readonly why: string;
+}
+
 export class FleetError extends Error {
   override name = 'FleetError';
   constructor(
@@ -219,6 +225,9 @@ export class Fleet {
   private readonly signer: LaunchSigner;
   /** Listed instances that failed provenance, by id: logged once, then only counted. */
   private readonly foreign = new Map<string, ForeignInstance>();
+  /** Job id → its lost instance, until the job releases (cleanup). */
+  private readonly lostLeases = new Map<string, LeaseLoss>();
+  private readonly lossWatchers = new Map<string, Set<(loss?: LeaseLoss) => void>>();
 
   constructor(private readonly options: FleetOptions) {
     this.clock = options.clock ?? systemClock;
@@ -384,6 +393,7 @@ export class Fleet {
     for (const waiter of this.waiters.filter((w) => w.job.id === jobId)) {
       waiter.reject(new FleetError('the job was cleaned up while it waited', 'canceled'));
     }
+    this.lostLeases.delete(jobId);
     const entry = this.options.journal.get(jobId);
     let instance = entry ? this.instances.get(entry.instanceId) : undefined;
     if (!instance && !entry) {
@@ -456,6 +466,40 @@ export class Fleet {
     }
     this.scaleNow('lease released');
     return { released: true, instanceId: leased.id };
+  }
+
+  /** The provider reported this job's instance gone while the job held it (see watchLoss). */
+  lossOf(jobId: string): LeaseLoss | undefined {
+    return this.lostLeases.get(jobId);
+  }
+
+  /**
+   * Resolves when the provider reports the job's instance gone while the job holds it (at once
+   * if it already did), or with undefined when `signal` aborts. The run hook waits on this during
+   * a stage, so a silent loss ends the stage at the next listing instead of at the SSH keepalive.
+   */
+  watchLoss(jobId: string, signal: AbortSignal): Promise<LeaseLoss | undefined> {
+    const known = this.lostLeases.get(jobId);
+    if (known || signal.aborted) return Promise.resolve(known);
+    return new Promise((resolve) => {
+      const watchers = this.lossWatchers.get(jobId) ?? new Set<(loss?: LeaseLoss) => void>();
+      this.lossWatchers.set(jobId, watchers);
+      const done = (loss?: LeaseLoss) => {
+        watchers.delete(done);
+        if (watchers.size === 0 && this.lossWatchers.get(jobId) === watchers) this.lossWatchers.delete(jobId);
+        signal.removeEventListener('abort', onAbort);
+        resolve(loss);
+      };
+      const onAbort = () => done(undefined);
+      watchers.add(done);
+      signal.addEventListener('abort', onAbort, { once: true });
+    });
+  }
+
+  private leaseLost(jobId: string, instanceId: string, why: string): void {
+    const loss: LeaseLoss = { instanceId, why };
+    this.lostLeases.set(jobId, loss);
+    for (const watcher of [...(this.lossWatchers.get(jobId) ?? [])]) watcher(loss);
   }
 
   leaseOf(jobId: string): (LeaseEntry & { connect?: ConnectInfo }) | undefined {
@@ -1062,7 +1106,12 @@ export class Fleet {
       launchedRetentionMs: this.tuning.policy.maxInstanceLifetimeMs + LISTING_GRACE_MS,
       foreign: this.foreign,
     });
-    for (const { instance, why } of merge.vanished) this.forgetVanished(instance, why);
+    for (const { instance, why, reported } of merge.vanished) {
+      // A job still holds it: its run hook may be waiting on a connection that will never answer.
+      if (reported && instance.state === 'leased' && instance.jobId)
+        this.leaseLost(instance.jobId, instance.id, why);
+      this.forgetVanished(instance, why);
+    }
     for (const instance of merge.drifted) if (!this.tagWrites.has(instance.id)) this.syncTags(instance);
     for (const listed of merge.unknown) this.adoptIfOurs(listed);
     for (const id of merge.foreignGone) this.foreign.delete(id);

@@ -17,7 +17,12 @@ const JOB_CHECK_CONCURRENCY = 8;
 
 export interface ListingMerge {
   /** Known instances that no longer exist, and why we think so. */
-  readonly vanished: ReadonlyArray<{ readonly instance: InstanceRecord; readonly why: string }>;
+  readonly vanished: ReadonlyArray<{
+    readonly instance: InstanceRecord;
+    readonly why: string;
+    /** The provider said so (listed as gone), rather than the fleet inferring it. */
+    readonly reported?: boolean;
+  }>;
   /** Known instances whose listed tags differ from what the fleet means them to say. */
   readonly drifted: readonly InstanceRecord[];
   /** Listed instances the fleet does not know: candidates for adoption. */
@@ -57,14 +62,15 @@ export function mergeListing(
   const { now, listedFrom } = context;
   const seen = new Set<string>();
   const live = new Set<string>();
-  const vanished: Array<{ instance: InstanceRecord; why: string }> = [];
+  const vanished: Array<{ instance: InstanceRecord; why: string; reported?: boolean }> = [];
   const drifted: InstanceRecord[] = [];
   const unknown: ProviderInstance[] = [];
   for (const listed of listing) {
     seen.add(listed.id);
     const record = known.get(listed.id);
     if (listed.status === 'gone') {
-      if (record) vanished.push({ instance: record, why: 'the provider reports it terminated' });
+      if (record)
+        vanished.push({ instance: record, why: 'the provider reports it terminated', reported: true });
       continue;
     }
     live.add(listed.id);

@@ -180,6 +180,71 @@ describe('spot interruption mid-stage', () => {
     expect(status.manager.pid).toBeGreaterThan(0);
   });
 
+  /**
+   * The instance stops answering without closing anything (a vanished host sends no FIN or RST),
+   * and EC2 either reports it reclaimed or does not know yet. `reclaimed`: the daemon's listing
+   * (every second here) sees it gone and the stage ends on the daemon's word; otherwise the SSH
+   * keepalive gives up on the connection. Either way the build is a system failure with its
+   * cause and every later stage fails before any connect attempt. No wall-clock bound: the
+   * script runs far longer than either detection, so only a detection ends it early.
+   */
+  it.each([
+    [
+      'reclaimed',
+      'the manager reports the instance gone mid-stage; spot interruption: AWS reclaimed the instance \\(Server\\.SpotInstanceTermination\\)',
+    ],
+    ['still running in EC2', 'SSH connection to \\S+ lost mid-stage'],
+  ] as const)(
+    'a silent loss (%s) ends the job as a system failure with its cause; later stages fail at once',
+    async (how, cause) => {
+      world = await startAwsWorld({ eventualConsistencyMs: EVENTUAL_CONSISTENCY_MS });
+      const w = world;
+      scratch = mkdtempSync(join(tmpdir(), 'rf-aws-silent-'));
+      daemon = await startTestDaemon(config(w, 'fleet', scratch, 'idle_count = 1'), { env: AWS_ENV });
+      const d = daemon;
+      let victim = '';
+      let struck: Promise<void> | undefined;
+      const result = await runJob(d.entry(), {
+        id: '7203',
+        script: 'echo "on $RUNNER_FLEET_INSTANCE_ID"; for i in $(seq 1 200); do echo tick $i; sleep 1; done',
+        afterScript: 'echo "after_script ran"',
+        onBuildOutput: (chunk) => {
+          if (!chunk.includes('tick 1') || struck) return;
+          struck = d.status().then((s) => {
+            victim = s.leases.find((l) => l.jobId === '7203')?.instanceId ?? '';
+            if (!w.silence(victim)) throw new Error(`no relay for ${victim}`);
+            if (how === 'reclaimed') w.fake.vanish(victim, 'spot');
+          });
+        },
+      });
+      await struck;
+      expect(victim).toMatch(/^i-/);
+      expect(result.outcome, result.log).toBe('system-failure');
+      expect(result.log).not.toContain('tick 200');
+      const build = result.calls.find((c) => c.stage === 'build_script');
+      expect(build?.exitCode).toBe(2);
+      expect(build?.stderr).toMatch(new RegExp(`stage build_script on instance ${victim}: ${cause}`));
+      const runs = result.calls.filter((c) => c.hook === 'run');
+      const afterLoss = runs.slice(runs.findIndex((c) => c.stage === 'build_script') + 1);
+      expect(afterLoss.map((c) => c.stage)).toEqual([
+        'after_script',
+        'archive_cache_on_failure',
+        'upload_artifacts_on_failure',
+        'cleanup_file_variables',
+      ]);
+      for (const call of afterLoss) {
+        expect(call.exitCode, call.stage).toBe(2);
+        expect(call.stderr).toMatch(
+          new RegExp(
+            `stage ${call.stage} not run: instance ${victim} was lost earlier in this job \\(.*${cause}`,
+          ),
+        );
+      }
+      expect(result.log).not.toContain('after_script ran');
+      expect(result.cleanup.exitCode).toBe(0);
+    },
+  );
+
   it('a later stage of a healthy job still gets the whole connect budget', async () => {
     const { w, scratch } = await e2e.start('rf-aws-slow-');
     const d = await e2e.daemon(config(w, 'fleet', scratch, 'idle_count = 1'));

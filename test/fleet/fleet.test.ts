@@ -319,6 +319,47 @@ describe('readiness', () => {
   });
 });
 
+describe('a leased instance the provider reports gone', () => {
+  it("wakes the job's loss watchers with the cause, once; an aborted watch ends quietly; release forgets it", async () => {
+    const clock = startClock();
+    const provider = new MemoryProvider(clock);
+    const { fleet } = makeFleet(clock, provider, tuning({}, { idleCount: 2 }));
+    await fleet.start();
+    await advance(clock, MIN);
+    let grant: LeaseGrant | undefined;
+    void fleet.acquire(job('1'), cred, noop).then((g) => {
+      grant = g;
+    });
+    for (let n = 0; n < 5 && !grant; n++) await settle();
+    const id = grant?.instanceId ?? '';
+    const watching = fleet.watchLoss('1', new AbortController().signal);
+    const other = new AbortController();
+    const aborted = fleet.watchLoss('1', other.signal);
+    other.abort();
+    expect(await aborted).toBeUndefined();
+    let heard: unknown;
+    void watching.then((loss) => {
+      heard = loss;
+    });
+    await fleet.reconcile();
+    await settle();
+    // Alive and listed: nothing to hear.
+    expect(heard).toBeUndefined();
+    expect(fleet.lossOf('1')).toBeUndefined();
+    // Reclaimed: the next listing reports it gone.
+    provider.instances.get(id)!.gone = true;
+    await fleet.reconcile();
+    await settle();
+    expect(heard).toEqual({ instanceId: id, why: 'the provider reports it terminated' });
+    expect(fleet.lossOf('1')).toEqual(heard);
+    // A watch started after the loss hears it at once.
+    expect(await fleet.watchLoss('1', new AbortController().signal)).toEqual(heard);
+    await fleet.release('1', 'cleanup');
+    expect(fleet.lossOf('1')).toBeUndefined();
+    await fleet.stop();
+  });
+});
+
 describe('orphan reaping against GitLab', () => {
   let gitlab: Server;
   let url: string;
