@@ -552,6 +552,8 @@ export class Fleet {
 
   /** Terminate every instance this manager owns (delete_instances_on_shutdown). */
   async terminateAll(): Promise<void> {
+    // No replacements: a tick while the terminations run would launch up to idle_count again.
+    this.draining = true;
     this.options.journal.batch(() => {
       for (const instance of this.instances.values()) {
         if (instance.jobId) this.options.journal.delete(instance.jobId);
