@@ -197,11 +197,10 @@ describe('spot interruption mid-stage', () => {
   ] as const)(
     'a silent loss (%s) ends the job as a system failure with its cause; later stages fail at once',
     async (how, cause) => {
-      world = await startAwsWorld({ eventualConsistencyMs: EVENTUAL_CONSISTENCY_MS });
-      const w = world;
-      scratch = mkdtempSync(join(tmpdir(), 'rf-aws-silent-'));
-      daemon = await startTestDaemon(config(w, 'fleet', scratch, 'idle_count = 1'), { env: AWS_ENV });
-      const d = daemon;
+      const { w, scratch } = await e2e.start('rf-aws-silent-', {
+        eventualConsistencyMs: EVENTUAL_CONSISTENCY_MS,
+      });
+      const d = await e2e.daemon(config(w, 'fleet', scratch, 'idle_count = 1'));
       let victim = '';
       let struck: Promise<void> | undefined;
       const result = await runJob(d.entry(), {
