@@ -90,6 +90,35 @@ it('refuses every attack a job makes on the daemon and on another job', async ()
       'if kill -0 $pid 2>/dev/null; then echo "signal other job: accepted"; else echo "signal other job: refused"; fi',
     ].join('\n'),
   });
+  // No file in the instance trees or their metadata holds the victim's job token: only the
+  // daemon's 0600 lease journal does (for job checks after a restart), and it was unreadable above.
+  // Scanned while the victim still runs: its instance tree goes once the job is released.
+  // The attacker's tree may be going away meanwhile: a file gone between listing and reading is skipped.
+  const files = await eventually(
+    'a listing of the instance trees',
+    async () => {
+      try {
+        return readdirSync(join(daemon.stateDir, 'local'), { recursive: true, withFileTypes: true })
+          .filter((e) => e.isFile())
+          .map((e) => join(e.parentPath, e.name));
+      } catch (error) {
+        if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+        throw error;
+      }
+    },
+    (listed) => listed !== undefined,
+    30_000,
+  );
+  expect(files?.some((f) => f.endsWith('victim.txt'))).toBe(true);
+  for (const file of files ?? []) {
+    let text = '';
+    try {
+      text = readFileSync(file, 'utf8');
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
+    }
+    expect(text, file).not.toContain(victimToken);
+  }
   writeFileSync(join(shared, 'done'), '');
   const victimResult = await victim;
   expect(attacker.outcome, attacker.log).toBe('success');
@@ -125,12 +154,5 @@ it('refuses every attack a job makes on the daemon and on another job', async ()
   // The victim ran on undisturbed, and the daemon is not draining.
   expect(victimResult.outcome, victimResult.log).toBe('success');
   expect((await daemon.status()).manager.draining).toBe(false);
-  // No file in the instance trees or their metadata holds the victim's job token: only the
-  // daemon's 0600 lease journal does (for job checks after a restart), and it was unreadable above.
-  const files = readdirSync(join(daemon.stateDir, 'local'), { recursive: true, withFileTypes: true })
-    .filter((e) => e.isFile())
-    .map((e) => join(e.parentPath, e.name));
-  expect(files.length).toBeGreaterThan(0);
-  for (const file of files) expect(readFileSync(file, 'utf8'), file).not.toContain(victimToken);
   expect(statSync(join(daemon.stateDir, 'leases.json')).mode & 0o777).toBe(0o600);
 });
