@@ -74,7 +74,7 @@ export function setupScript(
     lines.push(
       `printf 'Starting service %s as %s (pull_policy %s) ...\\n' ${q(service.name)} ${q(hostnames.join(', '))} ${q(pullPolicies(service, settings).join(', '))}`,
       // Values exported in a subshell and passed by name (-e NAME): never on a command line.
-      `( ${names.map((k) => `export ${k}=${q(env[k]!)};`).join(' ')} rf_run ${q(`service ${service.name}`)} ${q(service.name)} ${q(pullPolicies(service, settings).join(' '))} ${q(name)} --label ${q(n.label)} --network ${q(n.network)} ${hostnames.map((h) => `--network-alias ${q(h)}`).join(' ')} ${names.map((k) => `-e ${k}`).join(' ')} ${createOptions(service)} ) || exit 2`,
+      `( ${names.map((k) => `export ${k}=${q(env[k]!)};`).join(' ')} rf_run ${q(`service ${service.name}`)} ${q(service.name)} ${q(pullPolicies(service, settings).join(' '))} ${q(service.platform ?? '')} ${q(name)} --label ${q(n.label)} --network ${q(n.network)} ${hostnames.map((h) => `--network-alias ${q(h)}`).join(' ')} ${names.map((k) => `-e ${k}`).join(' ')} ${createOptions(service)} ) || exit 2`,
       `rf_info=$(docker inspect --format '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}|{{range $p, $_ := .Config.ExposedPorts}}{{$p}} {{end}}' ${q(name)} 2>/dev/null)`,
       `rf_ip_${i}=\${rf_info%%|*}`,
       port && /^\d+$/.test(port) ? `rf_ports_${i}=${q(port)}` : `rf_ports_${i}=\${rf_info#*|}`,
@@ -92,7 +92,7 @@ export function setupScript(
   lines.push(
     `printf 'Starting the job container from %s (pull_policy %s) ...\\n' ${q(image.name)} ${q(pullPolicies(image, settings).join(', '))}`,
     // bash when the image has it, else sh (as the docker executor): found once, read by each stage.
-    `rf_run 'the job container' ${q(image.name)} ${q(pullPolicies(image, settings).join(' '))} ${q(n.container)} --label ${q(n.label)} --network ${q(n.network)} \${rf_hosts[@]+"\${rf_hosts[@]}"} --volume "$rf_builds":${q(settings.buildsDir)} --workdir ${q(settings.buildsDir)} ${createOptions(image, KEEP_ALIVE)}`,
+    `rf_run 'the job container' ${q(image.name)} ${q(pullPolicies(image, settings).join(' '))} ${q(image.platform ?? '')} ${q(n.container)} --label ${q(n.label)} --network ${q(n.network)} \${rf_hosts[@]+"\${rf_hosts[@]}"} --volume "$rf_builds":${q(settings.buildsDir)} --workdir ${q(settings.buildsDir)} ${createOptions(image, KEEP_ALIVE)}`,
     `if docker exec ${q(n.container)} sh -c 'command -v bash' >/dev/null 2>&1; then echo bash; else echo sh; fi >"$rf_dir/shell"`,
     'exit 0',
   );
@@ -129,20 +129,26 @@ function createOptions(spec: ImageSpec, defaultCommand?: readonly string[]): str
 /**
  * `docker run --detach --pull …` per pull policy, in order, as gitlab-runner tries them: the
  * first that starts the container wins. One docker call per container when the image is there.
+ * `docker: platform` goes to the explicit pull as well as to `docker run` (whose arguments carry
+ * it): without it, the pull would fetch the instance's own platform and the run would then refuse
+ * the image, or a multi-platform tag would be pulled for the wrong one.
  */
 const RUN_FUNCTION = `rf_run() {
-  local what=$1 image=$2 policies=$3 name=$4 p pull err=''; shift 4
+  local what=$1 image=$2 policies=$3 platform=$4 name=$5 p pull err=''; shift 5
+  local pull_opts=(--quiet); [ -z "$platform" ] || pull_opts+=(--platform "$platform")
   for p in $policies; do
     case $p in if-not-present) pull=missing;; *) pull=$p;; esac
     # always: an explicit pull (retried once, as registries hiccup), then run what was pulled.
     if [ "$p" = always ]; then
-      if ! err=$(docker pull --quiet "$image" 2>&1 >/dev/null) && ! err=$(docker pull --quiet "$image" 2>&1 >/dev/null); then continue; fi
+      if ! err=$(docker pull "\${pull_opts[@]}" "$image" 2>&1 >/dev/null) && ! err=$(docker pull "\${pull_opts[@]}" "$image" 2>&1 >/dev/null); then continue; fi
       pull=never
     fi
     if err=$(docker run --detach --pull "$pull" --name "$name" "$@" 2>&1 >/dev/null); then return 0; fi
     docker rm --force "$name" >/dev/null 2>&1
   done
   case $err in
+    *"no matching manifest for"*|*"does not match the specified platform"*|*"does not provide the specified platform"*)
+      rf_fail "image $image has no variant for docker: platform \${platform:-of this instance} (pull_policy \${policies// /, }): $(rf_last "$err")";;
     *"Unable to find image"*|*"No such image"*|*"pull access denied"*|*"manifest unknown"*|*"not found"*|*unauthorized*|*"auth credentials"*|*"failed to resolve reference"*)
       rf_fail "cannot pull image $image (pull_policy \${policies// /, }): $(rf_last "$err")";;
   esac

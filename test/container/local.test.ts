@@ -151,6 +151,39 @@ allowed_pull_policies = ["always", "if-not-present"]
     expect(await leftovers(world)).toBe('');
   });
 
+  it('pulls and runs the variant of docker: platform; a platform the image lacks fails prepare with one line', async () => {
+    const arch = (await world.docker(['version', '--format', '{{.Server.Arch}}'])).trim();
+    const other = arch === 'arm64' ? 'amd64' : 'arm64';
+    const image = await world.pushMultiPlatform('runner-fleet/multi-platform', [
+      `linux/${arch}`,
+      `linux/${other}`,
+    ]);
+    const platform = (p: string) => ({ executor_opts: { docker: { platform: p } } });
+    // The other platform first: a pull without --platform would fetch this machine's variant, and
+    // `docker run --platform` would then refuse it.
+    for (const p of [`linux/${other}`, `linux/${arch}`]) {
+      await world.forgetImages();
+      const result = await job({
+        image: { name: image, ...platform(p) },
+        script: 'echo "variant $(cat /etc/rf-platform)"',
+      });
+      expect(result.outcome, result.log).toBe('success');
+      expect(result.log).toContain(`variant ${p}`);
+    }
+    await world.forgetImages();
+    const missing = await job({
+      image: { name: image, ...platform('linux/s390x') },
+      script: 'echo not reached',
+    });
+    expect(missing.outcome, missing.log).toBe('system-failure');
+    expect(missing.log).toMatch(
+      /runner-fleet prepare: image \S+multi-platform:1 has no variant for docker: platform linux\/s390x \(pull_policy always\): .*linux\/s390x/,
+    );
+    expect(missing.log.match(/runner-fleet prepare:/g)?.length).toBe(1);
+    expect(missing.log).not.toContain('not reached');
+    expect(await leftovers(world)).toBe('');
+  });
+
   it('refuses an image or a pull policy the config does not allow, before taking an instance', async () => {
     const image = await job({ image: { name: 'docker.io/library/alpine:3' }, script: 'true' });
     expect(image.outcome).toBe('system-failure');

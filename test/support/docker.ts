@@ -10,7 +10,7 @@
  *   await world.stop();                         // in afterAll: every process and directory gone
  */
 import { type ChildProcess, execFile, execFileSync, spawn } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import {
   chmodSync,
   cpSync,
@@ -18,6 +18,7 @@ import {
   mkdirSync,
   mkdtempSync,
   readFileSync,
+  realpathSync,
   rmSync,
   symlinkSync,
   writeFileSync,
@@ -26,6 +27,7 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { promisify } from 'node:util';
+import { gzipSync } from 'node:zlib';
 
 const run = promisify(execFile);
 
@@ -63,6 +65,18 @@ export interface DockerWorld {
   image(name: TestImage): string;
   /** Runs the docker CLI against the test daemon; resolves stdout. */
   docker(args: string[], options?: { input?: string }): Promise<string>;
+  /**
+   * Pushes a multi-platform image (a manifest list, one busybox image per platform, each with
+   * /etc/rf-platform naming its platform) and returns its reference. Only the image metadata is
+   * of that platform: the binaries are this machine's, so any variant runs here.
+   */
+  pushMultiPlatform(repository: string, platforms: readonly string[]): Promise<string>;
+  /**
+   * Builds a test image straight into the daemon under `tag` (e.g. `node:20-bookworm`, a name of a
+   * registry this machine cannot reach), as `docker load` on an air-gapped host would. Not pushed:
+   * only pull policy `if-not-present` or `never` finds it.
+   */
+  importImage(name: TestImage, tag: string): Promise<void>;
   /** Remove every image of the registry from the daemon, so the next pull is a real pull. */
   forgetImages(): Promise<void>;
   /** dockerd's log so far. */
@@ -110,8 +124,9 @@ export async function startDockerWorld(
       await docker(['push', ref]);
       refs.set(name, ref);
     }
+    const pushed: string[] = [];
     const forgetImages = async () => {
-      for (const ref of refs.values()) await docker(['rmi', '--force', ref]).catch(() => '');
+      for (const ref of [...refs.values(), ...pushed]) await docker(['rmi', '--force', ref]).catch(() => '');
     };
     await forgetImages();
     const reg = registry;
@@ -126,6 +141,12 @@ export async function startDockerWorld(
         return ref;
       },
       docker,
+      async pushMultiPlatform(repository, platforms) {
+        const ref = await pushManifestList(dir, reg, repository, platforms);
+        pushed.push(ref);
+        return ref;
+      },
+      importImage: (name, tag) => buildImage(dir, name, tag, env),
       forgetImages,
       log: daemon.log,
       async stop() {
@@ -319,8 +340,8 @@ async function buildImage(dir: string, name: TestImage, ref: string, env: NodeJS
     changes.push('EXPOSE 6000', 'CMD ["/never.sh"]');
   }
   if (name === 'node') {
-    copyBinary(root, process.execPath, '/usr/local/bin/node');
-    const npmDir = join(dirname(dirname(process.execPath)), 'lib', 'node_modules', 'npm');
+    const { node, npmDir } = nodeInstallation();
+    copyBinary(root, node, '/usr/local/bin/node');
     cpSync(npmDir, join(root, 'usr/local/lib/node_modules/npm'), { recursive: true });
     mkdirSync(join(root, 'usr/local/bin'), { recursive: true });
     symlinkSync('../lib/node_modules/npm/bin/npm-cli.js', join(root, 'usr/local/bin/npm'));
@@ -346,6 +367,93 @@ async function buildImage(dir: string, name: TestImage, ref: string, env: NodeJS
   rmSync(root, { recursive: true, force: true });
 }
 
+/**
+ * A manifest list pushed through the registry's HTTP API (docker can neither import nor build an
+ * image of another platform without BuildKit): per platform, a busybox layer with /etc/rf-platform,
+ * an image config of that os/architecture, and its manifest; then the list naming them.
+ */
+async function pushManifestList(
+  dir: string,
+  registry: { address: string; user: string; password: string },
+  repository: string,
+  platforms: readonly string[],
+): Promise<string> {
+  const base = `http://${registry.address}/v2/${repository}`;
+  const auth = `Basic ${Buffer.from(`${registry.user}:${registry.password}`).toString('base64')}`;
+  const digest = (data: Buffer) => `sha256:${createHash('sha256').update(data).digest('hex')}`;
+  const request = async (url: string, init: RequestInit) => {
+    const response = await fetch(url, { ...init, headers: { authorization: auth, ...init.headers } });
+    if (!response.ok)
+      throw new Error(`registry ${init.method} ${url}: ${response.status} ${await response.text()}`);
+    return response;
+  };
+  const putBlob = async (data: Buffer) => {
+    const started = await request(`${base}/blobs/uploads/`, { method: 'POST' });
+    const location = new URL(started.headers.get('location')!, base);
+    location.searchParams.set('digest', digest(data));
+    await request(location.href, {
+      method: 'PUT',
+      body: new Uint8Array(data),
+      headers: { 'content-type': 'application/octet-stream' },
+    });
+    return { digest: digest(data), size: data.length };
+  };
+  const putManifest = async (reference: string, mediaType: string, body: unknown) => {
+    const data = Buffer.from(JSON.stringify(body));
+    await request(`${base}/manifests/${reference}`, {
+      method: 'PUT',
+      body: new Uint8Array(data),
+      headers: { 'content-type': mediaType },
+    });
+    return { digest: digest(data), size: data.length, mediaType };
+  };
+  const manifests = [];
+  for (const platform of platforms) {
+    const [os, architecture] = platform.split('/') as [string, string];
+    const root = join(dir, 'rootfs', `platform-${architecture}`);
+    mkdirSync(root, { recursive: true });
+    busyboxRoot(root);
+    writeFileSync(join(root, 'etc/rf-platform'), `${platform}\n`);
+    const tar = execFileSync('tar', ['--owner=0', '--group=0', '-C', root, '-c', '.'], {
+      maxBuffer: 64 * 1024 * 1024,
+    });
+    rmSync(root, { recursive: true, force: true });
+    const layer = await putBlob(gzipSync(tar));
+    const config = await putBlob(
+      Buffer.from(
+        JSON.stringify({
+          architecture,
+          os,
+          config: { Env: ['PATH=/usr/local/bin:/usr/bin:/bin'], Cmd: ['sh'] },
+          rootfs: { type: 'layers', diff_ids: [digest(tar)] },
+        }),
+      ),
+    );
+    const manifest = await putManifest(architecture, 'application/vnd.docker.distribution.manifest.v2+json', {
+      schemaVersion: 2,
+      mediaType: 'application/vnd.docker.distribution.manifest.v2+json',
+      config: { mediaType: 'application/vnd.docker.container.image.v1+json', ...config },
+      layers: [{ mediaType: 'application/vnd.docker.image.rootfs.diff.tar.gzip', ...layer }],
+    });
+    manifests.push({ ...manifest, platform: { os, architecture } });
+  }
+  const listType = 'application/vnd.docker.distribution.manifest.list.v2+json';
+  await putManifest('1', listType, { schemaVersion: 2, mediaType: listType, manifests });
+  return `${registry.address}/${repository}:1`;
+}
+
+/**
+ * The Node.js that `npm` on PATH belongs to, and that npm: this machine's installation (Node 20 in
+ * CI), even when the tests themselves run on another node (the Node 24 pass of .ci/run).
+ */
+function nodeInstallation(): { node: string; npmDir: string } {
+  const npm = execFileSync('sh', ['-c', 'command -v npm'], { encoding: 'utf8' }).trim();
+  // <prefix>/lib/node_modules/npm/bin/npm-cli.js, linked from <prefix>/bin/npm.
+  const npmDir = dirname(dirname(realpathSync(npm)));
+  const node = join(dirname(dirname(dirname(npmDir))), 'bin', 'node');
+  return { node: existsSync(node) ? node : process.execPath, npmDir };
+}
+
 /** A minimal Linux root: busybox and its applets, /etc/passwd, /tmp. */
 function busyboxRoot(root: string): void {
   for (const d of ['bin', 'etc', 'tmp', 'root', 'usr/bin', 'usr/local/bin', 'dev', 'proc', 'sys']) {
@@ -361,6 +469,8 @@ function busyboxRoot(root: string): void {
     const link = join(root, 'bin', applet);
     if (!existsSync(link)) symlinkSync('busybox', link);
   }
+  // `#!/usr/bin/env node` (npm, node_modules/.bin) needs env where every distribution has it.
+  symlinkSync('../../bin/busybox', join(root, 'usr/bin/env'));
   writeFileSync(
     join(root, 'etc/passwd'),
     'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/sh\n',
