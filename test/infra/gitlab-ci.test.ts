@@ -86,16 +86,20 @@ describe('.gitlab-ci.yml', () => {
     expect(ok).toBe(true);
   });
 
-  it('runs build -> diff (dev, prod) -> deploy-dev -> deploy-prod', () => {
+  it('runs build and test -> diff (dev, prod) -> deploy-dev -> deploy-prod', () => {
     expect(ci.stages).toEqual(['build', 'diff', 'deploy-dev', 'deploy-prod']);
     expect(Object.fromEntries(jobs().map(([name, j]) => [name, j.stage]))).toEqual({
       build: 'build',
+      test: 'build',
       'deploy-dev': 'deploy-dev',
       'deploy-prod': 'deploy-prod',
     });
     expect(resolved('diff-dev').stage).toBe('diff');
     expect(resolved('diff-prod').stage).toBe('diff');
-    expect(job('build').script).toEqual(expect.arrayContaining(['npm test', 'npm run synth']));
+    // build needs only Node and the npm cache (test/container/build-job.test.ts runs it); the
+    // suite, which needs sshd and dockerd, is the test job's.
+    expect(job('build').script).toEqual(['npm run lint', 'npm run synth']);
+    expect(job('test').script).toEqual(['npm test']);
   });
 
   it('deploys the one synthesized artifact in both stages', () => {
@@ -106,6 +110,8 @@ describe('.gitlab-ci.yml', () => {
     for (const name of ['deploy-dev', 'deploy-prod']) {
       expect(job(name).extends).toBe('.deploy');
       expect(job(name).needs).toContainEqual({ job: 'build', artifacts: true });
+      // Never deploy what the suite failed on.
+      expect(job(name).needs).toContainEqual({ job: 'test', artifacts: false });
     }
   });
 

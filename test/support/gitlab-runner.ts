@@ -345,7 +345,7 @@ export async function runJob(
   async function runStage(stage: string, body: string, isBuild = false): Promise<StageRun> {
     // As executors/custom does: a fresh directory per stage under the job's TMPDIR.
     const scriptPath = join(mkdtempSync(join(tmpDir, 'script')), 'script');
-    writeFileSync(scriptPath, renderScript(variables, body, stage), { mode: 0o700 });
+    writeFileSync(scriptPath, renderScript(expandVariables(variables), body, stage), { mode: 0o700 });
     const exitFile = join(tmpDir, `exit-code-${stage}`);
     rmSync(exitFile, { force: true });
     const env = { ...baseEnv(), BUILD_EXIT_CODE_FILE: exitFile };
@@ -402,6 +402,20 @@ function classify(code: number | null): Outcome {
   if (code === 1) return 'build-failure';
   if (code === 2) return 'system-failure';
   return 'unknown-failure';
+}
+
+/**
+ * gitlab-runner expands references between job variables before the shell exports them
+ * (JobVariables.Expand): `npm_config_cache: $CI_PROJECT_DIR/.npm` reaches the script with the
+ * project directory in it. One pass, `$NAME` and `${NAME}`; a reference to no variable stays as is.
+ */
+export function expandVariables(variables: Record<string, string>): Record<string, string> {
+  const expand = (value: string) =>
+    value.replace(/\$(?:\{([A-Za-z_][A-Za-z0-9_]*)\}|([A-Za-z_][A-Za-z0-9_]*))/g, (ref, braced, bare) => {
+      const name = (braced ?? bare) as string;
+      return Object.hasOwn(variables, name) ? variables[name]! : ref;
+    });
+  return Object.fromEntries(Object.entries(variables).map(([key, value]) => [key, expand(value)]));
 }
 
 /** A stage script shaped like the ones gitlab-runner's bash shell writes. */
