@@ -4,9 +4,9 @@
  * this machine's test dockerd ([container] docker_host). Image, service and private-image jobs
  * through the hooks, the IMDS hop limit of container jobs, and cleanup by label.
  */
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { homedir, tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { AWS_ENV, type AwsWorld, awsDaemonConfig, awsToml, startAwsWorld } from '../providers/aws-harness.js';
 import { startTestDaemon, type TestDaemon } from '../support/daemon.js';
@@ -84,6 +84,42 @@ describe.runIf(dockerInstalled())('container jobs on the AWS provider (wire fake
     const result = await job({ credentials: [], image: { name: docker.image('busybox') }, script: 'true' });
     expect(result.outcome, result.log).toBe('system-failure');
     expect(result.log).toMatch(/runner-fleet prepare: cannot pull image \S+busybox:1/);
+    expect(await leftovers(docker)).toBe('');
+  });
+
+  it('pulls a private image with DOCKER_AUTH_CONFIG over SSH; the credentials reach only the per-job directory', async () => {
+    await docker.forgetImages();
+    const auth = Buffer.from(`${docker.user}:${docker.password}`).toString('base64');
+    const id = String(nextId);
+    // sshd-backed instances log in as this user: the instance's $HOME is this machine's.
+    const configFile = join(homedir(), '.runner-fleet', 'jobs', id, 'config.json');
+    let configDuringJob = '';
+    const result = await job({
+      credentials: [],
+      variables: { DOCKER_AUTH_CONFIG: JSON.stringify({ auths: { [docker.registry]: { auth } } }) },
+      image: { name: docker.image('busybox') },
+      script: 'echo pulled with DOCKER_AUTH_CONFIG',
+      onBuildStarted: () => {
+        configDuringJob = readFileSync(configFile, 'utf8');
+      },
+    });
+    expect(result.outcome, result.log).toBe('success');
+    expect(result.log).toContain('pulled with DOCKER_AUTH_CONFIG');
+    expect(configDuringJob).toContain(auth);
+    expect(existsSync(dirname(configFile))).toBe(false);
+    const instanceId = /running on instance (i-[0-9a-f]{17})/.exec(result.log)?.[1];
+    expect(instanceId, result.log).toBeDefined();
+    const places = {
+      log: result.log,
+      cleanup: result.cleanup.stdout + result.cleanup.stderr,
+      daemon: daemon.output(),
+      status: JSON.stringify(await daemon.status()),
+      userData: aws.fake.userData(instanceId!) ?? '',
+    };
+    for (const [where, text] of Object.entries(places)) {
+      expect(text, where).not.toContain(auth);
+      expect(text, where).not.toContain(SECRET_SENTINEL);
+    }
     expect(await leftovers(docker)).toBe('');
   });
 
