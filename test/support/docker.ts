@@ -342,6 +342,7 @@ async function buildImage(dir: string, name: TestImage, ref: string, env: NodeJS
   if (name === 'node') {
     const { node, npmDir } = nodeInstallation();
     copyBinary(root, node, '/usr/local/bin/node');
+    copyCRuntime(root, node);
     cpSync(npmDir, join(root, 'usr/local/lib/node_modules/npm'), { recursive: true });
     mkdirSync(join(root, 'usr/local/bin'), { recursive: true });
     symlinkSync('../lib/node_modules/npm/bin/npm-cli.js', join(root, 'usr/local/bin/npm'));
@@ -478,6 +479,22 @@ function busyboxRoot(root: string): void {
   writeFileSync(join(root, 'etc/group'), 'root:x:0:\nnogroup:x:65534:\n');
   // Tells a test image from this machine (which may itself run in a container).
   writeFileSync(join(root, 'etc/runner-fleet-test-image'), 'yes\n');
+}
+
+/**
+ * The rest of the C library a Debian image has beside what `binary` links (librt, libresolv, …):
+ * native addons that npm installs in a job (rolldown's binding needs librt) load them.
+ */
+function copyCRuntime(root: string, binary: string): void {
+  const libc = /(\/\S+)\/libc\.so\.6/.exec(execFileSync('ldd', [binary], { encoding: 'utf8' }))?.[1];
+  if (!libc) return;
+  const names = ['libc.so.6', 'libm.so.6', 'librt.so.1', 'libpthread.so.0', 'libdl.so.2', 'libresolv.so.2'];
+  for (const name of [...names, 'libutil.so.1', 'libanl.so.1', 'libgcc_s.so.1', 'libstdc++.so.6']) {
+    const lib = join(libc, name);
+    if (!existsSync(lib) || existsSync(join(root, lib))) continue;
+    mkdirSync(join(root, libc), { recursive: true });
+    writeFileSync(join(root, lib), readFileSync(lib), { mode: 0o755 });
+  }
 }
 
 /** Copies a dynamically linked binary and the libraries ldd names, at the same paths. */
