@@ -3,9 +3,10 @@
  * stages (POC GitLab + runner fleet). Everything comes from context (cdk.json / -c), nothing is
  * looked up, so `npm run synth` works offline and without credentials.
  */
-import { App, Validations } from 'aws-cdk-lib';
+import { Annotations, App, Validations } from 'aws-cdk-lib';
 import { AwsSolutionsChecks } from 'cdk-nag';
-import { readInfraConfig } from './config.js';
+import { readInfraConfig, requireRunnerChecksum } from './config.js';
+import { dnsValidationSteps } from './gitlab/load-balancer.js';
 import { DeployTargetStack } from './pipeline/deploy-target-stack.js';
 import { DevopsPipelineStack } from './pipeline/devops-pipeline-stack.js';
 import { RunnerFleetStage } from './stage.js';
@@ -13,6 +14,7 @@ import { RunnerFleetStage } from './stage.js';
 export function buildApp(app: App): App {
   const config = readInfraConfig((key) => app.node.tryGetContext(key));
   const { accounts, region } = config;
+  requireRunnerChecksum(config.fleet);
 
   new DevopsPipelineStack(app, 'RunnerFleet-DevOps-Pipeline', {
     env: { account: accounts.devops, region },
@@ -31,13 +33,25 @@ export function buildApp(app: App): App {
     ['dev', accounts.dev],
     ['prod', accounts.prod],
   ] as const) {
-    new DeployTargetStack(app, `RunnerFleet-${stage === 'dev' ? 'Dev' : 'Prod'}-DeployTarget`, {
-      env: { account, region },
-      description: `runner-fleet: the role the pipeline deploys ${stage} with`,
-      stage,
-      devopsAccount: accounts.devops,
-      cdkQualifier: config.pipeline.cdkQualifier,
-    });
+    const target = new DeployTargetStack(
+      app,
+      `RunnerFleet-${stage === 'dev' ? 'Dev' : 'Prod'}-DeployTarget`,
+      {
+        env: { account, region },
+        description: `runner-fleet: the role the pipeline deploys ${stage} with`,
+        stage,
+        devopsAccount: accounts.devops,
+        cdkQualifier: config.pipeline.cdkQualifier,
+      },
+    );
+    // `cdk synth` shows the warnings of top-level stacks only; the certificate's own warning is
+    // shown by `cdk deploy 'Dev/*'`. Here, so the first plain synth already says it.
+    const names = config.stages[stage];
+    if (!names.hostedZone && !names.certificateArn)
+      Annotations.of(target).addWarningV2(
+        'runner-fleet:certificate-dns-validation',
+        dnsValidationSteps(names.domainName, region, stage),
+      );
   }
   new RunnerFleetStage(app, 'Dev', { config, stage: config.stages.dev, account: accounts.dev });
   new RunnerFleetStage(app, 'Prod', { config, stage: config.stages.prod, account: accounts.prod });

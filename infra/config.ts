@@ -115,6 +115,11 @@ export interface InfraConfig {
     gitlabRunnerVersion: string;
     /** SHA-256 of that release's linux-amd64 binary; unset: checked against the release's own list. */
     gitlabRunnerSha256?: string;
+    /**
+     * The explicit opt-out: without gitlabRunnerSha256, accept the checksum list the release
+     * publishes beside the binary (same bucket). The app refuses neither-nor (requireRunnerChecksum).
+     */
+    gitlabRunnerTrustReleaseChecksum?: boolean;
   };
 }
 
@@ -239,6 +244,7 @@ export function readInfraConfig(context: ContextReader): InfraConfig {
       packageTarball: str('runnerFleetTarball', defaultTarballPath()),
       gitlabRunnerVersion,
       gitlabRunnerSha256,
+      gitlabRunnerTrustReleaseChecksum: bool('gitlabRunnerTrustReleaseChecksum', false),
     },
   };
 }
@@ -341,4 +347,20 @@ export function readStages(
       `context stages: dev and prod both read the runner token from ${dev.runnerTokenParameter}; give each stage its own`,
     );
   return out;
+}
+
+/**
+ * The gitlab-runner binary (manager, job AMI) is installed only when its SHA-256 matches. Pinned
+ * (gitlabRunnerSha256), that proves it is the release the operator reviewed; the release's own
+ * list, fetched from the same bucket as the binary, catches corruption but not a compromised
+ * bucket. Synth refuses to fall back to the weaker check silently.
+ */
+export function requireRunnerChecksum(fleet: InfraConfig['fleet']): void {
+  if (fleet.gitlabRunnerSha256 || fleet.gitlabRunnerTrustReleaseChecksum) return;
+  const v = fleet.gitlabRunnerVersion;
+  throw new Error(
+    `context gitlabRunnerSha256 is unset: the gitlab-runner ${v} download could only be checked against the checksum list in its own bucket. ` +
+      `Pin it: gitlabRunnerSha256 = the first field of \`curl -fsSL https://gitlab-runner-downloads.s3.amazonaws.com/v${v}/release.sha256 | grep 'binaries/gitlab-runner-linux-amd64$'\` ` +
+      '(compare it with the release notes), or accept the weaker check explicitly with gitlabRunnerTrustReleaseChecksum=true.',
+  );
 }

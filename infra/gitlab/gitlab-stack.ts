@@ -77,6 +77,7 @@ export class GitlabPocStack extends Stack {
       domainName: props.domainName,
       certificateArn: props.certificateArn,
       hostedZone: props.hostedZone,
+      stageName: props.stageName,
       allowedCidr: props.allowedCidr,
       accessLogs: logs,
     });

@@ -3,7 +3,7 @@
  * a redirect to HTTPS on the instance) and TCP 22 (git over SSH). It has its own security group;
  * the instance's group admits traffic only from it.
  */
-import { CfnOutput, Stack } from 'aws-cdk-lib';
+import { Annotations, CfnOutput, Stack, Token } from 'aws-cdk-lib';
 import * as acm from 'aws-cdk-lib/aws-certificatemanager';
 import * as ec2 from 'aws-cdk-lib/aws-ec2';
 import * as elbv2 from 'aws-cdk-lib/aws-elasticloadbalancingv2';
@@ -22,6 +22,8 @@ export interface LoadBalancerProps {
   domainName: string;
   certificateArn?: string;
   hostedZone?: { id: string; name: string };
+  /** Names the stage's config keys in the DNS validation steps printed at synth. */
+  stageName?: string;
   allowedCidr: string;
   accessLogs: s3.IBucket;
 }
@@ -44,10 +46,21 @@ export class GitlabLoadBalancer extends Construct {
       ? acm.Certificate.fromCertificateArn(this, 'Certificate', props.certificateArn)
       : new acm.Certificate(this, 'Certificate', {
           domainName: props.domainName,
-          // Without a zone the deployment waits until someone creates the validation CNAME shown
-          // in the ACM console; with a zone CloudFormation creates it.
+          // With a zone CloudFormation creates the validation record; without one the deploy
+          // waits for it: synth prints the steps (dnsValidationSteps).
           validation: acm.CertificateValidation.fromDns(zone),
         });
+    if (!props.certificateArn && !zone) {
+      const region = Stack.of(this).region;
+      Annotations.of(this.certificate).addWarningV2(
+        'runner-fleet:certificate-dns-validation',
+        dnsValidationSteps(
+          props.domainName,
+          Token.isUnresolved(region) ? '<region>' : region,
+          props.stageName,
+        ),
+      );
+    }
 
     this.securityGroup = new ec2.SecurityGroup(this, 'SecurityGroup', {
       vpc: props.vpc,
@@ -130,4 +143,20 @@ export class GitlabLoadBalancer extends Construct {
       });
     }
   }
+}
+
+/**
+ * What an operator does while `cdk deploy` waits on a certificate without a hosted zone. The
+ * record's name and value exist only once ACM has created the certificate, so these are the
+ * commands that fetch them, not the record itself.
+ */
+export function dnsValidationSteps(domainName: string, region: string, stageName = '<stage>'): string {
+  return [
+    `No hostedZoneId for ${domainName}: the deploy creates the ACM certificate and then WAITS until ACM sees its DNS validation record (CloudFormation gives up after about 72 hours). While it waits:`,
+    `  1. aws acm list-certificates --region ${region} --certificate-statuses PENDING_VALIDATION --query "CertificateSummaryList[?DomainName=='${domainName}'].CertificateArn" --output text`,
+    `  2. aws acm describe-certificate --region ${region} --certificate-arn <ARN from step 1> --query "Certificate.DomainValidationOptions[0].ResourceRecord" --output table`,
+    `  3. At the DNS provider of ${domainName}, create the CNAME record Name -> Value from step 2 (ACM console: Certificates > ${domainName} > Domains shows the same). ACM validates within minutes and the deploy continues. Keep the record: ACM renews with it.`,
+    `  4. After the deploy, point ${domainName} at the stack output LoadBalancerDnsName (CNAME).`,
+    `To skip the wait: set stages.${stageName}.hostedZoneId and hostedZoneName (validation and the alias record are automatic), or stages.${stageName}.certificateArn (an issued ACM certificate in ${region}, imported as is).`,
+  ].join('\n');
 }

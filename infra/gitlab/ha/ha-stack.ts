@@ -84,6 +84,7 @@ export class GitlabHaStack extends Stack {
       domainName: props.domainName,
       certificateArn: props.certificateArn,
       hostedZone: props.hostedZone,
+      stageName: props.stageName,
       allowedCidr: props.allowedCidr,
       accessLogs: logs,
     });
