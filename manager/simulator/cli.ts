@@ -1,6 +1,6 @@
 /**
  * `npm run simulate -- --trace FILE [options]`: replay a job-arrival trace against the real fleet
- * code in virtual time and print the report. `--compare` runs the adaptive warm pool and then
+ * and AWS provider code on a simulated EC2 in virtual time and print the report. `--compare` runs the adaptive warm pool and then
  * static idle_count values until one matches its p95 wait, to show what each costs in idle hours.
  */
 import { readFileSync, writeFileSync } from 'node:fs';
@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { parseDuration } from '../config/duration.js';
 import type { PoolPolicy } from '../fleet/policy.js';
 import { seededRng } from './random.js';
-import { type SimulationReport, simPolicy, simulate } from './run.js';
+import { type SimulationOptions, type SimulationReport, simPolicy, simulate } from './run.js';
 import { burstyDay, formatTrace, parseTrace, steadyWorkday, type TraceJob } from './trace.js';
 
 const USAGE = `Usage: npm run simulate -- --trace FILE [options]
@@ -21,6 +21,9 @@ const USAGE = `Usage: npm run simulate -- --trace FILE [options]
   --idle-time DUR      idle_time (default 5m)
   --scale-factor F     scale_factor (default 0); --scale-factor-limit N caps it
   --max-instances N    max_instances (default 400)
+  --mode fleet|asg     the AWS provider's [aws] mode (default fleet)
+  --launch-rate R      [aws] launch_rate, launches per second (default 2)
+  --launch-burst N     [aws] launch_burst (default 5)
   --compare            adaptive vs the smallest static idle_count with the same or better p95
   --seed N             random seed (default 1)
   --json               print the report(s) as JSON
@@ -80,6 +83,16 @@ export function policyFrom(f: Map<string, string | true>, adaptive: boolean, idl
   });
 }
 
+/** The provider settings a run uses: mode and `[aws]` launch rate. */
+export function providerFrom(f: Map<string, string | true>): Pick<SimulationOptions, 'mode' | 'aws'> {
+  const mode = f.get('mode') ?? 'fleet';
+  if (mode !== 'fleet' && mode !== 'asg') throw new Error('--mode must be fleet or asg');
+  const aws: Record<string, unknown> = {};
+  if (f.has('launch-rate')) aws.launch_rate = num(f, 'launch-rate', 2);
+  if (f.has('launch-burst')) aws.launch_burst = num(f, 'launch-burst', 5);
+  return { mode, aws };
+}
+
 /** Static idle_count values tried by --compare, smallest first. */
 export const STATIC_SWEEP = [
   0, 1, 2, 3, 4, 5, 6, 8, 10, 12, 14, 16, 20, 24, 28, 32, 40, 48, 56, 64, 80, 96, 128, 160, 200, 240,
@@ -97,10 +110,11 @@ export async function compare(
   seed: number,
 ): Promise<Comparison> {
   const floor = num(f, 'idle-count', 0);
-  const adaptive = await simulate(trace, { policy: policyFrom(f, true, floor), seed });
+  const provider = providerFrom(f);
+  const adaptive = await simulate(trace, { policy: policyFrom(f, true, floor), seed, ...provider });
   const tried: Comparison['tried'] = [];
   for (const idleCount of STATIC_SWEEP.filter((n) => n >= floor)) {
-    const report = await simulate(trace, { policy: policyFrom(f, false, idleCount), seed });
+    const report = await simulate(trace, { policy: policyFrom(f, false, idleCount), seed, ...provider });
     tried.push({ idleCount, waitP95s: report.waitP95s, idleInstanceHours: report.idleInstanceHours });
     if (report.waitP95s <= adaptive.waitP95s) return { adaptive, static: { idleCount, report }, tried };
   }
@@ -125,6 +139,7 @@ job wait             p50 ${r.waitP50s} s, p95 ${r.waitP95s} s, p99 ${r.waitP99s}
 idle instance-hours  ${r.idleInstanceHours} (booting ${r.bootingInstanceHours}, all ${r.instanceHours})
 instances launched   ${r.instancesLaunched}, peak ${r.peakInstances} at once (peak leased ${r.peakLeased})
 AWS calls            ${r.awsCalls} = ${r.awsCallsPerJob} per job (${calls})
+                     ${r.mode} mode, launch_rate ${r.launchRate}/s, burst ${r.launchBurst}
 not AWS calls        ${other || 'none'}
 faults injected      ${errors || 'none'}; spot interruptions ${r.interruptions}
 simulated            ${r.simulatedHours} h in ${(r.wallMs / 1000).toFixed(1)} s
@@ -187,7 +202,11 @@ async function main(argv: string[]): Promise<number> {
   }
   const adaptive = f.has('adaptive');
   const idleCount = num(f, 'idle-count', 0);
-  const report = await simulate(trace, { policy: policyFrom(f, adaptive, idleCount), seed });
+  const report = await simulate(trace, {
+    policy: policyFrom(f, adaptive, idleCount),
+    seed,
+    ...providerFrom(f),
+  });
   process.stdout.write(
     f.has('json')
       ? `${JSON.stringify(report, null, 2)}\n`

@@ -1,8 +1,10 @@
 /**
- * Replays a trace against the real Fleet (manager/fleet/fleet.ts, unchanged) with the simulated
- * provider, in virtual time. Each trace job acquires like `prepare` does, holds its instance for
- * its duration, and releases like `cleanup`; a spot interruption fails it as a system failure and
- * GitLab's retry submits it again.
+ * Replays a trace against the real Fleet (manager/fleet/fleet.ts) and the real AWS provider
+ * (manager/providers/aws/, through the real SDK) on a simulated EC2 and Auto Scaling, in virtual
+ * time (sim-aws.ts, sim-cloud.ts). Each trace job acquires like `prepare` does, holds its instance
+ * for its duration, and releases like `cleanup`; a spot interruption fails it as a system failure
+ * and GitLab's retry submits it again. AWS calls are counted where the simulated cloud answers
+ * them, every attempt included: what AWS would see from the provider.
  */
 import { pino } from 'pino';
 import type { FleetObserver, FleetTuning, InstanceRecord } from '../fleet/fleet.js';
@@ -10,8 +12,8 @@ import { Fleet } from '../fleet/fleet.js';
 import { MemoryLeaseStore } from '../fleet/lease-journal.js';
 import type { PoolPolicy } from '../fleet/policy.js';
 import type { InstanceState } from '../fleet/states.js';
-import { seededRng } from './random.js';
-import { AWS_CALLS, SimProvider, type SimProviderOptions } from './sim-provider.js';
+import { type SimAws, type SimMode, simAws } from './sim-aws.js';
+import type { SimCloudOptions } from './sim-cloud.js';
 import type { TraceJob } from './trace.js';
 import { VirtualClock } from './virtual-clock.js';
 
@@ -20,13 +22,27 @@ export interface SimulationOptions {
   readonly seed?: number;
   /** Virtual start time (schedules are evaluated against it). Default: Monday 2024-06-03 00:00 UTC. */
   readonly startMs?: number;
-  readonly provider?: Partial<Omit<SimProviderOptions, 'clock' | 'rng' | 'onInterrupt'>>;
+  /** The AWS provider's launch mode (default fleet). */
+  readonly mode?: SimMode;
+  /** `[aws]` keys over the simulator's defaults, e.g. `{ launch_rate: 4 }`. */
+  readonly aws?: Record<string, unknown>;
+  /** The simulated cloud's timings and faults over DEFAULT_CLOUD. */
+  readonly cloud?: Partial<CloudSettings>;
   readonly tuning?: Partial<Omit<FleetTuning, 'policy'>>;
+  /** asg mode: how long a raise may wait for the listing (the provider's default otherwise). */
+  readonly asgLaunchWaitMs?: number;
   /** Called once per simulated reconcile-sized step, for the bench's measurements. */
-  readonly onStep?: (fleet: Fleet, provider: SimProvider, clock: VirtualClock) => void;
+  readonly onStep?: (fleet: Fleet, sim: SimAws, clock: VirtualClock) => void;
   /** Also report waits of jobs arriving after this offset (e.g. once a cold pool has warmed up). */
   readonly steadyFromMs?: number;
+  /**
+   * After the last job, run on until the fleet has no instance left (bounded), so the final
+   * terminations and listings are counted, as the wire count does.
+   */
+  readonly untilEmpty?: boolean;
 }
+
+export type CloudSettings = Omit<SimCloudOptions, 'clock' | 'seed' | 'onInterrupt'>;
 
 export interface SimulationReport {
   jobs: number;
@@ -46,6 +62,10 @@ export interface SimulationReport {
   instancesLaunched: number;
   peakInstances: number;
   peakLeased: number;
+  mode: SimMode;
+  /** `[aws] launch_rate` / `launch_burst` the run used. */
+  launchRate: number;
+  launchBurst: number;
   awsCalls: number;
   awsCallsPerJob: number;
   /** AWS API calls by action: they add up to awsCalls. */
@@ -60,14 +80,22 @@ export interface SimulationReport {
 
 export const DEFAULT_START = Date.parse('2024-06-03T00:00:00Z');
 
-export const DEFAULT_PROVIDER: Omit<SimProviderOptions, 'clock' | 'rng' | 'onInterrupt'> = {
+export const DEFAULT_CLOUD: CloudSettings = {
   bootMedianMs: 50_000,
   bootSigma: 0.25,
   apiLatencyMs: 120,
-  apiRatePerSecond: 20,
-  apiBurst: 100,
+  launchLatencyFactor: 3,
+  // EC2's documented default request buckets (per API): non-mutating 100 / 20 per s, mutating
+  // 200 / 5 per s, RunInstances 1,000 / 2 per s. Auto Scaling publishes none: a guess.
+  apiBuckets: { describe: [100, 20], mutating: [200, 5], run: [1000, 2], autoscaling: [100, 10] },
   capacityErrorRate: 0.02,
   interruptionsPerHour: 0.01,
+  consistencyMs: 2_000,
+  shuttingDownMs: 30_000,
+  terminatedRetentionMs: 3_600_000,
+  asgLaunchDelayMs: 2_000,
+  asgRetryMs: 10_000,
+  asgMaxSize: 2_000,
 };
 
 /** Accumulates instance-hours per state from the fleet's state changes. */
@@ -110,7 +138,6 @@ export async function simulate(
   const wallStart = performance.now();
   const start = options.startMs ?? DEFAULT_START;
   const clock = new VirtualClock(start);
-  const rng = seededRng(options.seed ?? 1);
   const accounting = new Accounting();
   const running = new Map<string, { jobId: string; done: unknown; job: TraceJob }>();
   const waits: number[] = [];
@@ -121,11 +148,19 @@ export async function simulate(
   let finished = 0;
   let attempt = 0;
 
-  const provider = new SimProvider({
-    ...DEFAULT_PROVIDER,
-    ...options.provider,
+  const mode = options.mode ?? 'fleet';
+  const sim = simAws({
+    mode,
     clock,
-    rng,
+    seed: options.seed ?? 1,
+    cloud: { ...DEFAULT_CLOUD, ...options.cloud },
+    // Spot, since the simulated cloud interrupts instances.
+    aws: { market: 'spot', ...options.aws },
+    fleetName: 'sim',
+    managerId: 'sim',
+    log: pino({ level: 'silent' }),
+    maxLifetimeMs: options.policy.maxInstanceLifetimeMs + 3_600_000,
+    ...(options.asgLaunchWaitMs !== undefined ? { asgLaunchWaitMs: options.asgLaunchWaitMs } : {}),
     onInterrupt: (id) => {
       const run = running.get(id);
       if (!run) return;
@@ -147,7 +182,7 @@ export async function simulate(
     ...options.tuning,
   };
   const fleet = new Fleet({
-    provider,
+    provider: sim.provider,
     journal: new MemoryLeaseStore(),
     log: pino({ level: 'silent' }),
     fleetName: 'sim',
@@ -194,7 +229,11 @@ export async function simulate(
   const hardStop = start + lastArrival + 24 * 3_600_000;
   while (!done() && clock.now() < hardStop) {
     await clock.runUntil(Math.min(hardStop, clock.now() + 60_000), done);
-    options.onStep?.(fleet, provider, clock);
+    options.onStep?.(fleet, sim, clock);
+  }
+  if (options.untilEmpty) {
+    const empty = () => fleet.snapshot().instances.length === 0;
+    for (let step = 0; step < 600 && !empty(); step++) await clock.runUntil(clock.now() + 1000, empty);
   }
   const end = clock.now();
   accounting.close(end);
@@ -205,6 +244,8 @@ export async function simulate(
   });
   for (let step = 0; step < 600 && !stopped; step++) await clock.runUntil(clock.now() + 1000, () => stopped);
   await stopping;
+  sim.close();
+  const cloud = sim.cloud;
 
   const sorted = [...waits].sort((a, b) => a - b);
   const q = (p: number) =>
@@ -226,15 +267,18 @@ export async function simulate(
     idleInstanceHours: round(h.idle ?? 0),
     bootingInstanceHours: round((h.booting ?? 0) + (h.creating ?? 0)),
     instanceHours: round(instanceHours),
-    instancesLaunched: provider.launched,
+    instancesLaunched: cloud.launched,
     peakInstances: accounting.peak,
     peakLeased: accounting.peakLeased,
-    awsCalls: provider.awsCalls,
-    awsCallsPerJob: round(provider.awsCalls / Math.max(1, trace.length)),
-    calls: Object.fromEntries(Object.entries(provider.calls).filter(([k]) => AWS_CALLS.has(k))),
-    otherCalls: Object.fromEntries(Object.entries(provider.calls).filter(([k]) => !AWS_CALLS.has(k))),
-    errors: { ...provider.errors },
-    interruptions: provider.interruptions,
+    mode,
+    launchRate: sim.config.launch_rate,
+    launchBurst: sim.config.launch_burst,
+    awsCalls: cloud.total,
+    awsCallsPerJob: round(cloud.total / Math.max(1, trace.length)),
+    calls: { ...cloud.calls },
+    otherCalls: { probe: sim.probes },
+    errors: { ...cloud.errors },
+    interruptions: cloud.interruptions,
     simulatedHours: round((end - start) / 3_600_000),
     wallMs: Math.round(performance.now() - wallStart),
   };

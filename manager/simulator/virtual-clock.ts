@@ -2,7 +2,9 @@
  * Virtual time for the simulator: timers sit in a heap and `runUntil` jumps from one to the next.
  * After each timer fires, the microtask queue is drained (one macrotask turn) so that every
  * promise chain the timer started (the fleet's awaits on the simulated provider) settles before
- * time moves on. Nothing here touches real timers or I/O, so a simulated day takes seconds.
+ * time moves on, and so does real file I/O those chains started (the AWS provider writes each
+ * instance's SSH keys to its state directory): virtual time stands still while a file operation
+ * is in flight. Nothing here touches real timers, so a simulated day takes seconds.
  */
 import type { Clock } from '../fleet/clock.js';
 
@@ -40,6 +42,8 @@ export class VirtualClock implements Clock {
 
   /** Fire every timer due up to `until` (and what they schedule in turn), then stand at `until`. */
   async runUntil(until: number, stop?: () => boolean): Promise<void> {
+    // What ran before this call may have file I/O in flight; it belongs to the present moment.
+    if (fileIoInFlight()) await settle();
     for (;;) {
       const next = this.heap[0];
       if (!next || next.at > until || stop?.()) break;
@@ -92,7 +96,30 @@ function before(a: Timer, b: Timer): boolean {
   return a.at < b.at || (a.at === b.at && a.seq < b.seq);
 }
 
-/** One macrotask turn: every microtask queued so far (and those they queue) runs first. */
-export function settle(): Promise<void> {
+/**
+ * One macrotask turn: every microtask queued so far (and those they queue) runs first; then more
+ * turns while file operations are in flight (bounded), so their continuations run too.
+ */
+export async function settle(): Promise<void> {
+  await turn();
+  // A few quick turns catch fast operations; then wait in the event loop's poll phase rather than
+  // spin, which would take the CPU from the thread pool doing the I/O.
+  for (let n = 0; n < MAX_IO_WAITS && fileIoInFlight(); n++) await (n < 4 ? turn() : pause());
+}
+
+const MAX_IO_WAITS = 100_000;
+
+function turn(): Promise<void> {
   return new Promise((resolve) => setImmediate(resolve));
+}
+
+function pause(): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, 1));
+}
+
+function fileIoInFlight(): boolean {
+  // FSReq*: a file operation; CloseReq: a FileHandle closing (the last step of readFile).
+  for (const r of process.getActiveResourcesInfo())
+    if (r.startsWith('FSReq') || r === 'CloseReq') return true;
+  return false;
 }

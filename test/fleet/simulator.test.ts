@@ -41,7 +41,7 @@ describe('simulator', () => {
       simulate(trace, {
         policy: simPolicy({ idleCount: 1 }),
         seed: 3,
-        provider: { interruptionsPerHour: 0 },
+        cloud: { interruptionsPerHour: 0 },
       });
     const a = await run();
     const b = await run();
@@ -62,6 +62,35 @@ describe('simulator', () => {
     const { wallMs: _a, ...restA } = a;
     const { wallMs: _b, ...restB } = b;
     expect(restA).toEqual(restB);
+  });
+
+  it('launches at [aws] launch_rate: the provider token bucket, in virtual time', async () => {
+    const burst = Array.from({ length: 60 }, () => ({ arrivalMs: 0, durationMs: 60_000 }));
+    const run = async (launchRate: number, launchBurst: number) => {
+      const launches: number[] = [];
+      const r = await simulate(burst, {
+        policy: simPolicy(),
+        seed: 2,
+        aws: { launch_rate: launchRate, launch_burst: launchBurst },
+        cloud: {
+          capacityErrorRate: 0,
+          interruptionsPerHour: 0,
+          onCall: (action, at) => {
+            if (action === 'RunInstances') launches.push(at);
+          },
+        },
+      });
+      return { r, spanS: ((launches.at(-1) ?? 0) - (launches[0] ?? 0)) / 1000 };
+    };
+    const slow = await run(2, 5);
+    const fast = await run(50, 100);
+    expect(slow.r.calls.RunInstances).toBe(60);
+    expect(slow.r.launchRate).toBe(2);
+    // 5 at once, then 2 a second: the 60th launch goes out ~27.5 s after the first.
+    expect(slow.spanS).toBeGreaterThanOrEqual((60 - 5) / 2 - 1);
+    // Unlimited, four launch calls in flight (360 ms each) set the pace: ~5 s.
+    expect(fast.spanS).toBeLessThan(10);
+    expect(slow.r.waitMaxs).toBeGreaterThan(fast.r.waitMaxs + 15);
   });
 
   it('reproduces the steady-workday figures docs/fleet.md quotes (seed 1)', async () => {
@@ -90,5 +119,6 @@ describe('simulator', () => {
     expect(static5.waitP95s).toBeLessThanOrEqual(adaptive.waitP95s);
     const saving = Math.round((1 - adaptive.idleInstanceHours / static5.idleInstanceHours) * 100);
     expect(doc).toContain(`**${saving} % fewer idle instance-hours**`);
-  });
+    // Three simulated workdays through the real provider and SDK: minutes on a loaded machine.
+  }, 1_800_000);
 });

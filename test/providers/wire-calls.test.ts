@@ -1,11 +1,12 @@
 /**
  * AWS calls per job on the wire (issue #14): the real Fleet and AwsProvider against the fake, a
  * burst of 100 jobs and a steady stream, in both modes. Invariants only (≤ 3 calls per job, the
- * IAM policy covers every call made), never speeds; `npm run bench` prints the figures.
+ * IAM policy covers every call made, the simulator counts the same within 10 %), never speeds;
+ * `npm run bench` prints the figures.
  */
 import { describe, expect, it } from 'vitest';
 import { managerPolicyDocument } from '../../manager/providers/aws/iam-policy.js';
-import { BURST, STEADY, wireCalls } from './wire-calls.js';
+import { BURST, type CallCount, STEADY, simulatedCalls, wireCalls, wireTiming } from './wire-calls.js';
 
 /** Actions the policy grants that these runs do not exercise, and why (flagged, not failed). */
 const EXPECTED_EXTRAS: Record<string, string> = {
@@ -22,8 +23,11 @@ const EXPECTED_EXTRAS: Record<string, string> = {
   'sts:GetCallerIdentity': 'iam-policy and doctor',
 };
 
+/** Calls per job, unrounded. */
+const perJob = (r: CallCount) => r.total / r.jobs;
+
 describe.each(['fleet', 'asg'] as const)('AWS calls per job on the wire (%s mode)', (mode) => {
-  it('≤ 3 for a burst of 100 jobs and for a steady stream, listing included; the IAM policy covers every call', async () => {
+  it('≤ 3 for a burst of 100 jobs and for a steady stream, listing included; the simulator counts the same within 10 %; the IAM policy covers every call', async () => {
     const results = [];
     for (const scenario of [BURST, STEADY]) {
       const r = await wireCalls(mode, scenario);
@@ -32,6 +36,12 @@ describe.each(['fleet', 'asg'] as const)('AWS calls per job on the wire (%s mode
       expect(r.perJob, JSON.stringify(r)).toBeLessThanOrEqual(3);
       // The periodic listing is in the count.
       expect(r.byAction.DescribeInstances ?? 0).toBeGreaterThan(0);
+      // The same job stream, at the wire run's pace, through the simulator: its figure is the
+      // provider's, counted where the simulated cloud answers.
+      const sim = await simulatedCalls(mode, scenario, wireTiming(r));
+      const off = Math.abs(perJob(sim) - perJob(r)) / perJob(r);
+      const show = (c: CallCount) => `${c.perJob} (${JSON.stringify(c.byAction)})`;
+      expect(off, `${scenario.name}: wire ${show(r)}, simulator ${show(sim)}`).toBeLessThanOrEqual(0.1);
     }
     const policy = managerPolicyDocument({
       region: 'eu-west-1',

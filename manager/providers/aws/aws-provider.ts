@@ -123,7 +123,7 @@ const LIVE_STATES = ['pending', 'running', 'shutting-down', 'stopping', 'stopped
  */
 const UNLISTED_LOOKUP_AFTER_MS = 2 * 60_000;
 /** Next readiness probe after a closed SSH port: a TCP connect, no AWS call. */
-const PORT_PROBE_INTERVAL_MS = 250;
+export const PORT_PROBE_INTERVAL_MS = 250;
 /** RunInstances calls in flight at once for one launch batch. */
 const LAUNCH_CONCURRENCY = 4;
 
@@ -156,6 +156,8 @@ export class AwsProvider implements Provider {
    */
   private latestWindow: string | undefined;
   private readonly windowEnds = new Map<string, number>();
+  /** Keys already read for an instance: readiness is polled, and each poll would read four files. */
+  private readonly keyCache = new Map<string, StoredInstanceKeys>();
 
   constructor(private readonly o: AwsProviderOptions) {
     this.log = o.log;
@@ -410,6 +412,7 @@ export class AwsProvider implements Provider {
     // Nothing can log in to a terminated instance: its keys go with it. Reported once: dropped
     // from the cache, it is not looked up again.
     this.cache.delete(instance.id);
+    this.keyCache.delete(instance.id);
     await deleteInstanceKeys(this.instanceDir(instance.id));
   }
 
@@ -621,6 +624,7 @@ export class AwsProvider implements Provider {
     await this.terminateInstances(rest);
     for (const id of ids) {
       this.cache.delete(id);
+      this.keyCache.delete(id);
       await deleteInstanceKeys(this.instanceDir(id));
     }
   }
@@ -759,6 +763,14 @@ export class AwsProvider implements Provider {
    * are still under the launch token, which the instance carries as a tag.
    */
   private async keysFor(id: string): Promise<StoredInstanceKeys | undefined> {
+    const cached = this.keyCache.get(id);
+    if (cached) return cached;
+    const keys = await this.readKeys(id);
+    if (keys) this.keyCache.set(id, keys);
+    return keys;
+  }
+
+  private async readKeys(id: string): Promise<StoredInstanceKeys | undefined> {
     const dir = this.instanceDir(id);
     if (existsSync(join(dir, 'client_ed25519'))) return loadInstanceKeys(dir);
     const token = this.cache.get(id)?.launchToken;

@@ -9,17 +9,21 @@ import { EC2Client, type EC2ClientConfig } from '@aws-sdk/client-ec2';
 import { CAPACITY_CODES } from './errors.js';
 
 /** The SDK's RetryStrategyV2, structurally (its types live in a transitive package). */
-interface RetryStrategyLike {
+export interface RetryStrategyLike {
   acquireInitialRetryToken(scope: string): Promise<unknown>;
   refreshRetryTokenForRetry(token: unknown, info: { error?: { name?: string } }): Promise<unknown>;
   recordSuccess(token: unknown): void;
 }
 
-export function noCapacityRetries(config: EC2ClientConfig): NonNullable<EC2ClientConfig['retryStrategy']> {
-  // The default strategy for this config, taken from a client that is never used for a call.
-  const probe = new EC2Client(config);
-  const inner = (probe.config.retryStrategy as () => Promise<RetryStrategyLike>)();
-  probe.destroy();
+/**
+ * @param inner the strategy to wrap; by default the SDK's own for `config`. The simulator passes
+ *   one that waits in virtual time.
+ */
+export function noCapacityRetries(
+  config: EC2ClientConfig,
+  given?: RetryStrategyLike,
+): NonNullable<EC2ClientConfig['retryStrategy']> {
+  const inner = given ? Promise.resolve(given) : sdkDefault(config);
   let resolved: RetryStrategyLike | undefined;
   void inner.then((s) => {
     resolved = s;
@@ -35,4 +39,12 @@ export function noCapacityRetries(config: EC2ClientConfig): NonNullable<EC2Clien
     recordSuccess: (token) => resolved?.recordSuccess(token),
   };
   return strategy as unknown as NonNullable<EC2ClientConfig['retryStrategy']>;
+}
+
+/** The default strategy for this config, taken from a client that is never used for a call. */
+function sdkDefault(config: EC2ClientConfig): Promise<RetryStrategyLike> {
+  const probe = new EC2Client(config);
+  const inner = (probe.config.retryStrategy as () => Promise<RetryStrategyLike>)();
+  probe.destroy();
+  return inner;
 }
