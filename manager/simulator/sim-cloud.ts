@@ -218,7 +218,7 @@ export class SimCloud {
    */
   sshState(host: string): 'closed' | 'booting' | 'ready' {
     const i = this.byIp.get(host);
-    if (!i || i.state !== 'running') return 'closed';
+    if (i?.state !== 'running') return 'closed';
     return this.o.clock.now() >= i.readyAt ? 'ready' : 'booting';
   }
 
