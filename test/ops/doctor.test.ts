@@ -1,10 +1,10 @@
 import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { AutoScalingClient, SuspendProcessesCommand } from '@aws-sdk/client-auto-scaling';
 import { pino } from 'pino';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { writeRunnerConfig } from '../../manager/commands/runner-config.js';
+import { hookEntryPath, writeRunnerConfig } from '../../manager/commands/runner-config.js';
 import { parseConfigText } from '../../manager/config/load.js';
 import type { Config } from '../../manager/config/schema.js';
 import { listenControl } from '../../manager/control/server.js';
@@ -72,6 +72,9 @@ describe('doctor', () => {
     const root = join(dir, 'root');
     const cli = join(dir, 'cli.js');
     writeFileSync(cli, '#!/usr/bin/env node\n', { mode: 0o755 });
+    // The hooks' bundle sits next to cli.js in a built package (runner-config's hookEntryPath).
+    mkdirSync(dirname(hookEntryPath(cli)), { recursive: true });
+    writeFileSync(hookEntryPath(cli), '', { mode: 0o644 });
     // install into a temp root, as the current user (tests do not create system users).
     const lines: string[] = [];
     const installed = install(
