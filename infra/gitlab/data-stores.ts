@@ -64,6 +64,9 @@ export function postgresInstance(
 ): rds.DatabaseInstance {
   return new rds.DatabaseInstance(scope, id, {
     engine: rds.DatabaseInstanceEngine.postgres({ version: POSTGRES_ENGINES[p.postgresMajor] }),
+    // postgresMajor 16 -> 17 upgrades in place (synth checks the GitLab version first); without
+    // this flag CloudFormation refuses the engine version change.
+    allowMajorVersionUpgrade: true,
     instanceType: new ec2.InstanceType(p.instanceType),
     vpc: p.vpc,
     vpcSubnets: { subnetType: ec2.SubnetType.PRIVATE_ISOLATED },

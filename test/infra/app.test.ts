@@ -148,6 +148,12 @@ describe('the CDK app', () => {
       expect(outputs.GitlabUrl.Value).toBe(`https://gitlab.${stage === 'dev' ? 'dev.' : ''}example.com`);
       expect(outputs.LoadBalancerDnsName.Value['Fn::GetAtt'][1]).toBe('DNSName');
     }
+    // postgresMajor 16 -> 17 must upgrade in place (docs/infrastructure.md, Upgrading).
+    const dev = synth.assembly.getNestedAssembly('assembly-Dev').getStackByName('Dev-GitLab').template;
+    const databases = Object.values(dev.Resources).filter(
+      (r: Json) => r.Type === 'AWS::RDS::DBInstance',
+    ) as Json[];
+    expect(databases.map((d) => d.Properties.AllowMajorVersionUpgrade)).toEqual([true]);
     const deployTarget = synth.assembly.getStackByName('RunnerFleet-Dev-DeployTarget').template;
     expect(JSON.stringify(deployTarget)).toContain('document/runner-fleet-dev-manager-health');
   });

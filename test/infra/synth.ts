@@ -55,13 +55,21 @@ export class Synthesized {
     } catch {
       return [];
     }
-    return report.pluginReports.flatMap((p) => p.violations);
+    return report.pluginReports
+      .flatMap((p) => p.violations)
+      .filter((v) => !OPERATOR_MESSAGES.includes((v as { ruleName?: string }).ruleName ?? ''));
   }
 
   cleanup(): void {
     rmSync(this.assembly.directory, { recursive: true, force: true });
   }
 }
+
+/**
+ * Warnings the app prints on purpose for the operator (they land in the validation report as
+ * construct annotations): not findings. The DNS steps of a stage without a hosted zone.
+ */
+const OPERATOR_MESSAGES = ['Annotation::runner-fleet:certificate-dns-validation'];
 
 /** Every acknowledgement under scope: `{ path, id, reason }`. */
 export function acknowledgements(scope: IConstruct): { path: string; id: string; reason: string }[] {
