@@ -9,7 +9,7 @@ import { describe, expect, it } from 'vitest';
 import type { StatusReport } from '../../manager/control/protocol.js';
 import { type AwsWorld, awsDaemonConfig, awsToml } from '../providers/aws-harness.js';
 import { CLI, eventually, type TestDaemon } from '../support/daemon.js';
-import { runJob } from '../support/gitlab-runner.js';
+import { type JobResult, runJob } from '../support/gitlab-runner.js';
 import { awsE2eLifecycle } from './aws-e2e-harness.js';
 
 const execFileAsync = promisify(execFile);
@@ -24,6 +24,30 @@ async function statusJson(d: TestDaemon): Promise<StatusReport> {
     timeout: 10_000,
   });
   return JSON.parse(stdout) as StatusReport;
+}
+
+/**
+ * The stages gitlab-runner still sends after a lost instance's system failure: each one fails at
+ * once (exit 2) naming the loss and `cause` (a regex source), none waits for the dead instance.
+ */
+function expectLaterStagesNotRun(result: JobResult, victim: string, cause: string): JobResult['calls'] {
+  const runs = result.calls.filter((c) => c.hook === 'run');
+  const afterLoss = runs.slice(runs.findIndex((c) => c.stage === 'build_script') + 1);
+  expect(afterLoss.map((c) => c.stage)).toEqual([
+    'after_script',
+    'archive_cache_on_failure',
+    'upload_artifacts_on_failure',
+    'cleanup_file_variables',
+  ]);
+  for (const call of afterLoss) {
+    expect(call.exitCode, call.stage).toBe(2);
+    expect(call.stderr).toMatch(
+      new RegExp(
+        `stage ${call.stage} not run: instance ${victim} was lost earlier in this job \\(.*${cause}`,
+      ),
+    );
+  }
+  return afterLoss;
 }
 
 function config(w: AwsWorld, mode: 'asg' | 'fleet', dir: string, pool: string, aws = ''): string {
@@ -154,22 +178,7 @@ describe('spot interruption mid-stage', () => {
       /stage build_script on instance i-\w+: .*spot interruption: AWS reclaimed the instance \(Server\.SpotInstanceTermination\)/,
     );
     // gitlab-runner still sends these after a system failure; none may wait for the dead instance.
-    const runs = result.calls.filter((c) => c.hook === 'run');
-    const afterLoss = runs.slice(runs.findIndex((c) => c.stage === 'build_script') + 1);
-    expect(afterLoss.map((c) => c.stage)).toEqual([
-      'after_script',
-      'archive_cache_on_failure',
-      'upload_artifacts_on_failure',
-      'cleanup_file_variables',
-    ]);
-    for (const call of afterLoss) {
-      expect(call.exitCode, call.stage).toBe(2);
-      expect(call.stderr).toMatch(
-        new RegExp(
-          `stage ${call.stage} not run: instance ${victim} was lost earlier in this job \\(.*Server\\.SpotInstanceTermination`,
-        ),
-      );
-    }
+    const afterLoss = expectLaterStagesNotRun(result, victim, 'Server\\.SpotInstanceTermination');
     expect(result.log).not.toContain('after_script ran');
     // The issue's bound: the job ends within 30 s of the loss plus the stage's kill grace (2 s).
     // Generous on purpose; before the fix each later stage alone retried SSH for about a minute.
@@ -223,22 +232,7 @@ describe('spot interruption mid-stage', () => {
       const build = result.calls.find((c) => c.stage === 'build_script');
       expect(build?.exitCode).toBe(2);
       expect(build?.stderr).toMatch(new RegExp(`stage build_script on instance ${victim}: ${cause}`));
-      const runs = result.calls.filter((c) => c.hook === 'run');
-      const afterLoss = runs.slice(runs.findIndex((c) => c.stage === 'build_script') + 1);
-      expect(afterLoss.map((c) => c.stage)).toEqual([
-        'after_script',
-        'archive_cache_on_failure',
-        'upload_artifacts_on_failure',
-        'cleanup_file_variables',
-      ]);
-      for (const call of afterLoss) {
-        expect(call.exitCode, call.stage).toBe(2);
-        expect(call.stderr).toMatch(
-          new RegExp(
-            `stage ${call.stage} not run: instance ${victim} was lost earlier in this job \\(.*${cause}`,
-          ),
-        );
-      }
+      expectLaterStagesNotRun(result, victim, cause);
       expect(result.log).not.toContain('after_script ran');
       expect(result.cleanup.exitCode).toBe(0);
     },
