@@ -21,7 +21,7 @@ const e2e = awsE2eLifecycle();
 async function statusJson(d: TestDaemon): Promise<StatusReport> {
   const { stdout } = await execFileAsync(process.execPath, [CLI, 'status', '--json', '--socket', d.socket], {
     encoding: 'utf8',
-    timeout: 10_000,
+    timeout: 120_000, // a node start on a loaded 2-core machine can take seconds
   });
   return JSON.parse(stdout) as StatusReport;
 }
