@@ -39,14 +39,13 @@ export async function listenControl(
       );
     }
     const other = await identify(socketPath);
-    if (other === 'runner-fleet') {
+    if (other === 'runner-fleet' || typeof other === 'object') {
+      const who =
+        typeof other === 'object'
+          ? ` (pid ${other.pid}, version ${other.version}${other.config ? `, config ${other.config}` : ''})`
+          : '';
       throw new Error(
-        `another runner-fleet daemon is already serving ${socketPath}; two daemons on one state would fight over the same instances (stop it, or give this one its own state_dir)`,
-      );
-    }
-    if (typeof other === 'object') {
-      throw new Error(
-        `another runner-fleet daemon is already serving ${socketPath} (pid ${other.pid}, version ${other.version}${other.config ? `, config ${other.config}` : ''}); two daemons on one state would fight over the same instances (stop it, or give this one its own state_dir)`,
+        `another runner-fleet daemon is already serving ${socketPath}${who}; two daemons on one state would fight over the same instances (stop it, or give this one its own state_dir)`,
       );
     }
     if (other === 'foreign') {
