@@ -15,8 +15,8 @@ import {
   postgresMaxConnections,
 } from '../../infra/shared/alarms.js';
 import { SIZINGS } from '../../infra/sizing.js';
-import { RunnerFleetStage } from '../../infra/stage.js';
-import { appWithContext, cdkJson } from './cdk-context.js';
+import type { RunnerFleetStage } from '../../infra/stage.js';
+import { devStageWith } from './cdk-context.js';
 import { type Json, policyStatements, SYNTH_TIMEOUT_MS, Synthesized } from './synth.js';
 import { bashSyntaxCheck, heredoc, userDataOf } from './user-data.js';
 
@@ -27,16 +27,9 @@ let gitlab: Template;
 let fleet: Template;
 
 beforeAll(() => {
-  const extra = { alarmEmail: EMAIL, smtpSecretName: 'ses-smtp' };
-  const context: Record<string, unknown> = { ...cdkJson.context, ...extra };
-  const app = appWithContext(extra);
-  const config = readInfraConfig((key) => context[key]);
-  stage = new RunnerFleetStage(app, 'Dev', {
-    config,
-    stage: config.stages.dev,
-    account: config.accounts.dev,
-  });
-  synth = new Synthesized(app);
+  const dev = devStageWith({ alarmEmail: EMAIL, smtpSecretName: 'ses-smtp' });
+  stage = dev.stage;
+  synth = new Synthesized(dev.app);
   gitlab = synth.template(stage.gitlab);
   fleet = synth.template(stage.fleet);
 }, SYNTH_TIMEOUT_MS);

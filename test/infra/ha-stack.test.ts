@@ -9,12 +9,11 @@ import { promisify } from 'node:util';
 import { Template } from 'aws-cdk-lib/assertions';
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { readInfraConfig } from '../../infra/config.js';
 import { GITALY_VOLUME_TAG, GitlabHaStack } from '../../infra/gitlab/ha/ha-stack.js';
 import { ROLE_TAG } from '../../infra/gitlab/ha/node-group.js';
 import { HA_3K } from '../../infra/gitlab/ha/sizes.js';
-import { RunnerFleetStage } from '../../infra/stage.js';
-import { appWithContext, cdkJson } from './cdk-context.js';
+import type { RunnerFleetStage } from '../../infra/stage.js';
+import { devStageWith } from './cdk-context.js';
 import {
   acknowledgements,
   asList,
@@ -30,15 +29,9 @@ let t: Template;
 let json: Json;
 
 beforeAll(() => {
-  const context: Record<string, unknown> = { ...cdkJson.context, size: '3k', smtpSecretName: 'ses-smtp' };
-  const app = appWithContext({ size: '3k', smtpSecretName: 'ses-smtp' });
-  const config = readInfraConfig((key) => context[key]);
-  stage = new RunnerFleetStage(app, 'Dev', {
-    config,
-    stage: config.stages.dev,
-    account: config.accounts.dev,
-  });
-  synth = new Synthesized(app);
+  const dev = devStageWith({ size: '3k', smtpSecretName: 'ses-smtp' });
+  stage = dev.stage;
+  synth = new Synthesized(dev.app);
   t = synth.template(stage.gitlab);
   json = t.toJSON();
 }, SYNTH_TIMEOUT_MS);
@@ -406,14 +399,7 @@ describe('3k size: PostgreSQL major', () => {
     'both databases (GitLab and Praefect) run the configured major',
     () => {
       const engineVersions = (major: number) => {
-        const context: Record<string, unknown> = { ...cdkJson.context, size: '3k', postgresMajor: major };
-        const app = appWithContext({ size: '3k', postgresMajor: major });
-        const config = readInfraConfig((key) => context[key]);
-        const dev = new RunnerFleetStage(app, 'Dev', {
-          config,
-          stage: config.stages.dev,
-          account: config.accounts.dev,
-        });
+        const dev = devStageWith({ size: '3k', postgresMajor: major }).stage;
         const dbs = Template.fromStack(dev.gitlab).findResources('AWS::RDS::DBInstance');
         return Object.values(dbs).map((r) => String((r as Resource).Properties.EngineVersion));
       };
