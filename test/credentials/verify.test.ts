@@ -276,3 +276,58 @@ describe('idTokenFromEnv', () => {
     expect(idTokenFromEnv({ CUSTOM_ENV_RUNNER_FLEET_ID_TOKEN: '' }, 'RUNNER_FLEET_ID_TOKEN')).toBeUndefined();
   });
 });
+
+describe('GitLab offerings as token issuer', () => {
+  // Each offering signs with its own key and serves it at <gitlab_url>/oauth/discovery/keys.
+  const offerings = [
+    ['GitLab.com', 'https://gitlab.com', 'https://gitlab.com/oauth/discovery/keys'],
+    ['Self-Managed', 'https://gitlab.example.com', 'https://gitlab.example.com/oauth/discovery/keys'],
+    [
+      'Self-Managed with a relative URL root',
+      'https://example.com/gitlab',
+      'https://example.com/gitlab/oauth/discovery/keys',
+    ],
+    [
+      'Dedicated',
+      'https://acme.gitlab-dedicated.com',
+      'https://acme.gitlab-dedicated.com/oauth/discovery/keys',
+    ],
+  ] as const;
+  let keys: Map<string, SigningKey>;
+  beforeAll(async () => {
+    keys = new Map(
+      await Promise.all(offerings.map(async ([name]) => [name, await makeKey(`${name}-kid`)] as const)),
+    );
+  });
+  /** A fetch that is each offering's GitLab: it serves the offering's keys at its JWKS URL only. */
+  const fetched: string[] = [];
+  const offeringsFetch = async (url: string) => {
+    fetched.push(url);
+    const offering = offerings.find(([, , jwks]) => jwks === url);
+    if (!offering) return new Response('not found', { status: 404 });
+    const key = keys.get(offering[0]) as SigningKey;
+    return new Response(JSON.stringify({ keys: [key.publicJwk] }), {
+      headers: { 'content-type': 'application/json' },
+    });
+  };
+
+  it.each(offerings)(
+    'verifies a token of %s: iss = gitlab_url, keys from its JWKS URL',
+    async (name, url, jwks) => {
+      fetched.length = 0;
+      // The configured URL may carry a trailing slash; GitLab's iss never does.
+      const v = verifier({ gitlabUrl: `${url}/`, fetch: offeringsFetch });
+      const token = await signToken(keys.get(name) as SigningKey, gitlabClaims(url));
+      expect(await v.verify(token, JOB)).toMatchObject({ ok: true });
+      expect(fetched).toEqual([jwks]);
+      // Every other offering's token, signed by its own GitLab, is foreign here.
+      for (const [other, otherUrl] of offerings.filter(([n]) => n !== name)) {
+        const foreign = await signToken(keys.get(other) as SigningKey, gitlabClaims(otherUrl));
+        await expectRefused(foreign, /wrong issuer|not in the GitLab JWKS|signature/, v);
+        // Our key but another offering's iss: still refused, naming the issuer.
+        const wrongIss = await signToken(keys.get(name) as SigningKey, gitlabClaims(otherUrl));
+        await expectRefused(wrongIss, 'wrong issuer', v);
+      }
+    },
+  );
+});
