@@ -103,8 +103,8 @@ export class DevopsPipelineStack extends Stack {
 }
 
 /**
- * Production: exactly `sub` of the protected production branch. Dev: any branch of this project;
- * a fork cannot match, because its pipelines carry the fork's project_path.
+ * Both stages: exactly `sub` of the protected production (default) branch, the form
+ * docs/security.md ("Pipeline trust") states and test/infra/pipeline-stacks.test.ts reads.
  */
 export function trustConditions(
   issuerHost: string,
