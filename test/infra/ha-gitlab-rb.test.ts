@@ -9,6 +9,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
+import { DEFAULT_GITLAB_VERSION } from '../../infra/config.js';
 import { OBJECT_TYPES, type ObjectType } from '../../infra/gitlab/gitlab-rb.js';
 import {
   type ApplicationOptions,
@@ -44,6 +45,7 @@ class << File
 end
 def external_url(url); CONFIG['external_url'] = url; end
 def roles(list); CONFIG['roles'] = list; end
+def git_data_dirs(value); CONFIG['git_data_dirs'] = value; end
 %w[gitlab_rails gitaly praefect nginx letsencrypt postgresql redis sidekiq puma gitlab_workhorse
    prometheus alertmanager gitlab_exporter gitlab_kas gitlab_shell node_exporter].each do |name|
   Object.send(:define_method, name) { CONFIG[name] }
@@ -53,6 +55,37 @@ puts JSON.generate(CONFIG)
 `;
 const evaluator = join(dir, 'evaluate.rb');
 writeFileSync(evaluator, EVALUATOR);
+
+/**
+ * gitlab.rb keys the Linux package no longer accepts, with the release that removed them. A removed
+ * key fails `gitlab-ctl reconfigure` and the package upgrade's config check, so none may be rendered
+ * for the GitLab version this app pins. Sources: GitLab's deprecations and removals pages;
+ * omnibus-gitlab MR 7549 (Sidekiq min/max concurrency, 17.0).
+ */
+const REMOVED_KEYS: { path: string[]; removedIn: [number, number]; use: string }[] = [
+  { path: ['sidekiq', 'max_concurrency'], removedIn: [17, 0], use: "sidekiq['concurrency']" },
+  { path: ['sidekiq', 'min_concurrency'], removedIn: [17, 0], use: "sidekiq['concurrency']" },
+  // The flat Gitaly and Praefect keys of GitLab 15 gave way to gitaly/praefect['configuration'] in 16.0.
+  ...['auth_token', 'listen_addr', 'prometheus_listen_addr', 'storage'].map((key) => ({
+    path: ['gitaly', key],
+    removedIn: [16, 0] as [number, number],
+    use: "gitaly['configuration']",
+  })),
+  ...['auth_token', 'listen_addr', 'virtual_storages', 'database_host', 'database_password'].map((key) => ({
+    path: ['praefect', key],
+    removedIn: [16, 0] as [number, number],
+    use: "praefect['configuration']",
+  })),
+  { path: ['git_data_dirs'], removedIn: [18, 0], use: "gitaly['configuration'][:storage]" },
+];
+
+/** The removed keys (for `version`) that an evaluated gitlab.rb sets. */
+function removedKeysIn(c: Json, version: string): string[] {
+  const [major, minor] = version.split('.').map(Number) as [number, number];
+  return REMOVED_KEYS.filter(({ removedIn: [m, n] }) => major > m || (major === m && minor >= n))
+    .filter(({ path }) => path.reduce<Json>((node, key) => node?.[key], c) !== undefined)
+    .map(({ path, use }) => `${path.join('.')} (use ${use})`);
+}
 
 function write(role: string, text: string): string {
   const file = join(dir, `${role}.gitlab.rb`);
@@ -128,6 +161,7 @@ describe('gitlab.rb per role: Ruby', () => {
 describe('gitlab.rb per role: the keys GitLab documents', () => {
   it('rails: external data stores, Praefect as the only storage, no Sidekiq or Gitaly, TLS at the NLB', () => {
     const c = config.rails;
+    expect(c.roles).toEqual(['application_role']);
     expect(c.external_url).toBe('https://gitlab.example.com');
     expect([c.gitaly.enable, c.sidekiq.enable, c.postgresql.enable, c.redis.enable]).toEqual([
       false,
@@ -160,6 +194,7 @@ describe('gitlab.rb per role: the keys GitLab documents', () => {
     const c = config.sidekiq;
     expect(c.roles).toEqual(['sidekiq_role']);
     expect(c.sidekiq.queue_groups).toEqual(['*', '*', '*', '*']);
+    expect(c.sidekiq.concurrency).toBe(20);
     expect(c.sidekiq.listen_address).toBe('0.0.0.0');
     expect(c.gitlab_rails.repositories_storages).toEqual(config.rails.gitlab_rails.repositories_storages);
     for (const key of [
@@ -233,6 +268,21 @@ describe('gitlab.rb per role: the keys GitLab documents', () => {
       config.gitaly.gitaly.configuration.storage[0].name,
     );
     expect(praefect.auth.token).not.toBe(config.gitaly.gitaly.configuration.auth.token);
+  });
+
+  it(`uses no key the Linux package removed by GitLab ${DEFAULT_GITLAB_VERSION}, the pinned version`, () => {
+    for (const role of HA_ROLES)
+      expect(removedKeysIn(config[role], DEFAULT_GITLAB_VERSION), role).toEqual([]);
+    // The check sees a removed key: the GitLab 16 Sidekiq setting and the GitLab 17 storage form.
+    const old = evaluate(
+      'old',
+      `${rendered.sidekiq}sidekiq['max_concurrency'] = 20\ngit_data_dirs({ 'default' => { 'path' => '/x' } })\n`,
+    );
+    expect(removedKeysIn(old, DEFAULT_GITLAB_VERSION)).toEqual([
+      "sidekiq.max_concurrency (use sidekiq['concurrency'])",
+      "git_data_dirs (use gitaly['configuration'][:storage])",
+    ]);
+    expect(removedKeysIn(old, '16.11.0')).toEqual([]);
   });
 
   it('refuses a non-https external URL', () => {

@@ -165,6 +165,9 @@ ${objectStoreSettings(o.region, o.buckets)}`;
 
 function rails(o: ApplicationOptions): string {
   return `
+## Rails only: the application role leaves PostgreSQL, Redis and Consul off (the page's Rails section).
+roles(['application_role'])
+
 ## TLS ends at the external NLB; nginx serves plain HTTP on port 80 behind it.
 letsencrypt['enable'] = false
 nginx['listen_port'] = 80
@@ -190,10 +193,11 @@ function sidekiq(o: ApplicationOptions): string {
   return `
 roles(['sidekiq_role'])
 
-## Four processes on every queue, as the reference architecture's Sidekiq nodes (4 vCPU).
+## Four processes on every queue, as the reference architecture's Sidekiq nodes (4 vCPU). Threads
+## per process: \`concurrency\` (GitLab 17.0 removed min_concurrency/max_concurrency).
 sidekiq['listen_address'] = '0.0.0.0'
 sidekiq['queue_groups'] = ['*'] * 4
-sidekiq['max_concurrency'] = 20
+sidekiq['concurrency'] = 20
 ${externalDataStores(o)}${o.smtp ? renderSmtpGitlabRb(o.smtp) : ''}`;
 }
 
