@@ -282,11 +282,12 @@ describe('AWS crash safety', () => {
       });
       // The launch takes effect but its answer is held: the daemon is killed holding no instance id
       // at all (no journal entry, no keys under the id, no fleet record).
-      w.fake.setAnswerDelay(30_000, 'RunInstances');
+      // Held far longer than any start on a loaded machine: the kill below always lands inside it.
+      w.fake.setAnswerDelay(240_000, 'RunInstances');
       // The first pool has no capacity: the instance comes from the failover attempt's own token.
       if (failover) w.fake.failNext('RunInstances', { code: 'InsufficientInstanceCapacity' });
       const d = await e2e.daemon(config(w, 'fleet', scratch, 'idle_count = 1'));
-      await w.fake.waitFor(() => w.fake.instances().length === 1, 20_000);
+      await w.fake.waitFor(() => w.fake.instances().length === 1);
       await d.kill();
       const [launched] = w.fake.instances();
       const id = launched!.InstanceId;
@@ -299,7 +300,7 @@ describe('AWS crash safety', () => {
         `state_dir = ${JSON.stringify(d.stateDir)}\nlog_level = "debug"\n${config(w, 'fleet', scratch, 'idle_count = 0\nidle_time = "1s"')}`,
       );
       await d.start();
-      await w.fake.waitFor(() => w.fake.instance(id)?.State === 'terminated', 30_000);
+      await w.fake.waitFor(() => w.fake.instance(id)?.State === 'terminated');
       // Nothing had journaled it: the ClientToken EC2 recorded at launch (this manager's HMAC) proves it ours.
       expect(d.output()).toMatch(/"proof":"launch token"[^\n]*adopted instance from tags/);
       expect(d.output()).toMatch(/recovered SSH keys of an adopted instance/);

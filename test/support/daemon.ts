@@ -153,7 +153,7 @@ export async function eventually<T>(
   what: string,
   probe: () => Promise<T>,
   check: (value: T) => boolean,
-  ms = 60_000,
+  ms = 180_000,
 ): Promise<T> {
   const deadline = Date.now() + ms;
   for (;;) {
