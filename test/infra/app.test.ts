@@ -8,6 +8,7 @@ import { buildApp } from '../../infra/app.js';
 import { MANAGER_METRICS_LISTEN } from '../../infra/fleet/runner-configs.js';
 import { healthCheckDocumentContent } from '../../infra/shared/health-check.js';
 import { appWithContext, cdkJson } from './cdk-context.js';
+import { assemblyTemplates, scanTemplate } from './secret-scan.js';
 import { type Json, SYNTH_TIMEOUT_MS, Synthesized } from './synth.js';
 
 /** The whole app, synthesized once as `npm run synth` does (cdk.json context, no credentials). */
@@ -59,6 +60,12 @@ describe('the CDK app', () => {
   it('has no unacknowledged cdk-nag finding and no CloudFormation-validate finding', () => {
     // The cdk-nag plugin registered by buildApp would have thrown during synth; the report says the rest.
     expect(synth.validationViolations()).toEqual([]);
+  });
+
+  it('has no secret-looking value in any template it synthesizes (every stack of both stages)', () => {
+    const templates = assemblyTemplates(synth.assembly);
+    expect(templates).toHaveLength(9);
+    expect(templates.flatMap(([name, template]) => scanTemplate(name, template))).toEqual([]);
   });
 
   it('gives Dev and Prod their own host name, certificate and fleet (from cdk.json stages)', () => {

@@ -14,6 +14,7 @@ import { ROLE_TAG } from '../../infra/gitlab/ha/node-group.js';
 import { HA_3K } from '../../infra/gitlab/ha/sizes.js';
 import type { RunnerFleetStage } from '../../infra/stage.js';
 import { devStageWith } from './cdk-context.js';
+import { assemblyTemplates, scanTemplate } from './secret-scan.js';
 import {
   acknowledgements,
   asList,
@@ -146,6 +147,19 @@ describe('size 3k: load balancers', () => {
     ]);
   });
 
+  it('terminates TLS on 443 with the stage certificate from ACM', () => {
+    const [certId] = resources('AWS::CertificateManager::Certificate').map(([id]) => id);
+    expect(certId).toBeDefined();
+    const tls = resources('AWS::ElasticLoadBalancingV2::Listener').filter(
+      ([, l]) => l.Properties.Port === 443,
+    );
+    expect(tls).toHaveLength(1);
+    expect(tls[0]![1].Properties).toMatchObject({
+      Protocol: 'TLS',
+      Certificates: [{ CertificateArn: { Ref: certId } }],
+    });
+  });
+
   it('puts Praefect behind an internal NLB that only Rails, Sidekiq and Gitaly reach', () => {
     const internal = resources('AWS::ElasticLoadBalancingV2::LoadBalancer').filter(
       ([, lb]) => lb.Properties.Scheme === 'internal',
@@ -178,6 +192,15 @@ describe('size 3k: load balancers', () => {
     expect(
       ingressTo(sgId('PraefectSecurityGroup')).map((p) => p.SourceSecurityGroupId['Fn::GetAtt'][0]),
     ).toEqual([internalSg]);
+  });
+
+  it('gives Praefect every Gitaly node by its own name and a replication factor of 3', () => {
+    const praefect = userDataOf(groupsOf('praefect')[0]![1]);
+    expect(praefect).toContain('default_replication_factor: 3,');
+    for (const i of [1, 2, 3])
+      expect(praefect).toContain(
+        `storage: 'gitaly-${i}',\\n          address: 'tcp://gitaly-${i}.gitaly.gitlab.internal:8075'`,
+      );
   });
 });
 
@@ -326,6 +349,12 @@ describe('size 3k: secrets', () => {
     }
   });
 
+  it('has no secret-looking value in any template of the 3k stage (GitLab, JobAmi, Fleet)', () => {
+    const templates = assemblyTemplates(synth.assembly);
+    expect(templates.map(([name]) => name).sort()).toEqual(['Dev-Fleet', 'Dev-GitLab', 'Dev-JobAmi']);
+    expect(templates.flatMap(([name, template]) => scanTemplate(name, template))).toEqual([]);
+  });
+
   it('lets each role read only its own secrets; only Rails may write the shared ones', () => {
     const readers = (secretPrefix: string) => {
       const roles = new Set<string>();
@@ -372,14 +401,12 @@ describe('size 3k: checks', () => {
   });
 
   it(
-    'passes cfn-lint',
+    'passes cfn-lint: every template of the 3k stage (GitLab, and the JobAmi and Fleet stacks on its VPC)',
     async () => {
-      const file = join(
-        synth.assembly.getNestedAssembly('assembly-Dev').directory,
-        stage.gitlab.templateFile,
-      );
+      const dir = synth.assembly.getNestedAssembly('assembly-Dev').directory;
+      const files = [stage.gitlab, stage.jobAmi, stage.fleet].map((s) => join(dir, s.templateFile));
       const run = promisify(execFile);
-      const result = await run('cfn-lint', ['--format', 'parseable', file]).then(
+      const result = await run('cfn-lint', ['--format', 'parseable', ...files]).then(
         (r) => ({ code: 0, out: r.stdout }),
         (e: { code: number; stdout: string }) => ({ code: e.code, out: e.stdout }),
       );
@@ -394,16 +421,31 @@ describe('size 3k: checks', () => {
   });
 });
 
-describe('3k size: PostgreSQL major', () => {
+describe('3k size: PostgreSQL major and sizeOverrides', () => {
   it(
-    'both databases (GitLab and Praefect) run the configured major',
+    'both databases (GitLab and Praefect) run the configured major; overridden node counts and types reach the template',
     () => {
-      const engineVersions = (major: number) => {
-        const dev = devStageWith({ size: '3k', postgresMajor: major }).stage;
-        const dbs = Template.fromStack(dev.gitlab).findResources('AWS::RDS::DBInstance');
-        return Object.values(dbs).map((r) => String((r as Resource).Properties.EngineVersion));
-      };
-      const on17 = engineVersions(17);
+      const overridden = Template.fromStack(
+        devStageWith({
+          size: '3k',
+          postgresMajor: 17,
+          sizeOverrides: {
+            rails: { count: 4, instanceType: 'c6i.2xlarge' },
+            gitaly: { dataVolumeGiB: 1000 },
+          },
+        }).stage.gitlab,
+      );
+      const railsGroup = Object.values(overridden.findResources('AWS::AutoScaling::AutoScalingGroup')).find(
+        (g) => roleOf(g as Resource) === 'rails',
+      ) as Resource;
+      expect([railsGroup.Properties.MinSize, railsGroup.Properties.MaxSize]).toEqual(['4', '4']);
+      const lt = overridden.toJSON().Resources[railsGroup.Properties.LaunchTemplate.LaunchTemplateId.Ref];
+      expect(lt.Properties.LaunchTemplateData.InstanceType).toBe('c6i.2xlarge');
+      for (const v of Object.values(overridden.findResources('AWS::EC2::Volume')))
+        expect((v as Resource).Properties.Size).toBe(1000);
+      const on17 = Object.values(overridden.findResources('AWS::RDS::DBInstance')).map((r) =>
+        String((r as Resource).Properties.EngineVersion),
+      );
       expect(on17).toHaveLength(2);
       for (const v of on17) expect(v).toMatch(/^17\./);
       // The default stays on 16, as in the synthesized stage above.
