@@ -108,6 +108,17 @@ describe('3k boot scripts', () => {
     expect(s).toContain('http://127.0.0.1/-/readiness');
   });
 
+  it('Rails turns on incremental logging once the database is set up, before it signals ready', () => {
+    const enable = at('rails', "gitlab-rails runner 'Feature.enable(:ci_enable_live_trace)'");
+    expect(enable).toBeGreaterThan(at('rails', 'gitlab-rake gitlab:db:configure'));
+    expect(enable).toBeGreaterThan(
+      at('rails', 'SKIP_POST_DEPLOYMENT_MIGRATIONS=true gitlab-rake db:migrate'),
+    );
+    expect(enable).toBeLessThan(scripts.rails.lastIndexOf('signal 0'));
+    for (const role of ['sidekiq', 'gitaly', 'praefect'] as const)
+      expect(scripts[role]).not.toContain('ci_enable_live_trace');
+  });
+
   it('Rails schedules the nightly backup on every node, run by the lowest in-service instance only', () => {
     const s = scripts.rails;
     expect(s).toContain(

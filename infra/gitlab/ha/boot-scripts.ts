@@ -228,6 +228,10 @@ else
   # none). Post-deployment migrations wait until every node runs it (docs/infrastructure.md).
   SKIP_POST_DEPLOYMENT_MIGRATIONS=true gitlab-rake db:migrate
 fi
+# Incremental logging: running jobs' log chunks go to Redis and the database, not to the disk of
+# whichever Rails node took the request (there is no shared NFS for Sidekiq to archive them from).
+# Idempotent; every Rails boot sets it, so a deployment seeded before this line gets it too.
+gitlab-rails runner 'Feature.enable(:ci_enable_live_trace)'
 ${waitFor('curl -fsS -o /dev/null http://127.0.0.1/-/readiness', 'Rails readiness')}`,
   sidekiq: () => waitFor('gitlab-ctl status sidekiq', 'Sidekiq'),
   gitaly: () => waitFor('gitlab-ctl status gitaly', 'Gitaly'),
