@@ -138,7 +138,7 @@ const WATCH_RETRY_MS = 5_000;
  * the daemon's listing reports the instance gone; never resolves otherwise. A daemon restart
  * only pauses it. An older daemon (no `wait`) ends it, rather than being asked in a loop.
  */
-function watchLoss(
+export function watchLoss(
   jobId: string,
   jobSecret: string | undefined,
   socket: string | undefined,
@@ -158,6 +158,9 @@ function watchLoss(
         } catch {
           // Daemon away or the stage ended: try again later, or stop.
         }
+        // The stage ended: a pause now would hold the hook's exit open (an abort listener added
+        // after the abort never fires), WATCH_RETRY_MS on every stage.
+        if (signal.aborted) return;
         await new Promise<void>((r) => {
           const timer = setTimeout(r, WATCH_RETRY_MS);
           const stop = () => {
