@@ -9,9 +9,14 @@ import { promisify } from 'node:util';
 import { Template } from 'aws-cdk-lib/assertions';
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { DataStores } from '../../infra/gitlab/data-stores.js';
+import { GitlabPocStack } from '../../infra/gitlab/gitlab-stack.js';
 import { GITALY_VOLUME_TAG, GitlabHaStack } from '../../infra/gitlab/ha/ha-stack.js';
 import { ROLE_TAG } from '../../infra/gitlab/ha/node-group.js';
 import { HA_3K } from '../../infra/gitlab/ha/sizes.js';
+import { GitlabLoadBalancer } from '../../infra/gitlab/load-balancer.js';
+import { Network } from '../../infra/gitlab/network.js';
+import { ObjectStorage } from '../../infra/gitlab/object-storage.js';
 import type { RunnerFleetStage } from '../../infra/stage.js';
 import { devStageWith } from './cdk-context.js';
 import { assemblyTemplates, scanTemplate } from './secret-scan.js';
@@ -59,6 +64,23 @@ describe('size 3k: the stage', () => {
   it('builds the HA stack for size=3k and runs the fleet on its VPC', () => {
     expect(stage.gitlab).toBeInstanceOf(GitlabHaStack);
     expect(stage.fleet.dependencies).toContain(stage.gitlab);
+  });
+
+  it("is a size, not a fork: the POC's network, load balancer, data store and bucket constructs serve it", () => {
+    const poc = devStageWith({}).stage;
+    expect(poc.gitlab).toBeInstanceOf(GitlabPocStack);
+    for (const [id, type] of [
+      ['Network', Network],
+      ['LoadBalancer', GitlabLoadBalancer],
+      ['Data', DataStores],
+      ['ObjectStorage', ObjectStorage],
+    ] as const) {
+      expect(poc.gitlab.node.findChild(id), `POC ${id}`).toBeInstanceOf(type);
+      expect(stage.gitlab.node.findChild(id), `3k ${id}`).toBeInstanceOf(type);
+    }
+    // The job AMI and fleet stacks are the same classes on either size's VPC.
+    expect(poc.fleet.constructor).toBe(stage.fleet.constructor);
+    expect(poc.jobAmi.constructor).toBe(stage.jobAmi.constructor);
   });
 });
 
