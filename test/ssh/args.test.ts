@@ -1,6 +1,7 @@
 import { spawnSync } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
 import {
+  CIPHERS,
   clientOptions,
   jobPaths,
   killCommand,
@@ -44,6 +45,19 @@ describe('connection info', () => {
     expect(options).toContain('UserKnownHostsFile="/tmp/job 100%%/.runner-fleet-ssh/known_hosts"');
     expect(options).toContain('StrictHostKeyChecking=yes');
     expect(options.slice(0, 2)).toEqual(['-F', 'none']);
+  });
+
+  it('offers AES-GCM first and every other default cipher after it, as ssh itself resolves them', () => {
+    const options = clientOptions(validateConnectInfo(info), jobPaths('/tmp/job'));
+    const resolved = spawnSync('ssh', ['-G', ...options, '--', info.host], { encoding: 'utf8' });
+    expect(resolved.stderr).toBe('');
+    const ciphers = /^ciphers (.*)$/m.exec(resolved.stdout)?.[1];
+    expect(ciphers).toBe(CIPHERS);
+    expect(ciphers?.split(',')[0]).toBe('aes128-gcm@openssh.com');
+    // The fallbacks are this client's own defaults (what an sshd that refuses GCM still speaks).
+    const defaults = spawnSync('ssh', ['-G', '-F', 'none', info.host], { encoding: 'utf8' });
+    const defaultSet = /^ciphers (.*)$/m.exec(defaults.stdout)?.[1]?.split(',');
+    expect(new Set(ciphers?.split(','))).toEqual(new Set(defaultSet));
   });
 });
 

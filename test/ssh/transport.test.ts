@@ -140,6 +140,33 @@ describe('stages', () => {
   });
 });
 
+describe('ciphers', () => {
+  it('negotiates AES-GCM with a default sshd, and falls back to what an sshd without it offers', async () => {
+    const material = generateInstanceKeys('ciphers');
+    const stored = await storeInstanceKeys(join(work, 'cipher-keys'), material);
+    for (const [serverCiphers, expected] of [
+      [undefined, 'aes128-gcm@openssh.com'],
+      ['chacha20-poly1305@openssh.com', 'chacha20-poly1305@openssh.com'],
+    ] as const) {
+      const server = await startSshd({
+        authorizedKeys: [material.client.publicKey],
+        hostKey: material.host,
+        extraConfig: ['LogLevel DEBUG1', ...(serverCiphers ? [`Ciphers ${serverCiphers}`] : [])],
+      });
+      try {
+        const j = await job({}, server, stored);
+        const { outcome, stdout } = await j.run('echo ok');
+        expect(outcome).toEqual({ kind: 'exited', code: 0 });
+        expect(stdout.toString()).toBe('ok\n');
+        expect(server.log()).toMatch(new RegExp(`kex: server->client cipher: ${expected} `));
+        await j.close();
+      } finally {
+        await server.stop();
+      }
+    }
+  });
+});
+
 describe('refusals', () => {
   it('refuses a host that does not present the pinned host key', async () => {
     const impostor = generateInstanceKeys('impostor').host.publicKey;

@@ -26,7 +26,7 @@ export interface StartSshdOptions {
   readonly hostKey?: { readonly privateKey: string; readonly publicKey: string };
   /** Serve this existing host key file instead (its `.pub` sibling must exist). */
   readonly hostKeyFile?: string;
-  /** Extra sshd_config lines. */
+  /** Extra sshd_config lines, placed first: sshd keeps a keyword's first value, so they override. */
   readonly extraConfig?: readonly string[];
 }
 
@@ -122,6 +122,7 @@ function config(
   extra: readonly string[] | undefined,
 ): string {
   return [
+    ...(extra ?? []),
     `Port ${port}`,
     'ListenAddress 127.0.0.1',
     `HostKey ${hostKeyFile}`,
@@ -145,7 +146,6 @@ function config(
     // would then add ~100 ms of noise to every session. Instances have a plain rc file.
     'SetEnv SHLVL=1',
     'LogLevel ERROR',
-    ...(extra ?? []),
     '',
   ].join('\n');
 }
