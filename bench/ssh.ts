@@ -14,8 +14,8 @@ import { closeSync, openSync } from 'node:fs';
 import { mkdtemp, open, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { createSshTransport } from '../executor/transports/ssh.js';
 import { CIPHERS } from '../executor/transports/ssh/args.js';
+import { createSshTransport } from '../executor/transports/ssh.js';
 import { generateInstanceKeys, storeInstanceKeys } from '../manager/ssh/keys.js';
 import { startSshd } from '../test/support/sshd.js';
 
