@@ -21,7 +21,7 @@ import { fleetTuningFrom } from './fleet/tuning.js';
 import { FleetMetrics, instrumentProvider } from './metrics/metrics.js';
 import { type MetricsServer, startMetricsServer } from './metrics/server.js';
 import { createProvider } from './providers/create.js';
-import type { Provider } from './providers/provider.js';
+import type { LaunchShape, Provider } from './providers/provider.js';
 import { version } from './version.js';
 
 export interface RunningDaemon {
@@ -387,5 +387,19 @@ function statusReport(config: Config, fleet: Fleet, provider: Provider, startedA
       seenAt: new Date(f.seenAt).toISOString(),
       launchedAt: new Date(f.launchedAt).toISOString(),
     })),
+    shapes: ruleShapes(config),
   };
+}
+
+/** The launch shapes of the credential rules, each with the rules that launch with it. */
+function ruleShapes(config: Config): NonNullable<StatusReport['shapes']> {
+  const shapes = new Map<string, { shape: LaunchShape; rules: string[] }>();
+  for (const rule of config.credentials.rules) {
+    const shape = launchShapeOf(rule.overrides);
+    if (!shape) continue;
+    const entry = shapes.get(shape.key) ?? { shape, rules: [] };
+    entry.rules.push(rule.name);
+    shapes.set(shape.key, entry);
+  }
+  return [...shapes.values()].map(({ shape, rules }) => ({ ...shape, rules }));
 }

@@ -75,6 +75,23 @@ export function renderStatus(report: StatusReport, now: number): string {
       ...foreign.map((f) => `  ${f.id}  launched ${age(f.launchedAt, now)} ago  ${f.why}`),
     );
   }
+  const shapes = report.shapes ?? [];
+  if (shapes.length > 0) {
+    out.push(
+      '',
+      'LAUNCH SHAPES (credential rules that launch with their own settings):',
+      ...shapes.map((s) =>
+        [
+          `  ${s.key}  rules ${s.rules.join(', ')}`,
+          s.launchTemplate ? `template ${s.launchTemplate}` : '',
+          s.subnets?.length ? `subnets ${s.subnets.join(',')}` : '',
+          s.instanceTypes?.length ? `types ${s.instanceTypes.join(',')}` : '',
+        ]
+          .filter(Boolean)
+          .join('  '),
+      ),
+    );
+  }
   return `${out.join('\n')}\n`;
 }
 

@@ -129,6 +129,17 @@ export interface StatusReport {
     readonly seenAt: string;
     readonly launchedAt: string;
   }[];
+  /**
+   * The launch shapes the credential rules define (an instance's `shape` names one): where their
+   * jobs' instances are launched. Absent from daemons older than this field.
+   */
+  readonly shapes?: readonly {
+    readonly key: string;
+    readonly rules: readonly string[];
+    readonly launchTemplate?: string;
+    readonly subnets?: readonly string[];
+    readonly instanceTypes?: readonly string[];
+  }[];
 }
 
 export type ControlResponse =

@@ -76,6 +76,9 @@ subnets = ["${PROD_SUBNET}"]`,
     const status = await d.status();
     expect(status.instances.find((i) => i.id === prodInstance)?.shape).toBe(shape);
     expect(status.instances.find((i) => i.id === prodInstance)?.state).toBe('idle');
+    expect(status.shapes).toEqual([
+      { key: shape, rules: ['deploy-prod'], launchTemplate: PROD_TEMPLATE, subnets: [PROD_SUBNET] },
+    ]);
 
     // A default job of the same project: never the prod-shaped idle instance.
     const b = await defaultJob('502');

@@ -87,6 +87,25 @@ describe('local provider: launch shapes', () => {
     const shapeOf = async (id: string) => (await daemon.status()).instances.find((i) => i.id === id)?.shape;
     const prodShape = await shapeOf(prodInstance);
     expect(prodShape).toMatch(/^s-[0-9a-f]{12}$/);
+    // status says what the shape is: the rule and its launch settings.
+    expect((await daemon.status()).shapes).toEqual([
+      {
+        key: prodShape,
+        rules: ['deploy-prod'],
+        launchTemplate: 'runner-fleet-prod',
+        subnets: ['subnet-0123456789abcdef0'],
+      },
+    ]);
+    const text = (
+      await execFileAsync(process.execPath, [CLI, 'status', '--config', daemon.configPath], {
+        encoding: 'utf8',
+      })
+    ).stdout;
+    expect(text).toMatch(
+      new RegExp(
+        `\\n  ${prodShape}  rules deploy-prod  template runner-fleet-prod  subnets subnet-0123456789abcdef0\\n`,
+      ),
+    );
     // It idles for reuse (max_use_count 3) while a default-shaped one idles too (idle_count 1).
     await eventually(
       'the prod instance idle beside a default one',
