@@ -233,6 +233,8 @@ describe('size 3k: Gitaly storage', () => {
     const tagValues = volumes.map(([id, v]) => {
       expect(v.Properties).toMatchObject({ Encrypted: true, VolumeType: 'gp3', Size: 500, Iops: 8000 });
       expect(v.DeletionPolicy, id).toBe('Snapshot');
+      // A change that replaces the volume keeps a snapshot of the old one too.
+      expect(v.UpdateReplacePolicy, id).toBe('Snapshot');
       return JSON.stringify(v.Properties.Tags.find((tag: Json) => tag.Key === GITALY_VOLUME_TAG).Value);
     });
     expect(new Set(tagValues).size).toBe(3);
@@ -412,8 +414,10 @@ describe('size 3k: secrets', () => {
 });
 
 describe('size 3k: checks', () => {
-  it('passes cdk-nag AwsSolutions with every acknowledgement explained', () => {
+  it('passes cdk-nag AwsSolutions with every acknowledgement explained (and so do JobAmi and Fleet on its VPC)', () => {
     expect(synth.nagViolations(stage.gitlab)).toEqual([]);
+    expect(synth.nagViolations(stage.jobAmi)).toEqual([]);
+    expect(synth.nagViolations(stage.fleet)).toEqual([]);
     for (const a of acknowledgements(stage.gitlab))
       expect(a.reason.length, `${a.id} at ${a.path}`).toBeGreaterThan(40);
   });
