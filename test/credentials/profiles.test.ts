@@ -1,5 +1,5 @@
 /** iam-policy covers every profile the credential rules name, through the command and the config loader. */
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, expect, it, vi } from 'vitest';
@@ -69,4 +69,52 @@ instance_profile = "arn:aws:iam::222222222222:instance-profile/elsewhere"
   // The foreign profile is named on stderr and granted nowhere.
   expect(err).toContain('arn:aws:iam::222222222222:instance-profile/elsewhere is in another account');
   expect(out).not.toContain('222222222222');
+});
+
+it('grants every profile of the shipped example rules, all of the manager account', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'rf-iam-example-'));
+  dirs.push(dir);
+  const config = join(dir, 'config.toml');
+  const example = readFileSync(new URL('../../docs/credentials.example.toml', import.meta.url), 'utf8');
+  // The example's [credentials] section as an operator pastes it below an [aws] section.
+  writeFileSync(
+    config,
+    `provider = "aws"
+state_dir = "${dir}/state"
+[aws]
+region = "eu-central-1"
+mode = "fleet"
+launch_template = "lt-0123456789abcdef0"
+subnets = ["subnet-0aaa1111"]
+${example}`,
+  );
+  const profiles = [...example.matchAll(/^instance_profile = "([^"]+)"/gm)].map((m) => m[1] as string);
+  expect(profiles.length).toBeGreaterThan(1);
+  let out = '';
+  let err = '';
+  vi.spyOn(process.stdout, 'write').mockImplementation((chunk) => {
+    out += String(chunk);
+    return true;
+  });
+  vi.spyOn(process.stderr, 'write').mockImplementation((chunk) => {
+    err += String(chunk);
+    return true;
+  });
+  const code = await iamPolicyCommand({ config, account: '111111111111' } as Parameters<
+    typeof iamPolicyCommand
+  >[0]);
+  vi.restoreAllMocks();
+  expect(code, err).toBe(0);
+  expect(err).not.toContain('another account');
+  const doc = JSON.parse(out) as {
+    Statement: Array<{ Sid: string; Resource: unknown; Condition?: unknown }>;
+  };
+  const sid = (id: string) => doc.Statement.find((s) => s.Sid === id);
+  for (const profile of profiles) {
+    const name = profile.split('/').pop() as string;
+    expect(sid('PassJobRolesToEc2')?.Resource).toContain(`arn:aws:iam::111111111111:role/${name}`);
+    expect(JSON.stringify(sid('SwitchJobInstanceProfile')?.Condition)).toContain(
+      `arn:aws:iam::111111111111:instance-profile/${name}`,
+    );
+  }
 });
