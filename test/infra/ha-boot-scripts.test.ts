@@ -7,6 +7,7 @@ import { describe, expect, it } from 'vitest';
 import {
   type HaBootScriptOptions,
   renderHaBootScript,
+  SSHD_KEY_LOOKUP,
   UNSEEDED,
 } from '../../infra/gitlab/ha/boot-scripts.js';
 import {
@@ -106,6 +107,47 @@ describe('3k boot scripts', () => {
     );
     expect(s).toContain('SKIP_POST_DEPLOYMENT_MIGRATIONS=true gitlab-rake db:migrate');
     expect(s).toContain('http://127.0.0.1/-/readiness');
+  });
+
+  it('Rails looks git SSH keys up in the database: sshd (the real one) applies the command to git only', () => {
+    const s = scripts.rails;
+    const block = s.slice(s.indexOf("<<'SSHD_EOF'\n") + 13, s.indexOf('SSHD_EOF\nfi'));
+    expect(block).toBe(SSHD_KEY_LOOKUP);
+    expect(at('rails', 'sshd -t')).toBeGreaterThan(at('rails', 'gitlab-ctl reconfigure'));
+    expect(at('rails', 'systemctl reload sshd')).toBeLessThan(s.lastIndexOf('signal 0'));
+    for (const role of ['sidekiq', 'gitaly', 'praefect'] as const)
+      expect(scripts[role]).not.toContain('AuthorizedKeysCommand');
+
+    const dir = mkdtempSync(join(tmpdir(), 'ha-sshd-'));
+    try {
+      execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', join(dir, 'host_key')]);
+      const config = join(dir, 'sshd_config');
+      writeFileSync(config, `HostKey ${join(dir, 'host_key')}\nPasswordAuthentication no\n${block}`);
+      const sshd = ['/usr/sbin/sshd', 'sshd'].find((p) => {
+        try {
+          execFileSync(p, ['-t', '-f', config], { stdio: 'pipe' });
+          return true;
+        } catch (e) {
+          if ((e as { code?: string }).code === 'ENOENT') return false;
+          throw e;
+        }
+      });
+      expect(sshd, 'sshd -t accepts the config').toBeDefined();
+      const effective = (user: string) =>
+        execFileSync(sshd!, ['-T', '-f', config, '-C', `user=${user},host=h,addr=127.0.0.1`], {
+          encoding: 'utf8',
+        });
+      expect(effective('git')).toContain(
+        'authorizedkeyscommand /opt/gitlab/embedded/service/gitlab-shell/bin/gitlab-shell-authorized-keys-check git %u %k',
+      );
+      expect(effective('git')).toContain('authorizedkeyscommanduser git');
+      expect(effective('ec2-user')).not.toContain('gitlab-shell-authorized-keys-check');
+      // After the block, settings apply to every user again.
+      writeFileSync(config, `${readFileSync(config, 'utf8')}PermitRootLogin no\n`);
+      expect(effective('ec2-user')).toContain('permitrootlogin no');
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('Rails turns on incremental logging once the database is set up, before it signals ready', () => {

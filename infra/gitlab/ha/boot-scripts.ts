@@ -232,7 +232,7 @@ fi
 # whichever Rails node took the request (there is no shared NFS for Sidekiq to archive them from).
 # Idempotent; every Rails boot sets it, so a deployment seeded before this line gets it too.
 gitlab-rails runner 'Feature.enable(:ci_enable_live_trace)'
-${waitFor('curl -fsS -o /dev/null http://127.0.0.1/-/readiness', 'Rails readiness')}`,
+${fastSshKeyLookup()}${waitFor('curl -fsS -o /dev/null http://127.0.0.1/-/readiness', 'Rails readiness')}`,
   sidekiq: () => waitFor('gitlab-ctl status sidekiq', 'Sidekiq'),
   gitaly: () => waitFor('gitlab-ctl status gitaly', 'Gitaly'),
   praefect: () => `
@@ -246,6 +246,30 @@ done
 gitlab-ctl restart praefect
 ${waitFor('gitlab-ctl status praefect', 'Praefect')}`,
 };
+
+/** The sshd_config block that makes sshd ask GitLab's database for the git user's keys. */
+export const SSHD_KEY_LOOKUP = `Match User git
+  AuthorizedKeysCommand /opt/gitlab/embedded/service/gitlab-shell/bin/gitlab-shell-authorized-keys-check git %u %k
+  AuthorizedKeysCommandUser git
+Match all
+`;
+
+/**
+ * Git over SSH lands on any Rails node, but the authorized_keys file is written by Sidekiq, on
+ * other nodes: each Rails node looks keys up in the database instead (GitLab's "fast lookup of
+ * authorized SSH keys", a post-configuration step of the 3k page).
+ */
+function fastSshKeyLookup(): string {
+  return `
+# Git over SSH: keys come from the database (the authorized_keys file lives where Sidekiq runs).
+if ! grep -q 'gitlab-shell-authorized-keys-check' /etc/ssh/sshd_config; then
+  cat >> /etc/ssh/sshd_config <<'SSHD_EOF'
+${SSHD_KEY_LOOKUP}SSHD_EOF
+fi
+sshd -t
+systemctl reload sshd
+`;
+}
 
 /**
  * Every Rails node gets the cron entry; only the in-service node of its group with the lowest
