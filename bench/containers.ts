@@ -2,7 +2,11 @@
  * Container job cost, as ratios measured in the same run on the same (test) dockerd, interleaved:
  *
  * - a trivial stage (`true`) sent into the job container by the container stage script through
- *   the local transport, vs the same script piped to `docker exec -i <container> sh` directly;
+ *   the local transport, vs the same script piped to `docker exec -i <container> bash` spawned
+ *   directly (what running it in that container costs without runner-fleet). A third side, the
+ *   same transport carrying a plain `docker exec -i` of the script, splits our excess into the
+ *   transport's own share (which every stage pays, bare or in a container) and the container
+ *   wrapper's (the bash that keeps the docker client alive through a cancel, and `setsid`);
  * - container start for a job with one service (network, service, port wait, job container:
  *   the prepare script through the local transport), vs the same done with plain `docker network
  *   create` + `docker run` + the same port wait + `docker run`.
@@ -14,6 +18,7 @@ import { join } from 'node:path';
 import { cleanupScript, setupScript, stageScript } from '../executor/container/scripts.js';
 import { type ContainerSettings, containerJob, jobNames } from '../executor/container/spec.js';
 import { LocalTransport } from '../executor/transports/local.js';
+import { shellQuote } from '../executor/transports/ssh/args.js';
 import { startDockerWorld } from '../test/support/docker.js';
 
 const median = (values: number[]) => {
@@ -122,17 +127,27 @@ export async function benchContainers(
     await run(setupScript(id, { ...job, services: [] }, settings, '{}'));
     const container = jobNames(id).container;
     const user = Buffer.from('#!/usr/bin/env bash\nset -eo pipefail\ntrue\nexit 0\n');
+    const plainExec = `export DOCKER_HOST=${shellQuote(world.dockerHost)}\nexec docker exec --interactive ${shellQuote(container)} bash <<<${shellQuote(user.toString('utf8'))}\n`;
     const stageOurs: number[] = [];
     const stageExec: number[] = [];
-    for (let r = 0; r < rounds * 2 + 2; r++) {
-      // Alternate which goes first, so neither side always runs right after the other's I/O.
-      const ours = () => run(stageScript(id, settings, user, `t${r}`, 5_000));
-      const bare = () => timeProcess('docker', ['exec', '--interactive', container, 'bash'], user, env);
-      const [o, e]: [number, number] =
-        r % 2 === 0 ? [await ours(), await bare()] : await bare().then(async (b) => [await ours(), b]);
+    const stageTransport: number[] = [];
+    const stageRounds = Math.max(rounds * 4, 12);
+    for (let r = 0; r < stageRounds + 2; r++) {
+      const sides = [
+        () => run(stageScript(id, settings, user, `t${r}`, 5_000)),
+        () => timeProcess('docker', ['exec', '--interactive', container, 'bash'], user, env),
+        () => run(plainExec),
+      ];
+      // Rotate the order, so no side always runs first or right after another's I/O.
+      const times: number[] = [];
+      for (let k = 0; k < 3; k++) {
+        const i = (r + k) % 3;
+        times[i] = await sides[i]!();
+      }
       if (r < 2) continue;
-      stageOurs.push(o);
-      stageExec.push(e);
+      stageOurs.push(times[0]!);
+      stageExec.push(times[1]!);
+      stageTransport.push(times[2]!);
     }
     await run(cleanupScript(id, settings));
 
@@ -143,6 +158,8 @@ export async function benchContainers(
       'container stage (true) vs docker exec directly': `${ratio(stageOurs, stageExec)} (target ≤ 1.1)`,
       'container stage, median ms': Math.round(median(stageOurs)),
       'docker exec, median ms': Math.round(median(stageExec)),
+      'same transport running a plain docker exec vs docker exec directly': ratio(stageTransport, stageExec),
+      'container stage vs the same transport running a plain docker exec': ratio(stageOurs, stageTransport),
       'job start with one service vs plain docker run of the same': `${ratio(ours, plain)} (target ≤ 1.2)`,
       'job start with one service, median ms': Math.round(median(ours)),
       'plain docker run of the same, median ms': Math.round(median(plain)),
