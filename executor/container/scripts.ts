@@ -253,10 +253,17 @@ export function stageScript(
   ].join('\n');
   const tail = [
     '',
-    // The docker client must outlive the cancel (a Go program exits on SIGTERM even when it is
+    // The docker client must outlive the cancel (Go's runtime catches SIGTERM even when it was
     // ignored), so that what the stage prints while it stops still reaches the log: it runs in
     // a session of its own, and the stage's session inside the container is signalled instead.
-    `( trap '' TERM INT HUP; printf '%s' "$rf_script" | if command -v setsid >/dev/null 2>&1; then exec setsid --wait docker exec --interactive --env RUNNER_FLEET_INSTANCE_ID "$rf_c" "$rf_sh" -c ${q(inner)}; else exec docker exec --interactive --env RUNNER_FLEET_INSTANCE_ID "$rf_c" "$rf_sh" -c ${q(inner)}; fi ) &`,
+    // One fork, then exec: each process more on this path is felt on every stage (bench). The
+    // writer ignores the cancel, so the container gets the whole script or, if the cancel came
+    // first, nothing. A cancel before setsid ran ends the stage before it started.
+    'if command -v setsid >/dev/null 2>&1; then',
+    `  setsid --wait docker exec --interactive --env RUNNER_FLEET_INSTANCE_ID "$rf_c" "$rf_sh" -c ${q(inner)} < <(trap '' TERM INT HUP; printf '%s' "$rf_script") &`,
+    'else',
+    `  ( trap '' TERM INT HUP; exec docker exec --interactive --env RUNNER_FLEET_INSTANCE_ID "$rf_c" "$rf_sh" -c ${q(inner)} ) < <(trap '' TERM INT HUP; printf '%s' "$rf_script") &`,
+    'fi',
     'rf_pid=$!',
     'wait "$rf_pid"',
     'rf_code=$?',
