@@ -188,3 +188,91 @@ describe('provenance on AWS (fleet mode)', () => {
     }
   }, 240_000);
 });
+
+describe('provenance on AWS (asg mode)', () => {
+  it("refuses an instance launched from our template's base version with our launch-token tag copied, and one tagged as ours", async () => {
+    const { w, scratch } = await e2e.start('rf-aws-prov-asg-');
+    const d = await e2e.daemon(
+      awsDaemonConfig({
+        scratch,
+        pool: 'idle_count = 1\nidle_time = "10m"',
+        sections: '[metrics]\nlisten = "127.0.0.1:0"',
+        aws: awsToml(w, 'asg'),
+      }),
+    );
+    const ready = await eventually(
+      'an idle instance',
+      () => d.status(),
+      (s) => s.instances.some((i) => i.state === 'idle'),
+      90_000,
+    );
+    const ours = ready.instances.find((i) => i.state === 'idle')?.id ?? '';
+    const ourTags = [
+      { Key: TAG.fleet, Value: 'e2e' },
+      { Key: TAG.manager, Value: ready.manager.id },
+    ];
+    const attacker = new EC2Client({ ...w.fake.clientConfig() });
+    e2e.onStop(() => attacker.destroy());
+    const tagOf = (id: string, key: string) => w.fake.instance(id)?.Tags.find((t) => t.Key === key)?.Value;
+    const ourToken = tagOf(ours, TAG.launchToken);
+    expect(ourToken).toBeDefined();
+    // Our instance came from the key window's own template version, not the base one.
+    expect(tagOf(ours, 'aws:ec2launchtemplate:version')).not.toBe('1');
+
+    // 1. From our template (its base version, which anyone allowed to launch from it can use),
+    //    with our launch-token tag copied from our instance.
+    const replayed = await attacker.send(
+      new RunInstancesCommand({
+        LaunchTemplate: { LaunchTemplateName: TEMPLATE, Version: '1' },
+        MinCount: 1,
+        MaxCount: 1,
+        TagSpecifications: [
+          {
+            ResourceType: 'instance',
+            Tags: [
+              ...ourTags,
+              { Key: TAG.state, Value: 'idle' },
+              { Key: TAG.launchToken, Value: ourToken as string },
+            ],
+          },
+        ],
+      }),
+    );
+    // 2. Launched plain, then tagged as ours.
+    const plain = await attacker.send(
+      new RunInstancesCommand({ ImageId: 'ami-0123456789abcdef0', MinCount: 1, MaxCount: 1 }),
+    );
+    const plainId = plain.Instances?.[0]?.InstanceId ?? '';
+    await attacker.send(
+      new CreateTagsCommand({ Resources: [plainId], Tags: [...ourTags, { Key: TAG.state, Value: 'idle' }] }),
+    );
+    const foreign = [replayed.Instances?.[0]?.InstanceId ?? '', plainId].sort();
+    expect(tagOf(replayed.Instances?.[0]?.InstanceId ?? '', 'aws:ec2launchtemplate:version')).toBe('1');
+
+    const seen = await eventually(
+      'both foreign instances in status',
+      () => d.status(),
+      (s) => (s.foreign ?? []).length === 2,
+      60_000,
+    );
+    expect((seen.foreign ?? []).map((f) => f.id).sort()).toEqual(foreign);
+    for (const id of foreign) expect(seen.instances.map((i) => i.id)).not.toContain(id);
+
+    // A job runs on ours, never on theirs.
+    const result = await runJob(d.entry(), { id: '7201', script: 'echo "on $RUNNER_FLEET_INSTANCE_ID"' });
+    expect(result.outcome, result.log).toBe('success');
+    expect(foreign).not.toContain(/on (i-[0-9a-f]{17})/.exec(result.log)?.[1]);
+    const address = /"address":"(127\.0\.0\.1:\d+)"[^\n]*metrics listening/.exec(d.output())?.[1];
+    const metrics = await (await fetch(`http://${address}/metrics`)).text();
+    expect(metrics).toMatch(/^runner_fleet_foreign_instances 2$/m);
+    // Reconciles later, neither is terminated.
+    await new Promise((r) => setTimeout(r, 3_000));
+    for (const id of foreign) expect(w.fake.instance(id)?.State).toBe('running');
+    const terminated = [
+      ...w.fake.calls('TerminateInstances'),
+      ...w.fake.calls('TerminateInstanceInAutoScalingGroup'),
+    ].flatMap((c) => Object.values(c.params));
+    expect(terminated).not.toEqual(expect.arrayContaining([foreign[0]]));
+    expect(terminated).not.toEqual(expect.arrayContaining([foreign[1]]));
+  }, 240_000);
+});
