@@ -3,7 +3,18 @@
  * host key, refused key, connection loss, cancel, back-pressure, and no script on the far disk.
  */
 import { spawnSync } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import {
+  closeSync,
+  constants,
+  existsSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  readlinkSync,
+  statSync,
+  writeFileSync,
+  writeSync,
+} from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
@@ -316,6 +327,47 @@ describe('resources and secrets', () => {
     stdout.resume();
     await exited;
     expect(total).toBe(200_000_000);
+  });
+
+  it("the output goes from the master straight into the hook's stdout: the hook copies none of it", async () => {
+    const j = await job();
+    const release = join(j.dir, 'release');
+    expect(spawnSync('mkfifo', [release]).status).toBe(0);
+    const scriptPath = join(j.dir, 'script-stream');
+    const bytes = 50_000_000;
+    // The stage holds its channel open until released, so the master's descriptors can be read.
+    writeFileSync(scriptPath, `head -c ${bytes} /dev/zero; read -r _ < ${release}`);
+    const outcomeFile = join(j.dir, 'stream.json');
+    const driver = startDriver({
+      info: j.info,
+      request: { scriptPath, stage: 'build_script', env: {}, jobTmpDir: j.dir, killGraceMs: 2_000 },
+      outcomeFile,
+    });
+    const exited = new Promise<void>((r) => driver.once('exit', () => r()));
+    let total = 0;
+    driver.stdout!.on('data', (chunk: Buffer) => {
+      total += chunk.length;
+    });
+    await waitFor(() => total === bytes, 120_000, 'the whole stream');
+    const pipe = readlinkSync(`/proc/${driver.pid}/fd/1`);
+    expect(pipe).toMatch(/^(pipe|socket):\[/); // node's 'pipe' stdio is a socket pair
+    const masterPid = Number(readFileSync(jobPaths(j.dir).masterPidFile, 'utf8'));
+    const masterFds = readdirSync(`/proc/${masterPid}/fd`).map((fd) => {
+      try {
+        return readlinkSync(`/proc/${masterPid}/fd/${fd}`);
+      } catch {
+        return '';
+      }
+    });
+    expect(masterFds).toContain(pipe);
+    // Everything the hook process read so far (its modules included) is a fraction of the stream.
+    const read = Number(/rchar:\s+(\d+)/.exec(readFileSync(`/proc/${driver.pid}/io`, 'utf8'))?.[1]);
+    expect(read).toBeLessThan(bytes / 5);
+    const fd = openSync(release, constants.O_WRONLY | constants.O_NONBLOCK);
+    writeSync(fd, 'go\n');
+    closeSync(fd);
+    await exited;
+    expect(JSON.parse(readFileSync(outcomeFile, 'utf8')).kind).toBe('exited');
   });
 
   it('never writes the script to the instance disk nor to any local log', async () => {
