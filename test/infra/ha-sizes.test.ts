@@ -45,6 +45,11 @@ describe('size in the infra config', () => {
       /sizeOverrides\.rails\.instanceType/,
     );
     expect(() => haSize({ gitaly: { count: 2 } })).toThrow(/gitaly\.count: must be odd/);
+    expect(() => haSize({ database: { instanceType: 'db.m6i.large' } })).toThrow(
+      /sizeOverrides\.database\.instanceType: write the class without "db\." \(e\.g\. "m6i\.large"\)/,
+    );
+    expect(() => haSize({ redis: { nodeType: 'm6g.large' } })).toThrow(/sizeOverrides\.redis\.nodeType/);
+    expect(haSize({ database: { instanceType: 'm6i.large' } }).database.instanceType).toBe('m6i.large');
     expect(() => haSize({ zones: 4 })).toThrow(/zones/);
     expect(() => haSize('{nope')).toThrow(/not valid JSON/);
     expect(() => haSize('[1]')).toThrow(/JSON object/);

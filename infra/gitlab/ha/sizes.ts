@@ -98,6 +98,17 @@ export function haSize(overrides: unknown = {}): HaSize {
     }
   }
   const size = out as unknown as HaSize;
+  // RDS classes are written without their `db.` prefix (CDK adds it); ElastiCache node types with `cache.`.
+  for (const role of ['database', 'praefectDatabase'] as const) {
+    if (size[role].instanceType.startsWith('db.'))
+      throw new Error(
+        `sizeOverrides.${role}.instanceType: write the class without "db." (e.g. "${size[role].instanceType.slice(3)}")`,
+      );
+  }
+  if (!size.redis.nodeType.startsWith('cache.'))
+    throw new Error(
+      `sizeOverrides.redis.nodeType: an ElastiCache node type like "cache.m5.large", got "${size.redis.nodeType}"`,
+    );
   if (size.zones < 2 || size.zones > 3) throw new Error('sizeOverrides.zones: must be 2 or 3');
   // Praefect's transactions need a tie-breaker: an even number of Gitaly nodes can deadlock a vote.
   if (size.gitaly.count % 2 === 0)
