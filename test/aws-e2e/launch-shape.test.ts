@@ -12,6 +12,8 @@ import { awsE2eLifecycle } from './aws-e2e-harness.js';
 
 const PROD_TEMPLATE = 'runner-fleet-prod';
 const PROD_SUBNET = SUBNETS[2] as string;
+// Neither the template's type nor one of [aws] instance_types.
+const PROD_TYPE = 'm5.large';
 
 const e2e = awsE2eLifecycle();
 
@@ -40,7 +42,8 @@ ref_protected = true
 environment = "production"
 instance_profile = "prod-deploy"
 launch_template = "${PROD_TEMPLATE}"
-subnets = ["${PROD_SUBNET}"]`,
+subnets = ["${PROD_SUBNET}"]
+instance_type = "${PROD_TYPE}"`,
         aws: awsToml(w, 'fleet').replace(JSON.stringify(SUBNETS), JSON.stringify(SUBNETS.slice(0, 2))),
       }),
     );
@@ -69,6 +72,7 @@ subnets = ["${PROD_SUBNET}"]`,
     const prodInstance = instanceOf(a.log);
     expect(templateOf(prodInstance)).toBe(prodTemplate.LaunchTemplateId);
     expect(w.fake.instance(prodInstance)?.SubnetId).toBe(PROD_SUBNET);
+    expect(w.fake.instance(prodInstance)?.InstanceType).toBe(PROD_TYPE);
     expect(w.fake.instance(prodInstance)?.IamInstanceProfile?.Arn).toMatch(/instance-profile\/prod-deploy$/);
     const shape = w.fake.instance(prodInstance)?.Tags.find((t) => t.Key === TAG.launchShape)?.Value;
     expect(shape).toMatch(/^s-[0-9a-f]{12}$/);
@@ -77,7 +81,13 @@ subnets = ["${PROD_SUBNET}"]`,
     expect(status.instances.find((i) => i.id === prodInstance)?.shape).toBe(shape);
     expect(status.instances.find((i) => i.id === prodInstance)?.state).toBe('idle');
     expect(status.shapes).toEqual([
-      { key: shape, rules: ['deploy-prod'], launchTemplate: PROD_TEMPLATE, subnets: [PROD_SUBNET] },
+      {
+        key: shape,
+        rules: ['deploy-prod'],
+        launchTemplate: PROD_TEMPLATE,
+        subnets: [PROD_SUBNET],
+        instanceTypes: [PROD_TYPE],
+      },
     ]);
 
     // A default job of the same project: never the prod-shaped idle instance.
@@ -87,6 +97,7 @@ subnets = ["${PROD_SUBNET}"]`,
     expect(defaultInstance).not.toBe(prodInstance);
     expect(templateOf(defaultInstance)).toBe(w.templateId);
     expect(w.fake.instance(defaultInstance)?.SubnetId).not.toBe(PROD_SUBNET);
+    expect(w.fake.instance(defaultInstance)?.InstanceType).not.toBe(PROD_TYPE);
     expect((await d.status()).instances.find((i) => i.id === defaultInstance)?.shape).toBe('default');
 
     // And the reverse: the next prod job reuses the prod instance, not a default-shaped one.
