@@ -28,6 +28,14 @@ const SIGNAL_NUMBERS: Readonly<Record<string, number>> = {
  */
 const STAGE_COMMAND = 'exec 3<&0 </dev/null; . <(cat <&3) 3<&-';
 
+/**
+ * runner-fleet's own scripts (the container stages among them), which run as the hook's uid: read
+ * by bash itself, no `cat` per stage (`read -N` reads in blocks, not byte by byte, from a
+ * socket), then run in the same shell as `.` would. A process less on every container stage.
+ */
+const CONTENT_COMMAND =
+  'exec 3<&0 </dev/null; IFS= read -r -d "" -N 1073741824 -u 3 rf_t; exec 3<&-; eval "unset rf_t; $rf_t"';
+
 export class LocalTransport implements Transport {
   constructor(private readonly connect: LocalConnectInfo) {}
 
@@ -50,24 +58,28 @@ export class LocalTransport implements Transport {
       });
     }
     return new Promise<StageOutcome>((resolve) => {
-      const child = spawn('bash', ['--noprofile', '--norc', '-c', STAGE_COMMAND], {
-        cwd: join(root, 'home'),
-        // A clean environment, as on a fresh machine: the script itself exports the job's variables.
-        // Nothing of the hook's own (job_env, the job secret, CUSTOM_ENV_*) is passed on.
-        env: {
-          PATH: process.env.PATH ?? '/usr/local/bin:/usr/bin:/bin',
-          HOME: join(root, 'home'),
-          TMPDIR: join(root, 'tmp'),
-          USER: user ?? process.env.USER ?? '',
-          LOGNAME: user ?? process.env.LOGNAME ?? process.env.USER ?? '',
-          LANG: process.env.LANG ?? 'C.UTF-8',
-          SHELL: '/bin/bash',
-          ...request.env,
+      const child = spawn(
+        'bash',
+        ['--noprofile', '--norc', '-c', request.script === undefined ? STAGE_COMMAND : CONTENT_COMMAND],
+        {
+          cwd: join(root, 'home'),
+          // A clean environment, as on a fresh machine: the script itself exports the job's variables.
+          // Nothing of the hook's own (job_env, the job secret, CUSTOM_ENV_*) is passed on.
+          env: {
+            PATH: process.env.PATH ?? '/usr/local/bin:/usr/bin:/bin',
+            HOME: join(root, 'home'),
+            TMPDIR: join(root, 'tmp'),
+            USER: user ?? process.env.USER ?? '',
+            LOGNAME: user ?? process.env.LOGNAME ?? process.env.USER ?? '',
+            LANG: process.env.LANG ?? 'C.UTF-8',
+            SHELL: '/bin/bash',
+            ...request.env,
+          },
+          stdio: ['pipe', 'inherit', 'inherit'],
+          detached: true,
+          ...(uid !== undefined ? { uid, gid } : {}),
         },
-        stdio: ['pipe', 'inherit', 'inherit'],
-        detached: true,
-        ...(uid !== undefined ? { uid, gid } : {}),
-      });
+      );
       // bash may exit before reading it all (an early `exit`): that is not an error of ours.
       child.stdin?.on('error', () => undefined);
       child.stdin?.end(script);
