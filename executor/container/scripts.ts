@@ -226,28 +226,40 @@ export function stageScript(
   const n = jobNames(jobId);
   const pidFile = `.runner-fleet-stage-${token}.pid`;
   const inner = `{ echo $$ >/dev/shm/${pidFile}; } 2>/dev/null || echo $$ >/tmp/${pidFile}; exec 3<&0 </dev/null; . /dev/fd/3`;
-  // Signals the stage's session inside the container; with 0, exits 0 while it is alive.
-  const signal = (sig: string) =>
-    q(
-      `p=$(cat /dev/shm/${pidFile} 2>/dev/null || cat /tmp/${pidFile} 2>/dev/null); [ -n "$p" ] && kill -${sig} -$p 2>/dev/null`,
-    );
-  const waitS = Math.max(0.5, (killGraceMs - 1500) / 1000);
+  const graceS = Math.max(1, Math.ceil((killGraceMs - 1500) / 1000));
+  // The whole cancel, run inside the container and timed there (POSIX sh: any image): wait up to
+  // 3 s for the stage's shell to record its pid (a cancel right at the start), TERM its session,
+  // give it the grace, then KILL it. One docker call: a slow docker CLI, or the hook killed by
+  // gitlab-runner after its own grace, can no longer keep the KILL from coming.
+  const cancelInContainer = q(
+    [
+      'i=0; p=',
+      `while [ "$i" -lt 15 ]; do p=$(cat /dev/shm/${pidFile} 2>/dev/null || cat /tmp/${pidFile} 2>/dev/null); [ -n "$p" ] && break; sleep 0.2 2>/dev/null || sleep 1; i=$((i + 1)); done`,
+      '[ -n "$p" ] || exit 0',
+      'kill -TERM -"$p" 2>/dev/null || exit 0',
+      `end=$(( $(date +%s) + ${graceS} ))`,
+      'while [ "$(date +%s)" -lt "$end" ] && kill -0 -"$p" 2>/dev/null; do sleep 0.2 2>/dev/null || sleep 1; done',
+      'kill -KILL -"$p" 2>/dev/null; exit 0',
+    ].join('; '),
+  );
   const head = [
     preamble(settings, 'run'),
     `rf_c=${q(n.container)}`,
     `read -r rf_sh <"${n.configDir}/shell" 2>/dev/null || rf_sh=sh`,
-    `rf_signal() { docker exec "$rf_c" sh -c "$1" >/dev/null 2>&1; }`,
     'rf_cancel() {',
     "  trap '' TERM INT HUP",
-    // A cancel right at the start: give the stage's shell up to 3 s to record its pid.
-    `  local i=0; until rf_signal ${signal('0')} || ! kill -0 "$rf_pid" 2>/dev/null || [ "$i" -ge 15 ]; do sleep 0.2; i=$((i + 1)); done`,
-    `  rf_signal ${signal('TERM')}`,
-    `  local end=$(( $(date +%s%N) / 1000000 + ${Math.round(waitS * 1000)} ))`,
-    `  while [ "$(( $(date +%s%N) / 1000000 ))" -lt "$end" ] && rf_signal ${signal('0')}; do sleep 0.2; done`,
-    `  rf_signal ${signal('KILL')}`,
+    // In a session of its own, like the stage's client: a kill of this script's group spares it.
+    '  if command -v setsid >/dev/null 2>&1; then',
+    `    setsid docker exec "$rf_c" sh -c ${cancelInContainer} >/dev/null 2>&1 &`,
+    '  else',
+    `    docker exec "$rf_c" sh -c ${cancelInContainer} >/dev/null 2>&1 &`,
+    '  fi',
+    '  local rf_canceller=$!',
     '  wait "$rf_pid" 2>/dev/null',
+    '  wait "$rf_canceller" 2>/dev/null',
     '  exit 143',
     '}',
+    'rf_pid=',
     'trap rf_cancel TERM INT HUP',
     'rf_script=',
   ].join('\n');

@@ -2,7 +2,9 @@
  * Container jobs end to end on the local provider: the hooks driven like gitlab-runner, the real
  * daemon, a real dockerd and an authenticated registry (test/support/docker.ts).
  */
-import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { chmodSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestDaemon, type TestDaemon } from '../support/daemon.js';
@@ -218,6 +220,44 @@ allowed_pull_policies = ["always", "if-not-present"]
     // Ended by the KILL after kill_grace (4 s), well before the harness's own SIGKILL.
     expect(build.signal).toBeNull();
     expect(await leftovers(world)).toBe('');
+  });
+
+  it('a cancel ends the stage in the container even when every docker call is slow (a loaded instance)', async () => {
+    // A docker CLI that takes 2 s for each exec outside a stage (the cancel's own calls), as on an
+    // instance under load. The hook's KILL of the stage's local process group after kill_grace (4 s)
+    // must not be able to cut the cancel short: the container's KILL still comes.
+    const shimDir = mkdtempSync(join(tmpdir(), 'rf-slow-docker-'));
+    chmodSync(shimDir, 0o755);
+    const realDocker = execFileSync('sh', ['-c', 'command -v docker'], { encoding: 'utf8' }).trim();
+    writeFileSync(
+      join(shimDir, 'docker'),
+      `#!/bin/sh\ncase " $* " in *" exec "*) case " $* " in *" --interactive "*) ;; *) sleep 2;; esac;; esac\nexec ${realDocker} "$@"\n`,
+      { mode: 0o755 },
+    );
+    const path = process.env.PATH;
+    process.env.PATH = `${shimDir}:${path}`;
+    try {
+      const result = await job({
+        image: { name: world.image('bash') },
+        ...cancelMidBuild("trap 'echo got TERM, ignoring' TERM"),
+        // Waits (bounded) until the build loop stops beating, then says where it stopped: 600
+        // means it ran to its end (about a minute later), nobody killed it.
+        afterScript: [
+          'cat /tmp/same-container',
+          'i=0; while [ $i -lt 150 ]; do a=$(cat /tmp/beat); sleep 1; b=$(cat /tmp/beat); [ "$a" = "$b" ] && break; i=$((i + 1)); done',
+          'echo "build stopped at beat $b"',
+        ].join('\n'),
+      });
+      expect(result.outcome, result.log).toBe('canceled');
+      expect(result.log).toContain('marker');
+      const stoppedAt = Number(/build stopped at beat (\d+)/.exec(result.log)?.[1]);
+      expect(stoppedAt, result.log).toBeGreaterThan(0);
+      expect(stoppedAt, result.log).toBeLessThan(600);
+      expect(await leftovers(world)).toBe('');
+    } finally {
+      process.env.PATH = path;
+      rmSync(shimDir, { recursive: true, force: true });
+    }
   });
 
   it('cleanup removes the containers and the network after the daemon was SIGKILLed mid-job', async () => {
