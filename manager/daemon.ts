@@ -104,7 +104,7 @@ export async function startDaemon(config: Config, log: Logger): Promise<RunningD
       case 'config':
         return {
           ...executorConfig(config, provider, request.jobId),
-          jobSecret: secrets.mint(request.jobId, Date.now(), busy),
+          jobSecret: secrets.mint(request.jobId, Date.now(), busy, request.jobSecret),
         };
       case 'acquire': {
         const jobLog = log.child({ jobId: request.job.id });

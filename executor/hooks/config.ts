@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import { request } from '../../manager/control/client.js';
 import type { ExecutorConfig } from '../../manager/control/protocol.js';
 import { JOB_ENV, readHookEnv } from '../job-env.js';
@@ -11,9 +12,11 @@ export function configHook(options: { socket?: string }): Promise<number> {
     let config: ExecutorConfig;
     try {
       // A daemon restarting right now must not fail the job (daemon_wait is not known yet here).
+      // The job secret is proposed here and sent unchanged on every retry: a daemon killed after
+      // recording it but before answering recognises the same proposal (manager/control/job-secrets.ts).
       config = await request<ExecutorConfig>(
         hookSocketPath(options.socket),
-        { op: 'config', jobId: env.jobId },
+        { op: 'config', jobId: env.jobId, jobSecret: randomBytes(32).toString('base64url') },
         { connectWaitMs: env.daemonWaitMs },
       );
     } catch (error) {

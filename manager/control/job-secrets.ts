@@ -6,7 +6,10 @@
  * `job_env`, which reaches the hook processes only (executors/custom prepareCommand), never the
  * job's script. Every later op on that job (acquire, lease, fate, release) must carry it. A job id
  * has at most one live secret: a second `config` for a job whose secret is live is refused, so
- * whoever reaches the socket cannot mint a second key to a running job.
+ * whoever reaches the socket cannot mint a second key to a running job. The config hook proposes
+ * the secret itself and sends the same one when it asks again: a daemon killed after recording
+ * the secret but before answering gets the same proposal from the retry and accepts it, which a
+ * caller that never held the secret cannot do.
  *
  * Persisted (hashes only, 0600, atomic) so that a daemon restarted mid-job still accepts the job's
  * later hooks.
@@ -29,6 +32,9 @@ interface SecretsFile {
   jobs: Record<string, Record_>;
 }
 
+/** 32 random bytes in base64url are 43 characters: a proposal must be at least that strong. */
+const PROPOSED_SECRET = /^[A-Za-z0-9_-]{43,128}$/;
+
 const digest = (secret: string) => createHash('sha256').update(secret).digest();
 
 export class JobSecrets {
@@ -44,16 +50,28 @@ export class JobSecrets {
     this.load();
   }
 
-  /** A fresh secret for the job; refused while the job has a live one. */
-  mint(jobId: string, now = Date.now(), isBusy: (jobId: string) => boolean = () => false): string {
+  /**
+   * The job's secret: `proposed` (the config hook's own, at least 32 random bytes) or a fresh one.
+   * Refused while the job has a live secret, unless `proposed` is that secret (a retried config).
+   */
+  mint(
+    jobId: string,
+    now = Date.now(),
+    isBusy: (jobId: string) => boolean = () => false,
+    proposed?: string,
+  ): string {
     this.prune(now, isBusy);
+    if (proposed !== undefined && !PROPOSED_SECRET.test(proposed))
+      throw new ControlError('config: "jobSecret" must be 43 to 128 base64url characters', 'bad-request');
     const existing = this.jobs.get(jobId);
-    if (existing && !existing.released)
+    if (existing && !existing.released) {
+      if (proposed !== undefined && this.matches(existing, proposed)) return proposed;
       throw new ControlError(
         `job ${jobId} already has a job secret: its config stage ran before, and only that job's hooks may act on it`,
         'job-exists',
       );
-    const secret = randomBytes(32).toString('base64url');
+    }
+    const secret = proposed ?? randomBytes(32).toString('base64url');
     this.jobs.set(jobId, { sha256: digest(secret).toString('base64url'), mintedAt: now });
     this.save();
     return secret;
@@ -72,13 +90,17 @@ export class JobSecrets {
         `job ${jobId} has no job secret at this daemon: its config stage did not run here`,
         'unauthorized',
       );
-    const expected = Buffer.from(record.sha256, 'base64url');
-    const given = digest(secret);
-    if (expected.length !== given.length || !timingSafeEqual(expected, given))
+    if (!this.matches(record, secret))
       throw new ControlError(
         `job ${jobId}: wrong job secret; only the hooks of job ${jobId} may act on it`,
         'unauthorized',
       );
+  }
+
+  private matches(record: Record_, secret: string): boolean {
+    const expected = Buffer.from(record.sha256, 'base64url');
+    const given = digest(secret);
+    return expected.length === given.length && timingSafeEqual(expected, given);
   }
 
   released(jobId: string): void {

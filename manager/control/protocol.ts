@@ -34,7 +34,7 @@ export interface JobInfo {
  */
 export type ControlRequest =
   | { readonly op: 'ping' }
-  | { readonly op: 'config'; readonly jobId: string }
+  | { readonly op: 'config'; readonly jobId: string; readonly jobSecret?: string }
   | { readonly op: 'acquire'; readonly job: JobInfo; readonly jobSecret?: string }
   | {
       readonly op: 'release';

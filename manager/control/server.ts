@@ -137,6 +137,7 @@ function parseRequest(line: string): ControlRequest {
   };
   if (op === 'config' || op === 'release' || op === 'lease' || op === 'fate') needString('jobId');
   if (op === 'release' && v.instanceId !== undefined) needString('instanceId');
+  if (op === 'config' && v.jobSecret !== undefined) needString('jobSecret');
   if (op === 'fate' && v.wait !== undefined && typeof v.wait !== 'boolean')
     throw new Error('fate: "wait" must be a boolean');
   if (op === 'acquire') {

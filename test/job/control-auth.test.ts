@@ -4,6 +4,7 @@
  * token, and a job's script never sees its secret. Driven against the real daemon, on the local
  * provider and on the AWS wire fake (where the hooks reach the instance over SSH).
  */
+import { randomBytes } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -96,6 +97,24 @@ describe.each(['local', 'aws'] as const)('control socket (%s provider)', (provid
         released: false,
       });
       await expect(send({ op: 'config', jobId: '501' })).resolves.toHaveProperty('jobSecret');
+    });
+
+    it('answers a retried config with the secret it proposed; a different proposal is refused', async () => {
+      const proposed = randomBytes(32).toString('base64url');
+      const first = await send<{ jobSecret: string }>({ op: 'config', jobId: '504', jobSecret: proposed });
+      expect(first.jobSecret).toBe(proposed);
+      // The answer was lost (a daemon killed right after recording it): the hook asks again, same proposal.
+      const again = await send<{ jobSecret: string }>({ op: 'config', jobId: '504', jobSecret: proposed });
+      expect(again.jobSecret).toBe(proposed);
+      // Anyone else, with a proposal of their own or none, is refused.
+      const other = randomBytes(32).toString('base64url');
+      expect((await refusal({ op: 'config', jobId: '504', jobSecret: other })).code).toBe('job-exists');
+      expect((await refusal({ op: 'config', jobId: '504' })).code).toBe('job-exists');
+      // A weak proposal is refused whatever the job.
+      expect((await refusal({ op: 'config', jobId: '505', jobSecret: 'short' })).message).toContain(
+        '43 to 128 base64url characters',
+      );
+      await expect(send({ op: 'release', jobId: '504', jobSecret: proposed })).resolves.toBeDefined();
     });
 
     it('keeps only hashes of the secrets on disk', async () => {

@@ -7,8 +7,9 @@
  *   killing it resets that connection (config, prepare and cleanup);
  * - mid-request: the daemon has read the acquire and logged it, nothing answered yet;
  * - mid-response: the daemon has streamed a progress line and is launching, final answer pending;
- * - applied: the lease (or its release) is recorded; asking again must give the same answer.
+ * - applied: the job secret, the lease or its release is recorded; asking again must give the same answer.
  */
+import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { afterEach, describe, expect, it } from 'vitest';
 import { request } from '../../manager/control/client.js';
@@ -139,6 +140,29 @@ describe('a daemon SIGKILLed at each point of a request', () => {
       released: false,
     });
     expect(launches(d)).toBe(1);
+  });
+
+  it('applied: the config was recorded, its answer lost; the retried config and the whole job go on', async () => {
+    daemon = await startTestDaemon(CONFIG);
+    const d = daemon;
+    // What the config hook sent first, answered by a daemon that died before the hook read it.
+    const proposed = randomBytes(32).toString('base64url');
+    await request(d.socket, { op: 'config', jobId: '9207', jobSecret: proposed });
+    await restart(d);
+    // The hook's retry carries the same proposal and is answered, by the restarted daemon.
+    const again = await request<{ jobSecret: string }>(d.socket, {
+      op: 'config',
+      jobId: '9207',
+      jobSecret: proposed,
+    });
+    expect(again.jobSecret).toBe(proposed);
+    const lease = await request<Lease>(d.socket, { op: 'acquire', job: { id: '9207' }, jobSecret: proposed });
+    expect(lease.instanceId).toBeDefined();
+    await expect(
+      request(d.socket, { op: 'release', jobId: '9207', jobSecret: proposed }),
+    ).resolves.toMatchObject({
+      released: true,
+    });
   });
 
   it('applied: the release was recorded, then the daemon died', async () => {
