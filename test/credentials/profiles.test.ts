@@ -11,6 +11,28 @@ afterEach(() => {
   for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
 });
 
+/** `runner-fleet iam-policy` for `config` in account 111111111111: exit code, stdout, stderr. */
+async function iamPolicy(config: string): Promise<{ code: number; out: string; err: string }> {
+  let out = '';
+  let err = '';
+  vi.spyOn(process.stdout, 'write').mockImplementation((chunk) => {
+    out += String(chunk);
+    return true;
+  });
+  vi.spyOn(process.stderr, 'write').mockImplementation((chunk) => {
+    err += String(chunk);
+    return true;
+  });
+  try {
+    const code = await iamPolicyCommand({ config, account: '111111111111' } as Parameters<
+      typeof iamPolicyCommand
+    >[0]);
+    return { code, out, err };
+  } finally {
+    vi.restoreAllMocks();
+  }
+}
+
 it('derives PassRole and the profile switch from every rule, and warns about another account', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'rf-iam-'));
   dirs.push(dir);
@@ -37,20 +59,7 @@ project_path = "other/**"
 instance_profile = "arn:aws:iam::222222222222:instance-profile/elsewhere"
 `,
   );
-  let out = '';
-  let err = '';
-  vi.spyOn(process.stdout, 'write').mockImplementation((chunk) => {
-    out += String(chunk);
-    return true;
-  });
-  vi.spyOn(process.stderr, 'write').mockImplementation((chunk) => {
-    err += String(chunk);
-    return true;
-  });
-  const code = await iamPolicyCommand({ config, account: '111111111111' } as Parameters<
-    typeof iamPolicyCommand
-  >[0]);
-  vi.restoreAllMocks();
+  const { code, out, err } = await iamPolicy(config);
   expect(code, err).toBe(0);
   const doc = JSON.parse(out) as {
     Statement: Array<{ Sid: string; Resource: unknown; Condition?: unknown }>;
@@ -90,20 +99,7 @@ ${example}`,
   );
   const profiles = [...example.matchAll(/^instance_profile = "([^"]+)"/gm)].map((m) => m[1] as string);
   expect(profiles.length).toBeGreaterThan(1);
-  let out = '';
-  let err = '';
-  vi.spyOn(process.stdout, 'write').mockImplementation((chunk) => {
-    out += String(chunk);
-    return true;
-  });
-  vi.spyOn(process.stderr, 'write').mockImplementation((chunk) => {
-    err += String(chunk);
-    return true;
-  });
-  const code = await iamPolicyCommand({ config, account: '111111111111' } as Parameters<
-    typeof iamPolicyCommand
-  >[0]);
-  vi.restoreAllMocks();
+  const { code, out, err } = await iamPolicy(config);
   expect(code, err).toBe(0);
   expect(err).not.toContain('another account');
   const doc = JSON.parse(out) as {
