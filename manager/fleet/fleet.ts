@@ -190,6 +190,8 @@ export class Fleet {
   /** Of `launching`, those for rule-shaped jobs, in total and by shape key. */
   private launchingShaped = 0;
   private readonly shapedInFlight = new Map<string, number>();
+  /** Launch tokens of provider.launch calls not yet answered: their instances are the call's to record. */
+  private readonly tokensInFlight = new Set<string>();
   private draining = false;
   private stopped = false;
   private readonly clock: Clock;
@@ -887,6 +889,7 @@ export class Fleet {
     const token = this.signer.mint(count, now);
     const log = this.log.child({ launchToken: token });
     this.notifyWaiters(`Launching ${count} ${this.options.provider.name} instance(s)`);
+    this.tokensInFlight.add(token);
     try {
       const result = await this.options.provider.launch({
         count,
@@ -927,6 +930,7 @@ export class Fleet {
       );
       this.notifyWaiters(`Launching an instance failed: ${(error as Error).message}; will retry`);
     } finally {
+      this.tokensInFlight.delete(token);
       this.launching -= count;
       if (shape) {
         this.launchingShaped -= count;
@@ -1115,13 +1119,22 @@ export class Fleet {
       this.forgetVanished(instance, why);
     }
     for (const instance of merge.drifted) if (!this.tagWrites.has(instance.id)) this.syncTags(instance);
-    for (const listed of merge.unknown) this.adoptIfOurs(listed);
+    // A listing can see an instance before the launch call that made it has answered (a slow
+    // provider): that call records and logs it; adopting it here would hide the launch.
+    for (const listed of merge.unknown) if (!this.launchInFlight(listed)) this.adoptIfOurs(listed);
     for (const id of merge.foreignGone) this.foreign.delete(id);
     // Records of instances that no longer exist are done with.
     this.options.journal.batch(() => {
       if (merge.staleRetiring.length > 0) this.options.journal.removeRetiring(merge.staleRetiring);
       if (merge.staleLaunched.length > 0) this.options.journal.removeLaunched(merge.staleLaunched);
     });
+  }
+
+  private launchInFlight(listed: ProviderInstance): boolean {
+    const token = listed.clientToken;
+    if (!token) return false;
+    for (const t of this.tokensInFlight) if (token === t || token.startsWith(`${t}-`)) return true;
+    return false;
   }
 
   /**

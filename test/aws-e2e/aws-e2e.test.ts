@@ -274,6 +274,25 @@ describe('spot interruption mid-stage', () => {
 });
 
 describe('AWS crash safety', () => {
+  it('a launch whose answer is slow is recorded and logged by the launch, not adopted by a listing', async () => {
+    const { w, scratch } = await e2e.start('rf-aws-slowlaunch-', {
+      eventualConsistencyMs: EVENTUAL_CONSISTENCY_MS,
+    });
+    // The instance exists (and is listed) for several reconcile ticks before RunInstances answers.
+    w.fake.setAnswerDelay(5_000, 'RunInstances');
+    const d = await e2e.daemon(config(w, 'fleet', scratch, 'idle_count = 1\nidle_time = "10m"'));
+    await w.fake.waitFor(() => w.fake.instances().length === 1);
+    const id = w.fake.instances()[0]!.InstanceId;
+    await eventually(
+      'the instance idle',
+      () => statusJson(d),
+      (s) => s.instances.some((i) => i.id === id && i.state === 'idle'),
+    );
+    w.fake.setAnswerDelay(0, 'RunInstances');
+    expect(d.output()).toMatch(new RegExp(`"instanceId":"${id}"[^\\n]*"instance launched"`));
+    expect(d.output()).not.toMatch(new RegExp(`"instanceId":"${id}"[^\\n]*"adopted instance from tags"`));
+  });
+
   it.each([false, true])(
     'a daemon SIGKILLed between the launch call and its bookkeeping leaks nothing after restart (capacity failover first: %s)',
     async (failover) => {
