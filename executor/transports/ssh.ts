@@ -160,8 +160,11 @@ export class SshTransport implements Transport {
         return CANCELED;
       }
       if ('lost' in first) {
-        // Nothing on the instance can be told any more: stop waiting for it here.
+        // Nothing on the instance can be told any more: stop waiting for it here. The master
+        // too: it holds this stage's output pipes (the client passed them over the control
+        // socket), and gitlab-runner waits for them to close until the keepalive gives up.
         child.kill('SIGKILL');
+        await killMaster(paths);
         await Promise.race([exited, new Promise((r) => setTimeout(r, 1_000).unref())]);
         return systemFailure('the manager reports the instance gone mid-stage', {
           instanceLost: true,
@@ -194,13 +197,8 @@ export class SshTransport implements Transport {
     }
     // A master that did not answer (network hung) is ended by pid, after checking it is ours.
     const pid = readMasterPid(paths);
-    if (pid !== undefined && !(await waitUntil(() => !isOurMaster(pid, paths), 1_000))) {
-      try {
-        process.kill(pid, 'SIGKILL');
-      } catch {
-        // gone meanwhile
-      }
-    }
+    if (pid !== undefined && !(await waitUntil(() => !isOurMaster(pid, paths), 1_000)))
+      await killMaster(paths);
     await rm(paths.dir, { recursive: true, force: true });
     if (paths.socketDir !== paths.dir) await rm(paths.socketDir, { recursive: true, force: true });
   }
@@ -434,6 +432,21 @@ function isSocket(path: string): boolean {
   } catch {
     return false;
   }
+}
+
+/**
+ * SIGKILLs the job's master if it is still ours (pids are reused) and waits briefly for it to
+ * die, so that the pipes and sockets it held are closed when this resolves.
+ */
+async function killMaster(paths: JobPaths): Promise<void> {
+  const pid = readMasterPid(paths);
+  if (pid === undefined || !isOurMaster(pid, paths)) return;
+  try {
+    process.kill(pid, 'SIGKILL');
+  } catch {
+    return; // gone meanwhile
+  }
+  await waitUntil(() => !isOurMaster(pid, paths), 1_000);
 }
 
 function readMasterPid(paths: JobPaths): number | undefined {

@@ -6,6 +6,7 @@
 import { execFile, execFileSync } from 'node:child_process';
 import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
+import { DEFAULT_TIMINGS } from '../../executor/transports/ssh/args.js';
 import type { StatusReport } from '../../manager/control/protocol.js';
 import { type AwsWorld, awsDaemonConfig, awsToml } from '../providers/aws-harness.js';
 import { CLI, eventually, type TestDaemon } from '../support/daemon.js';
@@ -15,6 +16,8 @@ import { awsE2eLifecycle } from './aws-e2e-harness.js';
 const execFileAsync = promisify(execFile);
 /** As on EC2: a just-launched instance is unknown to Describe* and CreateTags for a while. */
 const EVENTUAL_CONSISTENCY_MS = 1_500;
+const KEEPALIVE_GIVES_UP_MS =
+  DEFAULT_TIMINGS.serverAliveIntervalS * (DEFAULT_TIMINGS.serverAliveCountMax + 1) * 1000;
 const e2e = awsE2eLifecycle();
 
 /** `status --json` through the CLI, asynchronously: the fake answers from this process. */
@@ -48,6 +51,23 @@ function expectLaterStagesNotRun(result: JobResult, victim: string, cause: strin
     );
   }
   return afterLoss;
+}
+
+/**
+ * Resolves once two listings (DescribeInstances with filters) began after the instance became
+ * visible to them; ticks do not overlap, so the first one's answer has been merged by then.
+ */
+async function listedByDaemon(w: AwsWorld, instanceId: string): Promise<void> {
+  const visibleAt = w.fake.instance(instanceId)?.visibleAt;
+  if (visibleAt === undefined) throw new Error(`aws fake: no instance ${instanceId}`);
+  await w.fake.waitFor(
+    () =>
+      w.fake
+        .calls('DescribeInstances')
+        .filter((c) => c.at >= visibleAt && Object.keys(c.params).some((k) => k.startsWith('Filter')))
+        .length >= 2,
+    60_000,
+  );
 }
 
 function config(w: AwsWorld, mode: 'asg' | 'fleet', dir: string, pool: string, aws = ''): string {
@@ -218,8 +238,12 @@ describe('spot interruption mid-stage', () => {
         afterScript: 'echo "after_script ran"',
         onBuildOutput: (chunk) => {
           if (!chunk.includes('tick 1') || struck) return;
-          struck = d.status().then((s) => {
+          struck = d.status().then(async (s) => {
             victim = s.leases.find((l) => l.jobId === '7203')?.instanceId ?? '';
+            // A reclaim mid-stage comes long after the launch: first let the daemon's listings
+            // show the instance. One EC2 has not listed yet is looked up only minutes later
+            // (right after a launch EC2 may not know the id), and the keepalive would win.
+            await listedByDaemon(w, victim);
             if (!w.silence(victim)) throw new Error(`no relay for ${victim}`);
             if (how === 'reclaimed') w.fake.vanish(victim, 'spot');
           });
@@ -232,6 +256,10 @@ describe('spot interruption mid-stage', () => {
       const build = result.calls.find((c) => c.stage === 'build_script');
       expect(build?.exitCode).toBe(2);
       expect(build?.stderr).toMatch(new RegExp(`stage build_script on instance ${victim}: ${cause}`));
+      // Nothing the hook started keeps its output open: gitlab-runner would wait for it. (The SSH
+      // master holds the pipes a stage client passed it until its keepalive gives up, some 20 s
+      // after the strike; the output of a hook that leaves nothing behind closes at its exit.)
+      expect(build?.outputOpenAfterExitMs).toBeLessThan(KEEPALIVE_GIVES_UP_MS / 2);
       expectLaterStagesNotRun(result, victim, cause);
       expect(result.log).not.toContain('after_script ran');
       expect(result.cleanup.exitCode).toBe(0);

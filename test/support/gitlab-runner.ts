@@ -106,6 +106,11 @@ export interface HookCall {
   /** Wall-clock start (Date.now()), to check when stages ran relative to an event. */
   startedAtMs: number;
   durationMs: number;
+  /**
+   * From the hook's exit to the close of its stdout and stderr. gitlab-runner waits for both, so
+   * a process the hook leaves holding them (e.g. an SSH master it passed them to) holds the stage.
+   */
+  outputOpenAfterExitMs: number;
 }
 
 export type Outcome = 'success' | 'build-failure' | 'system-failure' | 'unknown-failure' | 'canceled';
@@ -469,6 +474,10 @@ export function runHook(
       options.onOutput?.(c.toString('utf8'));
     });
     child.stderr?.on('data', (c: Buffer) => stderr.push(c));
+    let exitedAt: number | undefined;
+    child.once('exit', () => {
+      exitedAt = Date.now();
+    });
     const timers: NodeJS.Timeout[] = [];
     let closed = false;
     let canceled = false;
@@ -495,6 +504,7 @@ export function runHook(
         stderr: Buffer.concat(stderr).toString('utf8'),
         startedAtMs: started,
         durationMs: Date.now() - started,
+        outputOpenAfterExitMs: Date.now() - (exitedAt ?? Date.now()),
       });
     });
   });
