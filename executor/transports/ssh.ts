@@ -341,8 +341,11 @@ export class SshTransport implements Transport {
       if (await ended(killGraceMs)) return;
       if ((await this.control(info, paths, killCommand(pidName, 'KILL'))) && (await ended(2_000))) return;
     }
-    // The instance cannot be told (network hung, instance gone): stop waiting for it here.
+    // The instance cannot be told (network hung, instance gone): stop waiting for it here. The
+    // master goes too (it holds this stage's output until its keepalive gives up); the next stage
+    // (after_script) connects afresh if the instance answers again.
     child.kill('SIGKILL');
+    await killMaster(paths);
     await ended(1_000);
   }
 

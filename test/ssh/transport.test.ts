@@ -266,11 +266,22 @@ describe('cancel', () => {
     const frozen = await startSshd({ authorizedKeys: [material.client.publicKey], hostKey: material.host });
     try {
       const j = await job({ controlTimeoutMs: 1_500 }, frozen, own);
+      const paths = jobPaths(j.dir);
       const stage = j.start('echo started; sleep 31441');
       await waitFor(() => stage.stdout().includes('started'), 60_000, 'stage start');
+      const master = Number(readFileSync(paths.masterPidFile, 'utf8'));
       frozen.freeze();
       stage.controller.abort();
       expect(await stage.result).toEqual({ kind: 'canceled' });
+      // The master held the stage's output until its keepalive gave up (gitlab-runner waits for
+      // that output to close): it is gone by the time the cancel returns.
+      const cmdline = existsSync(`/proc/${master}/cmdline`)
+        ? readFileSync(`/proc/${master}/cmdline`, 'utf8')
+        : '';
+      expect(cmdline).not.toContain(paths.controlPath);
+      // The network recovers: after_script gets a new master.
+      frozen.thaw();
+      expect((await j.run('echo after')).stdout.toString()).toBe('after\n');
     } finally {
       frozen.thaw();
       await frozen.stop();
