@@ -79,11 +79,14 @@ describe('the hook bundle gitlab-runner starts (dist/executor/bundle)', () => {
     const preload = join(dir, 'report-loaded.cjs');
     writeFileSync(
       preload,
-      `process.on('exit', () => require('node:fs').writeFileSync(${JSON.stringify(report)}, JSON.stringify(Object.keys(require.cache))));\n`,
+      `process.on('exit', () => require('node:fs').writeFileSync(${JSON.stringify(report)}, JSON.stringify({ files: Object.keys(require.cache), builtins: process.moduleLoadList })));\n`,
     );
     const r = spawnSync(process.execPath, ['--require', preload, entry, ...args], { env, encoding: 'utf8' });
-    const files = (JSON.parse(readFileSync(report, 'utf8')) as string[]).filter((f) => f !== preload);
-    return { ...r, files };
+    const loaded = JSON.parse(readFileSync(report, 'utf8')) as { files: string[]; builtins: string[] };
+    const files = loaded.files.filter((f) => f !== preload);
+    // Built-ins a hook loads cost start-up too: node:crypto alone is about 5 % of a bare node start.
+    const loadsCrypto = loaded.builtins.includes('NativeModule crypto');
+    return { ...r, files, loadsCrypto };
   };
 
   it('runner-config points every hook at it', () => {
@@ -127,9 +130,10 @@ describe('the hook bundle gitlab-runner starts (dist/executor/bundle)', () => {
     expect(r.stderr).toMatch(/runner-fleet config: .*not reachable/);
     expect(r.status).toBe(2);
     expect(r.files).toEqual([entry]);
+    expect(r.loadsCrypto).toBe(false);
   });
 
-  it('a stage on a local instance reads two: hooks.cjs and the local transport, not SSH or container code', () => {
+  it('a stage on a local instance reads two: hooks.cjs and the local transport, not SSH or container code, nor node:crypto', () => {
     const job = join(dir, 'job');
     const root = join(dir, 'instance');
     for (const sub of ['home', 'tmp', 'pgids']) mkdirSync(join(root, sub), { recursive: true });
@@ -161,6 +165,7 @@ describe('the hook bundle gitlab-runner starts (dist/executor/bundle)', () => {
       entry,
       join(bundleDir, 'transports-local.cjs'),
     ]);
+    expect(r.loadsCrypto).toBe(false);
   });
 
   it('answers a bad call with its usage (exit 64), as cli.js does', () => {
