@@ -22,28 +22,33 @@ import { awsE2eLifecycle } from './aws-e2e-harness.js';
 const execFileAsync = promisify(execFile);
 const e2e = awsE2eLifecycle();
 
+/** A daemon (metrics on) with one idle instance of its own, and the tags that mark ours. */
+async function daemonWithIdle(mode: 'fleet' | 'asg') {
+  const { w, scratch } = await e2e.start(`rf-aws-prov-${mode}-`);
+  const d = await e2e.daemon(
+    awsDaemonConfig({
+      scratch,
+      pool: 'idle_count = 1\nidle_time = "10m"',
+      sections: '[metrics]\nlisten = "127.0.0.1:0"',
+      aws: awsToml(w, mode),
+    }),
+  );
+  const ready = await eventually(
+    'an idle instance',
+    () => d.status(),
+    (s) => s.instances.some((i) => i.state === 'idle'),
+  );
+  const ours = ready.instances.find((i) => i.state === 'idle')?.id ?? '';
+  const ourTags = [
+    { Key: TAG.fleet, Value: 'e2e' },
+    { Key: TAG.manager, Value: ready.manager.id },
+  ];
+  return { w, d, ours, ourTags };
+}
+
 describe('provenance on AWS (fleet mode)', () => {
   it('never adopts, leases or terminates instances a third party tagged as ours; logs, counts and reports them; ours survive a SIGKILL', async () => {
-    const { w, scratch } = await e2e.start('rf-aws-prov-');
-    const d = await e2e.daemon(
-      awsDaemonConfig({
-        scratch,
-        pool: 'idle_count = 1\nidle_time = "10m"',
-        sections: '[metrics]\nlisten = "127.0.0.1:0"',
-        aws: awsToml(w, 'fleet'),
-      }),
-    );
-    const ready = await eventually(
-      'an idle instance',
-      () => d.status(),
-      (s) => s.instances.some((i) => i.state === 'idle'),
-    );
-    const ours = ready.instances.find((i) => i.state === 'idle')?.id ?? '';
-    const managerId = ready.manager.id;
-    const ourTags = [
-      { Key: TAG.fleet, Value: 'e2e' },
-      { Key: TAG.manager, Value: managerId },
-    ];
+    const { w, d, ours, ourTags } = await daemonWithIdle('fleet');
 
     // A third party with its own credentials: RunInstances and CreateTags, nothing of ours.
     const attacker = new EC2Client({ ...w.fake.clientConfig() });
@@ -191,26 +196,7 @@ describe('provenance on AWS (fleet mode)', () => {
 
 describe('provenance on AWS (asg mode)', () => {
   it("refuses an instance launched from our template's base version with our launch-token tag copied, and one tagged as ours", async () => {
-    const { w, scratch } = await e2e.start('rf-aws-prov-asg-');
-    const d = await e2e.daemon(
-      awsDaemonConfig({
-        scratch,
-        pool: 'idle_count = 1\nidle_time = "10m"',
-        sections: '[metrics]\nlisten = "127.0.0.1:0"',
-        aws: awsToml(w, 'asg'),
-      }),
-    );
-    const ready = await eventually(
-      'an idle instance',
-      () => d.status(),
-      (s) => s.instances.some((i) => i.state === 'idle'),
-      90_000,
-    );
-    const ours = ready.instances.find((i) => i.state === 'idle')?.id ?? '';
-    const ourTags = [
-      { Key: TAG.fleet, Value: 'e2e' },
-      { Key: TAG.manager, Value: ready.manager.id },
-    ];
+    const { w, d, ours, ourTags } = await daemonWithIdle('asg');
     const attacker = new EC2Client({ ...w.fake.clientConfig() });
     e2e.onStop(() => attacker.destroy());
     const tagOf = (id: string, key: string) => w.fake.instance(id)?.Tags.find((t) => t.Key === key)?.Value;
