@@ -6,7 +6,8 @@
  *   directly (what running it in that container costs without runner-fleet). A third side, the
  *   same transport carrying a plain `docker exec -i` of the script, splits our excess into the
  *   transport's own share (which every stage pays, bare or in a container) and the container
- *   wrapper's (the bash that keeps the docker client alive through a cancel, and `setsid`);
+ *   stage script's (reading the image's shell, then exec of the docker client on the user's
+ *   script, which follows ours on the transport's stream);
  * - container start for a job with one service (network, service, port wait, job container:
  *   the prepare script through the local transport), vs the same done with plain `docker network
  *   create` + `docker run` + the same port wait + `docker run`.
@@ -71,12 +72,14 @@ export async function benchContainers(
     };
     const transport = new LocalTransport({ kind: 'local', root });
     for (const sub of ['home', 'tmp', 'pgids']) mkdirSync(join(root, sub), { recursive: true });
-    const run = async (script: string | Buffer) => {
+    const run = async (stage: string | Buffer | { script: Buffer; input: Buffer; cancel: Buffer }) => {
+      const parts =
+        typeof stage === 'string' || Buffer.isBuffer(stage) ? { script: Buffer.from(stage) } : stage;
       const started = process.hrtime.bigint();
       const outcome = await transport.runStage(
         {
           scriptPath: '(bench)',
-          script: Buffer.from(script),
+          ...parts,
           stage: 'bench',
           env: {},
           jobTmpDir: dir,

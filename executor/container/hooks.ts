@@ -141,13 +141,13 @@ export async function setUpContainers(
   );
 }
 
-/** run: the stage script wrapped to run in the job container. */
+/** run: the stage's script, the user's script it hands to the job container, and its cancel. */
 export function containerStage(
   jobId: string,
   settings: ContainerSettings,
   scriptPath: string,
   killGraceMs: number,
-): Buffer {
+): { script: Buffer; input: Buffer; cancel: Buffer } {
   return stageScript(jobId, settings, readFileSync(scriptPath), randomBytes(8).toString('hex'), killGraceMs);
 }
 
@@ -203,11 +203,11 @@ export function containerStageFor(
   killGraceMs: number,
   tmpDir: string,
   transport: Transport,
-): { script: Buffer; alive(): Promise<boolean> } | undefined {
+): { script: Buffer; input: Buffer; cancel: Buffer; alive(): Promise<boolean> } | undefined {
   const settings = readSettings();
   if (!settings || !isUserStage(stage)) return undefined;
   return {
-    script: containerStage(jobId, settings, scriptPath, killGraceMs),
+    ...containerStage(jobId, settings, scriptPath, killGraceMs),
     alive: () => containerAlive(transport, jobId, settings, tmpDir),
   };
 }

@@ -210,11 +210,15 @@ export function cleanupScript(jobId: string, settings: ContainerSettings): strin
 }
 
 /**
- * A user stage: the script goes to `docker exec -i` in the job container, read there by bash when
- * the image has it, else sh (from fd 3, so the script's commands read /dev/null). The stage's shell
- * records its pid (a session leader) inside the container; a cancel (TERM to this script's
- * session) signals that session in the container, waits up to the grace, then kills it, while
- * the docker client itself ignores the signal so the stage's last output still reaches the log.
+ * A user stage, as the transport runs it: `script` is a few lines that exec `docker exec -i` in
+ * the job container, handing it `input` (the user's script, streamed right after ours on fd 3),
+ * read there by bash when the image has it, else sh (from fd 3, so the script's commands read
+ * /dev/null). Nothing stands between the transport and the docker client: no fork, no writer.
+ *
+ * The stage's shell records its pid (a session leader) inside the container. A cancel must not
+ * signal the docker client (Go's runtime ends it on SIGTERM even when ignored, and what the stage
+ * prints while it stops would be lost): the transport runs `cancel` instead, which signals that
+ * session in the container, waits up to the grace, then kills it; the client then ends by itself.
  */
 export function stageScript(
   jobId: string,
@@ -222,19 +226,43 @@ export function stageScript(
   userScript: Buffer,
   token: string,
   killGraceMs: number,
-): Buffer {
+): { script: Buffer; input: Buffer; cancel: Buffer } {
   const n = jobNames(jobId);
   const pidFile = `.runner-fleet-stage-${token}.pid`;
   const inner = `{ echo $$ >/dev/shm/${pidFile}; } 2>/dev/null || echo $$ >/tmp/${pidFile}; exec 3<&0 </dev/null; . /dev/fd/3`;
+  const script = [
+    preamble(settings, 'run'),
+    `read -r rf_sh <"${n.configDir}/shell" 2>/dev/null || rf_sh=sh`,
+    `exec docker exec --interactive --env RUNNER_FLEET_INSTANCE_ID ${q(n.container)} "$rf_sh" -c ${q(inner)} <&3 3<&-`,
+    '',
+  ].join('\n');
+  return {
+    script: Buffer.from(script),
+    input: userScript,
+    cancel: Buffer.from(cancelScript(settings, n.container, pidFile, killGraceMs)),
+  };
+}
+
+/**
+ * The cancel of one stage, started in the background so the transport has its answer at once.
+ * The whole sequence runs inside the container and is timed there (POSIX sh: any image): wait for
+ * the stage's shell to record its pid (a cancel right at the start), TERM its session, give it the
+ * grace, then KILL it. One docker call, in a session of its own: a slow docker CLI, or the hook
+ * killed by gitlab-runner after its own grace, cannot keep the KILL from coming.
+ */
+function cancelScript(
+  settings: ContainerSettings,
+  container: string,
+  pidFile: string,
+  killGraceMs: number,
+): string {
   const graceS = Math.max(1, Math.ceil((killGraceMs - 1500) / 1000));
-  // The whole cancel, run inside the container and timed there (POSIX sh: any image): wait up to
-  // 3 s for the stage's shell to record its pid (a cancel right at the start), TERM its session,
-  // give it the grace, then KILL it. One docker call: a slow docker CLI, or the hook killed by
-  // gitlab-runner after its own grace, can no longer keep the KILL from coming.
-  const cancelInContainer = q(
+  // A stage still starting (docker exec is slow on a loaded instance) records its pid late.
+  const pidWaitTicks = 5 * Math.max(3, graceS);
+  const inContainer = q(
     [
       'i=0; p=',
-      `while [ "$i" -lt 15 ]; do p=$(cat /dev/shm/${pidFile} 2>/dev/null || cat /tmp/${pidFile} 2>/dev/null); [ -n "$p" ] && break; sleep 0.2 2>/dev/null || sleep 1; i=$((i + 1)); done`,
+      `while [ "$i" -lt ${pidWaitTicks} ]; do p=$(cat /dev/shm/${pidFile} 2>/dev/null || cat /tmp/${pidFile} 2>/dev/null); [ -n "$p" ] && break; sleep 0.2 2>/dev/null || sleep 1; i=$((i + 1)); done`,
       '[ -n "$p" ] || exit 0',
       'kill -TERM -"$p" 2>/dev/null || exit 0',
       `end=$(( $(date +%s) + ${graceS} ))`,
@@ -242,47 +270,17 @@ export function stageScript(
       'kill -KILL -"$p" 2>/dev/null; exit 0',
     ].join('; '),
   );
-  const head = [
+  const exec = `docker exec ${q(container)} sh -c ${inContainer} </dev/null >/dev/null 2>&1 &`;
+  return [
     preamble(settings, 'run'),
-    `rf_c=${q(n.container)}`,
-    `read -r rf_sh <"${n.configDir}/shell" 2>/dev/null || rf_sh=sh`,
-    'rf_cancel() {',
-    "  trap '' TERM INT HUP",
-    // In a session of its own, like the stage's client: a kill of this script's group spares it.
-    '  if command -v setsid >/dev/null 2>&1; then',
-    `    setsid docker exec "$rf_c" sh -c ${cancelInContainer} >/dev/null 2>&1 &`,
-    '  else',
-    `    docker exec "$rf_c" sh -c ${cancelInContainer} >/dev/null 2>&1 &`,
-    '  fi',
-    '  local rf_canceller=$!',
-    '  wait "$rf_pid" 2>/dev/null',
-    '  wait "$rf_canceller" 2>/dev/null',
-    '  exit 143',
-    '}',
-    'rf_pid=',
-    'trap rf_cancel TERM INT HUP',
-    'rf_script=',
-  ].join('\n');
-  const tail = [
-    '',
-    // The docker client must outlive the cancel (Go's runtime catches SIGTERM even when it was
-    // ignored), so that what the stage prints while it stops still reaches the log: it runs in
-    // a session of its own, and the stage's session inside the container is signalled instead.
-    // One fork, then exec: each process more on this path is felt on every stage (bench). The
-    // writer ignores the cancel, so the container gets the whole script or, if the cancel came
-    // first, nothing. A cancel before setsid ran ends the stage before it started.
     'if command -v setsid >/dev/null 2>&1; then',
-    `  setsid --wait docker exec --interactive --env RUNNER_FLEET_INSTANCE_ID "$rf_c" "$rf_sh" -c ${q(inner)} < <(trap '' TERM INT HUP; printf '%s' "$rf_script") &`,
+    `  setsid ${exec}`,
     'else',
-    `  ( trap '' TERM INT HUP; exec docker exec --interactive --env RUNNER_FLEET_INSTANCE_ID "$rf_c" "$rf_sh" -c ${q(inner)} ) < <(trap '' TERM INT HUP; printf '%s' "$rf_script") &`,
+    `  ${exec}`,
     'fi',
-    'rf_pid=$!',
-    'wait "$rf_pid"',
-    'rf_code=$?',
-    'exit "$rf_code"',
+    'exit 0',
     '',
   ].join('\n');
-  return Buffer.concat([Buffer.from(head), Buffer.from(q(userScript.toString('utf8'))), Buffer.from(tail)]);
 }
 
 /** Exit 0 when the job container still runs (a failed stage is the script's, not the instance's). */

@@ -66,7 +66,9 @@ export function runStageHook(options: { socket?: string; positionals: string[] }
           env: { RUNNER_FLEET_INSTANCE_ID: lease.instanceId },
           jobTmpDir: env.tmpDir,
           killGraceMs: lease.killGraceMs,
-          ...(container ? { script: container.script } : {}),
+          ...(container
+            ? { script: container.script, input: container.input, cancel: container.cancel }
+            : {}),
           probeGone: () => askFate(env.jobId, env.jobSecret, options.socket, FATE_TIMEOUT_MS),
           ...(lostMidStage ? { lost: lostMidStage } : {}),
         },

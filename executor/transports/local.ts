@@ -12,7 +12,14 @@ import { spawn } from 'node:child_process';
 import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { LocalConnectInfo } from '../../manager/providers/provider.js';
-import type { StageOutcome, StageRequest, Transport } from './transport.js';
+import {
+  CANCEL_MARGIN_MS,
+  CANCEL_SCRIPT_TIMEOUT_MS,
+  cancelRequest,
+  type StageOutcome,
+  type StageRequest,
+  type Transport,
+} from './transport.js';
 
 const SIGNAL_NUMBERS: Readonly<Record<string, number>> = {
   SIGHUP: 1,
@@ -35,6 +42,10 @@ const STAGE_COMMAND = 'exec 3<&0 </dev/null; . <(cat <&3) 3<&-';
  */
 const CONTENT_COMMAND =
   'exec 3<&0 </dev/null; IFS= read -r -d "" -N 1073741824 -u 3 rf_t; exec 3<&-; eval "unset rf_t; $rf_t"';
+
+/** The same, reading exactly the script's bytes (LC_ALL=C: -N counts bytes) and leaving fd 3 open on the input after it. */
+const contentWithInputCommand = (scriptBytes: number) =>
+  `exec 3<&0 </dev/null; LC_ALL=C IFS= read -r -d "" -N ${scriptBytes} -u 3 rf_t; eval "unset rf_t; $rf_t"`;
 
 export class LocalTransport implements Transport {
   constructor(private readonly connect: LocalConnectInfo) {}
@@ -60,7 +71,16 @@ export class LocalTransport implements Transport {
     return new Promise<StageOutcome>((resolve) => {
       const child = spawn(
         'bash',
-        ['--noprofile', '--norc', '-c', request.script === undefined ? STAGE_COMMAND : CONTENT_COMMAND],
+        [
+          '--noprofile',
+          '--norc',
+          '-c',
+          request.script === undefined
+            ? STAGE_COMMAND
+            : request.input === undefined
+              ? CONTENT_COMMAND
+              : contentWithInputCommand(script.length),
+        ],
         {
           cwd: join(root, 'home'),
           // A clean environment, as on a fresh machine: the script itself exports the job's variables.
@@ -82,9 +102,15 @@ export class LocalTransport implements Transport {
       );
       // bash may exit before reading it all (an early `exit`): that is not an error of ours.
       child.stdin?.on('error', () => undefined);
-      child.stdin?.end(script);
+      if (request.script !== undefined && request.input !== undefined) {
+        child.stdin?.write(script);
+        child.stdin?.end(request.input);
+      } else {
+        child.stdin?.end(script);
+      }
       const pgidFile = child.pid ? join(root, 'pgids', String(child.pid)) : undefined;
       let canceled = false;
+      let ended = false;
       let killTimer: NodeJS.Timeout | undefined;
       const killGroup = (sig: NodeJS.Signals) => {
         try {
@@ -93,10 +119,25 @@ export class LocalTransport implements Transport {
           // The group is already gone.
         }
       };
+      const signalTree = (killAfterMs: number) => {
+        if (ended) return;
+        killGroup('SIGTERM');
+        killTimer = setTimeout(() => killGroup('SIGKILL'), killAfterMs);
+      };
+      // The stage's own way to end (its processes are not signalled), else signals after all.
+      const cancelByScript = async (cancel: Buffer) => {
+        const outcome = await this.runStage(
+          cancelRequest(request, cancel),
+          AbortSignal.timeout(CANCEL_SCRIPT_TIMEOUT_MS),
+        );
+        if (ended) return;
+        if (outcome.kind !== 'exited' || outcome.code !== 0) return signalTree(1_000);
+        killTimer = setTimeout(() => signalTree(1_000), request.killGraceMs + CANCEL_MARGIN_MS);
+      };
       const onAbort = () => {
         canceled = true;
-        killGroup('SIGTERM');
-        killTimer = setTimeout(() => killGroup('SIGKILL'), request.killGraceMs);
+        if (request.cancel && request.script) void cancelByScript(request.cancel);
+        else signalTree(request.killGraceMs);
       };
       if (pgidFile) {
         try {
@@ -118,6 +159,7 @@ export class LocalTransport implements Transport {
         });
       });
       child.once('exit', async (code, sig) => {
+        ended = true;
         signal.removeEventListener('abort', onAbort);
         if (canceled) {
           // bash is gone; give the rest of its tree what is left of the grace, then SIGKILL it.

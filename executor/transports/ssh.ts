@@ -41,7 +41,14 @@ import {
   validateConnectInfo,
 } from './ssh/args.js';
 import { classifySshLog, describeFailure, type SshFailure } from './ssh/classify.js';
-import type { StageOutcome, StageRequest, Transport } from './transport.js';
+import {
+  CANCEL_MARGIN_MS,
+  CANCEL_SCRIPT_TIMEOUT_MS,
+  cancelRequest,
+  type StageOutcome,
+  type StageRequest,
+  type Transport,
+} from './transport.js';
 
 export interface SshTransportOptions {
   /** The OpenSSH client (default `ssh` from PATH). */
@@ -103,7 +110,7 @@ export class SshTransport implements Transport {
     let prefix: string;
     try {
       info = validateConnectInfo(this.info);
-      prefix = scriptPrefix(request.env);
+      prefix = scriptPrefix(request.env, request.input !== undefined && request.script !== undefined);
     } catch (error) {
       return systemFailure((error as Error).message);
     }
@@ -121,6 +128,7 @@ export class SshTransport implements Transport {
     const notReady = await this.ensureMaster(info, paths, signal, request.probeGone);
     if (notReady) return notReady;
 
+    const input = request.script !== undefined ? request.input : undefined;
     const token = randomBytes(8).toString('hex');
     const pidName = remotePidName(paths.jobKey, token);
     const logOffset = fileSize(paths.stageLog);
@@ -132,7 +140,7 @@ export class SshTransport implements Transport {
       'ControlMaster=no',
       '--',
       info.host,
-      stageCommand(pidName),
+      stageCommand(pidName, input === undefined ? undefined : Buffer.byteLength(prefix) + script.length),
     ];
     // Its own session: gitlab-runner's SIGTERM to the hook's process group must not end ssh before
     // the remote tree is told, and output the script writes while it stops still reaches the log.
@@ -144,7 +152,12 @@ export class SshTransport implements Transport {
       // ssh ended before reading the whole script; its exit status tells why.
     });
     child.stdin!.write(prefix);
-    child.stdin!.end(script);
+    if (input === undefined) {
+      child.stdin!.end(script);
+    } else {
+      child.stdin!.write(script);
+      child.stdin!.end(input);
+    }
 
     try {
       let onAbort = () => {};
@@ -156,6 +169,8 @@ export class SshTransport implements Transport {
       const first = await Promise.race([exited, aborted, lost]);
       signal.removeEventListener('abort', onAbort);
       if (first === 'aborted' || signal.aborted) {
+        const cancel = request.script !== undefined ? request.cancel : undefined;
+        if (cancel && (await this.cancelByScript(request, cancel, exited))) return CANCELED;
         await this.cancelStage(info, paths, pidName, child, exited, request.killGraceMs);
         return CANCELED;
       }
@@ -325,6 +340,27 @@ export class SshTransport implements Transport {
       return systemFailure(describeFailure({ kind: 'lost', detail }, info), { instanceLost: true });
     }
     return { kind: 'exited', code: 255 };
+  }
+
+  /**
+   * The stage's own way to end: run its cancel script beside it and wait for the stage to end by
+   * itself. False when it did not (the script failed, or the stage outlived the grace and margin):
+   * then the stage's session is signalled after all.
+   */
+  private async cancelByScript(
+    request: StageRequest,
+    cancel: Buffer,
+    exited: Promise<Exit>,
+  ): Promise<boolean> {
+    const outcome = await this.runStage(
+      cancelRequest(request, cancel),
+      AbortSignal.timeout(CANCEL_SCRIPT_TIMEOUT_MS),
+    );
+    if (outcome.kind !== 'exited' || outcome.code !== 0) return false;
+    return Promise.race([
+      exited.then(() => true),
+      new Promise<false>((r) => setTimeout(r, request.killGraceMs + CANCEL_MARGIN_MS, false).unref()),
+    ]);
   }
 
   private async cancelStage(

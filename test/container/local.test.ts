@@ -73,6 +73,19 @@ allowed_pull_policies = ["always", "if-not-present"]
     expect(await leftovers(world)).toBe('');
   });
 
+  it('hands a script larger than a pipe holds to the container whole, and its commands read no script', async () => {
+    const big = 'x'.repeat(300_000);
+    const result = await job({
+      image: { name: world.image('bash') },
+      // `cat` reads the stage's stdin: /dev/null, not the rest of the script.
+      script: `big='${big}'\necho "stdin: [$(cat)]"\necho "length ${'$'}{#big}"\necho last line ran`,
+    });
+    expect(result.outcome, result.log).toBe('success');
+    expect(result.log).toContain('stdin: []');
+    expect(result.log).toContain('length 300000');
+    expect(result.log).toContain('last line ran');
+  });
+
   it('runs an image without bash with sh', async () => {
     const result = await job({
       image: { name: world.image('busybox') },

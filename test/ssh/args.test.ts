@@ -72,7 +72,11 @@ describe('remote commands', () => {
 
   it('parses in sh and bash', () => {
     for (const shell of ['sh', 'bash']) {
-      for (const command of [stageCommand('x.pid'), killCommand('x.pid', 'TERM')]) {
+      for (const command of [
+        stageCommand('x.pid'),
+        stageCommand('x.pid', 1234),
+        killCommand('x.pid', 'TERM'),
+      ]) {
         expect(spawnSync(shell, ['-n', '-c', command]).status).toBe(0);
       }
     }

@@ -172,20 +172,26 @@ export function remotePidName(jobKey: string, stageToken: string): string {
  * Trade-off: if that shell itself dies by a signal, ssh reports 255 (OpenSSH's client does not
  * relay exit-signal); commands inside the script that die by a signal still give 128+N.
  */
-export function stageCommand(pidName: string): string {
+export function stageCommand(pidName: string, scriptBytes?: number): string {
+  // With input after the script: read exactly the script's bytes (LC_ALL=C: -N counts bytes,
+  // whatever the login's locale), leaving fd 3 open on the input for the script to hand on.
+  const readExactly = `LC_ALL=C IFS= read -r -d '' -N ${scriptBytes} -u 3 rf_t; eval "unset rf_t; $rf_t"`;
   return [
     `{ echo $$ >/dev/shm/${pidName}; } 2>/dev/null || echo $$ >/tmp/${pidName}`,
     'exec 3<&0 </dev/null',
-    'if [ -n "$BASH_VERSION" ]; then . /dev/fd/3; else exec bash /dev/fd/3; fi',
+    scriptBytes === undefined
+      ? 'if [ -n "$BASH_VERSION" ]; then . /dev/fd/3; else exec bash /dev/fd/3; fi'
+      : `if [ -n "$BASH_VERSION" ]; then ${readExactly}; else exec bash -c ${shellQuote(readExactly)}; fi`,
   ].join('; ');
 }
 
 /**
  * Streamed in front of the script, on its first line so line numbers in bash errors stay right
- * (the script's shebang line becomes a comment). fd 3 is closed once bash has the script.
+ * (the script's shebang line becomes a comment). fd 3 is closed once bash has the script, unless
+ * input follows the script there (see stageCommand).
  */
-export function scriptPrefix(env: Readonly<Record<string, string>>): string {
-  const parts = ['exec 3<&-;'];
+export function scriptPrefix(env: Readonly<Record<string, string>>, inputFollows = false): string {
+  const parts = inputFollows ? [] : ['exec 3<&-;'];
   for (const [name, value] of Object.entries(env)) {
     if (!ENV_NAME.test(name)) throw new Error(`invalid environment variable name for the stage: ${name}`);
     parts.push(`export ${name}=${shellQuote(value)};`);
