@@ -192,9 +192,18 @@ export async function removeContainers(
   );
 }
 
+/** How long a canceled container stage may take to end beyond its kill grace (a slow docker CLI). */
+const CANCEL_MARGIN_MS = 5_000;
+
+/** Bound on running the cancel script itself: it starts the cancel in the background and returns. */
+const CANCEL_SCRIPT_TIMEOUT_MS = 10_000;
+
 /**
  * For the run hook: the container form of a user stage, or undefined for gitlab-runner's own
  * stages (and when the settings are missing). `alive` tells a failed script from a lost container.
+ * `cancel` ends the stage from inside the container (its docker client is not signalled, so what
+ * the stage prints while it stops still reaches the log); it resolves with how long to wait for
+ * the stage to end by itself, or undefined if the cancel could not be started.
  */
 export function containerStageFor(
   jobId: string,
@@ -203,12 +212,30 @@ export function containerStageFor(
   killGraceMs: number,
   tmpDir: string,
   transport: Transport,
-): { script: Buffer; input: Buffer; cancel: Buffer; alive(): Promise<boolean> } | undefined {
+):
+  | { script: Buffer; input: Buffer; alive(): Promise<boolean>; cancel(): Promise<number | undefined> }
+  | undefined {
   const settings = readSettings();
   if (!settings || !isUserStage(stage)) return undefined;
+  const { script, input, cancel } = containerStage(jobId, settings, scriptPath, killGraceMs);
   return {
-    ...containerStage(jobId, settings, scriptPath, killGraceMs),
+    script,
+    input,
     alive: () => containerAlive(transport, jobId, settings, tmpDir),
+    cancel: async () => {
+      const outcome = await transport.runStage(
+        {
+          scriptPath: '(container cancel)',
+          script: cancel,
+          stage: `${stage} cancel`,
+          env: {},
+          jobTmpDir: tmpDir,
+          killGraceMs: 1000,
+        },
+        AbortSignal.timeout(CANCEL_SCRIPT_TIMEOUT_MS),
+      );
+      return outcome.kind === 'exited' && outcome.code === 0 ? killGraceMs + CANCEL_MARGIN_MS : undefined;
+    },
   };
 }
 

@@ -54,11 +54,23 @@ export function runStageHook(options: { socket?: string; positionals: string[] }
       lease.connect.kind === 'ssh'
         ? watchLoss(env.jobId, env.jobSecret, options.socket, stageOver.signal)
         : undefined;
-    const cancel = () => controller.abort();
+    // A container stage is ended from inside its container; only if it outlives that (or the
+    // cancel cannot be started) is it canceled as a bare stage is, by the transport's signals.
+    let cancelRequested = false;
+    let fallback: NodeJS.Timeout | undefined;
+    const cancel = () => {
+      if (cancelRequested) return;
+      cancelRequested = true;
+      if (!container) return controller.abort();
+      void container.cancel().then((waitMs) => {
+        if (waitMs === undefined) controller.abort();
+        else fallback = setTimeout(() => controller.abort(), waitMs);
+      });
+    };
     process.once('SIGTERM', cancel);
     process.once('SIGINT', cancel);
     process.once('SIGHUP', cancel);
-    const outcome = await transport
+    let outcome = await transport
       .runStage(
         {
           scriptPath,
@@ -66,15 +78,18 @@ export function runStageHook(options: { socket?: string; positionals: string[] }
           env: { RUNNER_FLEET_INSTANCE_ID: lease.instanceId },
           jobTmpDir: env.tmpDir,
           killGraceMs: lease.killGraceMs,
-          ...(container
-            ? { script: container.script, input: container.input, cancel: container.cancel }
-            : {}),
+          ...(container ? { script: container.script, input: container.input } : {}),
           probeGone: () => askFate(env.jobId, env.jobSecret, options.socket, FATE_TIMEOUT_MS),
           ...(lostMidStage ? { lost: lostMidStage } : {}),
         },
         controller.signal,
       )
-      .finally(() => stageOver.abort());
+      .finally(() => {
+        stageOver.abort();
+        clearTimeout(fallback);
+      });
+    // A container stage ended by its cancel exits by itself (143, 137): it was canceled all the same.
+    if (cancelRequested && outcome.kind === 'exited') outcome = { kind: 'canceled' };
     switch (outcome.kind) {
       case 'exited':
         if (outcome.code === 0) return 0;

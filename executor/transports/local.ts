@@ -12,14 +12,7 @@ import { spawn } from 'node:child_process';
 import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { LocalConnectInfo } from '../../manager/providers/provider.js';
-import {
-  CANCEL_MARGIN_MS,
-  CANCEL_SCRIPT_TIMEOUT_MS,
-  cancelRequest,
-  type StageOutcome,
-  type StageRequest,
-  type Transport,
-} from './transport.js';
+import type { StageOutcome, StageRequest, Transport } from './transport.js';
 
 const SIGNAL_NUMBERS: Readonly<Record<string, number>> = {
   SIGHUP: 1,
@@ -110,7 +103,6 @@ export class LocalTransport implements Transport {
       }
       const pgidFile = child.pid ? join(root, 'pgids', String(child.pid)) : undefined;
       let canceled = false;
-      let ended = false;
       let killTimer: NodeJS.Timeout | undefined;
       const killGroup = (sig: NodeJS.Signals) => {
         try {
@@ -119,25 +111,10 @@ export class LocalTransport implements Transport {
           // The group is already gone.
         }
       };
-      const signalTree = (killAfterMs: number) => {
-        if (ended) return;
-        killGroup('SIGTERM');
-        killTimer = setTimeout(() => killGroup('SIGKILL'), killAfterMs);
-      };
-      // The stage's own way to end (its processes are not signalled), else signals after all.
-      const cancelByScript = async (cancel: Buffer) => {
-        const outcome = await this.runStage(
-          cancelRequest(request, cancel),
-          AbortSignal.timeout(CANCEL_SCRIPT_TIMEOUT_MS),
-        );
-        if (ended) return;
-        if (outcome.kind !== 'exited' || outcome.code !== 0) return signalTree(1_000);
-        killTimer = setTimeout(() => signalTree(1_000), request.killGraceMs + CANCEL_MARGIN_MS);
-      };
       const onAbort = () => {
         canceled = true;
-        if (request.cancel && request.script) void cancelByScript(request.cancel);
-        else signalTree(request.killGraceMs);
+        killGroup('SIGTERM');
+        killTimer = setTimeout(() => killGroup('SIGKILL'), request.killGraceMs);
       };
       if (pgidFile) {
         try {
@@ -159,7 +136,6 @@ export class LocalTransport implements Transport {
         });
       });
       child.once('exit', async (code, sig) => {
-        ended = true;
         signal.removeEventListener('abort', onAbort);
         if (canceled) {
           // bash is gone; give the rest of its tree what is left of the grace, then SIGKILL it.

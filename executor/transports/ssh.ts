@@ -41,14 +41,7 @@ import {
   validateConnectInfo,
 } from './ssh/args.js';
 import { classifySshLog, describeFailure, type SshFailure } from './ssh/classify.js';
-import {
-  CANCEL_MARGIN_MS,
-  CANCEL_SCRIPT_TIMEOUT_MS,
-  cancelRequest,
-  type StageOutcome,
-  type StageRequest,
-  type Transport,
-} from './transport.js';
+import type { StageOutcome, StageRequest, Transport } from './transport.js';
 
 export interface SshTransportOptions {
   /** The OpenSSH client (default `ssh` from PATH). */
@@ -169,8 +162,6 @@ export class SshTransport implements Transport {
       const first = await Promise.race([exited, aborted, lost]);
       signal.removeEventListener('abort', onAbort);
       if (first === 'aborted' || signal.aborted) {
-        const cancel = request.script !== undefined ? request.cancel : undefined;
-        if (cancel && (await this.cancelByScript(request, cancel, exited))) return CANCELED;
         await this.cancelStage(info, paths, pidName, child, exited, request.killGraceMs);
         return CANCELED;
       }
@@ -340,27 +331,6 @@ export class SshTransport implements Transport {
       return systemFailure(describeFailure({ kind: 'lost', detail }, info), { instanceLost: true });
     }
     return { kind: 'exited', code: 255 };
-  }
-
-  /**
-   * The stage's own way to end: run its cancel script beside it and wait for the stage to end by
-   * itself. False when it did not (the script failed, or the stage outlived the grace and margin):
-   * then the stage's session is signalled after all.
-   */
-  private async cancelByScript(
-    request: StageRequest,
-    cancel: Buffer,
-    exited: Promise<Exit>,
-  ): Promise<boolean> {
-    const outcome = await this.runStage(
-      cancelRequest(request, cancel),
-      AbortSignal.timeout(CANCEL_SCRIPT_TIMEOUT_MS),
-    );
-    if (outcome.kind !== 'exited' || outcome.code !== 0) return false;
-    return Promise.race([
-      exited.then(() => true),
-      new Promise<false>((r) => setTimeout(r, request.killGraceMs + CANCEL_MARGIN_MS, false).unref()),
-    ]);
   }
 
   private async cancelStage(

@@ -20,15 +20,6 @@ export interface StageRequest {
    * script is read exactly, not to the end of the stream, so no process is needed to feed these.
    */
   readonly input?: Buffer;
-  /**
-   * With `script` only: how to cancel this stage without signalling its processes. On abort the
-   * transport runs this script on the instance (as a stage of its own, bounded) and waits for the
-   * stage to end by itself; only if it has not ended CANCEL_MARGIN_MS after the kill grace, or the
-   * cancel script failed, is the stage's process tree signalled as usual. The container stage
-   * needs this: its docker client must outlive the cancel, so that what the stage prints while it
-   * stops still reaches the log.
-   */
-  readonly cancel?: Buffer;
   /** gitlab-runner's stage name; any name must be accepted. */
   readonly stage: string;
   /** Extra environment for the script, e.g. RUNNER_FLEET_INSTANCE_ID. Never job secrets. */
@@ -49,23 +40,6 @@ export interface StageRequest {
    * connection to time out. May never resolve.
    */
   readonly lost?: Promise<string>;
-}
-
-/** How long a stage with a `cancel` script may take to end beyond its kill grace (a slow docker CLI). */
-export const CANCEL_MARGIN_MS = 5_000;
-
-/** Bound on running a stage's `cancel` script itself (it starts the cancel and returns). */
-export const CANCEL_SCRIPT_TIMEOUT_MS = 10_000;
-
-/** The request that runs a stage's `cancel` script: quiet, uncancelable, nothing to hand on. */
-export function cancelRequest(request: StageRequest, cancel: Buffer): StageRequest {
-  const { input: _input, cancel: _cancel, lost: _lost, ...rest } = request;
-  return {
-    ...rest,
-    scriptPath: `(cancel of ${request.stage})`,
-    script: cancel,
-    stage: `${request.stage} cancel`,
-  };
 }
 
 export type StageOutcome =

@@ -1,11 +1,10 @@
 /**
  * What the container stage asks of both transports (local, and SSH against a real sshd on
- * loopback): bytes streamed after a content script reach it unread on fd 3, whatever the script's
- * characters; and a stage with a cancel script is ended by that script, not by signals, unless
- * the script fails or the stage outlives the grace and margin.
+ * loopback): bytes streamed after a content script reach it unread on fd 3, exactly, whatever the
+ * script's characters, so the script can hand them on (to `docker exec`) without a process to feed them.
  */
 import { randomBytes } from 'node:crypto';
-import { closeSync, existsSync, mkdirSync, openSync, readFileSync } from 'node:fs';
+import { closeSync, mkdirSync, openSync, readFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -13,7 +12,7 @@ import { LocalTransport } from '../../executor/transports/local.js';
 import { createSshTransport } from '../../executor/transports/ssh.js';
 import type { StageOutcome, StageRequest, Transport } from '../../executor/transports/transport.js';
 import { generateInstanceKeys, storeInstanceKeys } from '../../manager/ssh/keys.js';
-import { connectInfo, waitFor } from '../ssh/support.js';
+import { connectInfo } from '../ssh/support.js';
 import { type Sshd, startSshd } from '../support/sshd.js';
 
 let work: string;
@@ -92,59 +91,5 @@ describe.each(['local', 'ssh'] as const)('%s transport', (kind) => {
     const outcome = await stage(open(), { script, input, env: { OUT: out } });
     expect(outcome).toEqual({ kind: 'exited', code: 0 });
     expect(readFileSync(out).equals(input)).toBe(true);
-  });
-
-  /** A stage that says which way it was asked to end: its cancel script (USR1) or a signal (TERM). */
-  const endable = (dir: string) =>
-    Buffer.from(
-      [
-        `echo $$ >${dir}/pid`,
-        `trap 'echo got TERM >>${dir}/log; exit 143' TERM`,
-        `trap 'echo ended by its cancel script >>${dir}/log; exit 0' USR1`,
-        'while :; do sleep 0.05; done',
-        '',
-      ].join('\n'),
-    );
-
-  it('ends a stage by its cancel script, without signalling the stage', async () => {
-    const dir = await mkdtemp(join(jobDir, 'cancel-'));
-    const controller = new AbortController();
-    const result = stage(
-      open(),
-      { script: endable(dir), cancel: Buffer.from(`kill -USR1 "$(cat ${dir}/pid)"\n`) },
-      controller.signal,
-    );
-    await waitFor(() => existsSync(join(dir, 'pid')), 60_000, 'the stage to start');
-    controller.abort();
-    expect(await result).toEqual({ kind: 'canceled' });
-    expect(readFileSync(join(dir, 'log'), 'utf8')).toBe('ended by its cancel script\n');
-  });
-
-  it('signals the stage after all when its cancel script fails', async () => {
-    const dir = await mkdtemp(join(jobDir, 'cancel-fails-'));
-    const controller = new AbortController();
-    const result = stage(
-      open(),
-      { script: endable(dir), cancel: Buffer.from('exit 3\n') },
-      controller.signal,
-    );
-    await waitFor(() => existsSync(join(dir, 'pid')), 60_000, 'the stage to start');
-    controller.abort();
-    expect(await result).toEqual({ kind: 'canceled' });
-    expect(readFileSync(join(dir, 'log'), 'utf8')).toBe('got TERM\n');
-  });
-
-  it('signals the stage after all when it outlives its cancel script by the grace and margin', async () => {
-    const dir = await mkdtemp(join(jobDir, 'cancel-ignored-'));
-    const controller = new AbortController();
-    const result = stage(
-      open(),
-      { script: endable(dir), cancel: Buffer.from('exit 0\n') },
-      controller.signal,
-    );
-    await waitFor(() => existsSync(join(dir, 'pid')), 60_000, 'the stage to start');
-    controller.abort();
-    expect(await result).toEqual({ kind: 'canceled' });
-    expect(readFileSync(join(dir, 'log'), 'utf8')).toBe('got TERM\n');
   });
 });
