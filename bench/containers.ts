@@ -135,8 +135,8 @@ export async function benchContainers(
     const stageExec: number[] = [];
     const stageTransport: number[] = [];
     // A stage is ~100 ms and its excess a few ms, less than one docker exec's own spread: many
-    // rounds (about 40 s here), so the median of the per-round ratios is the stage's, not the noise's.
-    const stageRounds = Math.max(rounds * 12, 36);
+    // rounds (about 80 s here), so the median of the per-round ratios is the stage's, not the noise's.
+    const stageRounds = Math.max(rounds * 24, 36);
     for (let r = 0; r < stageRounds + 2; r++) {
       const sides = [
         () => run(stageScript(id, settings, user, `t${r}`, 5_000)),

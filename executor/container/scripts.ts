@@ -217,8 +217,9 @@ export function cleanupScript(jobId: string, settings: ContainerSettings): strin
  *
  * The stage's shell records its pid (a session leader) inside the container. A cancel must not
  * signal the docker client (Go's runtime ends it on SIGTERM even when ignored, and what the stage
- * prints while it stops would be lost): the transport runs `cancel` instead, which signals that
- * session in the container, waits up to the grace, then kills it; the client then ends by itself.
+ * prints while it stops would be lost): the run hook runs `cancel` instead (container/hooks.ts),
+ * which signals that session in the container, waits up to the grace, then kills it; the client
+ * then ends by itself.
  */
 export function stageScript(
   jobId: string,
@@ -229,22 +230,26 @@ export function stageScript(
 ): { script: Buffer; input: Buffer; cancel: Buffer } {
   const n = jobNames(jobId);
   const pidFile = `.runner-fleet-stage-${token}.pid`;
-  const inner = `{ echo $$ >/dev/shm/${pidFile}; } 2>/dev/null || echo $$ >/tmp/${pidFile}; exec 3<&0 </dev/null; . /dev/fd/3`;
+  // The shell runs the user's script as a file read from fd 3, command by command as it arrives
+  // (`.` would first read to the end of the stream, which reaches the container ~4 ms after the
+  // script's last command could have run). Its first line closes fd 3 for the script's commands.
+  const inner = `{ echo $$ >/dev/shm/${pidFile}; } 2>/dev/null || echo $$ >/tmp/${pidFile}; exec 3<&0 </dev/null; exec "$0" /dev/fd/3`;
   const script = [
     preamble(settings, 'run'),
     `read -r rf_sh <"${n.configDir}/shell" 2>/dev/null || rf_sh=sh`,
-    `exec docker exec --interactive --env RUNNER_FLEET_INSTANCE_ID ${q(n.container)} "$rf_sh" -c ${q(inner)} <&3 3<&-`,
+    `exec docker exec --interactive --env RUNNER_FLEET_INSTANCE_ID ${q(n.container)} "$rf_sh" -c ${q(inner)} "$rf_sh" <&3 3<&-`,
     '',
   ].join('\n');
   return {
     script: Buffer.from(script),
-    input: userScript,
+    // On the script's first line, so line numbers in its errors stay right (a shebang becomes a comment).
+    input: Buffer.concat([Buffer.from('exec 3<&-; '), userScript]),
     cancel: Buffer.from(cancelScript(settings, n.container, pidFile, killGraceMs)),
   };
 }
 
 /**
- * The cancel of one stage, started in the background so the transport has its answer at once.
+ * The cancel of one stage, started in the background so the run hook has its answer at once.
  * The whole sequence runs inside the container and is timed there (POSIX sh: any image): wait for
  * the stage's shell to record its pid (a cancel right at the start), TERM its session, give it the
  * grace, then KILL it. One docker call, in a session of its own: a slow docker CLI, or the hook

@@ -78,10 +78,12 @@ allowed_pull_policies = ["always", "if-not-present"]
     const result = await job({
       image: { name: world.image('bash') },
       // `cat` reads the stage's stdin: /dev/null, not the rest of the script.
-      script: `big='${big}'\necho "stdin: [$(cat)]"\necho "length ${'$'}{#big}"\necho last line ran`,
+      script: `big='${big}'\necho "stdin: [$(cat)]"\n[ -e /proc/self/fd/3 ] || echo "fd 3 closed"\necho "length ${'$'}{#big}"\necho last line ran`,
     });
     expect(result.outcome, result.log).toBe('success');
     expect(result.log).toContain('stdin: []');
+    // The descriptor the shell reads the script from is not left to the script's commands.
+    expect(result.log).toContain('fd 3 closed');
     expect(result.log).toContain('length 300000');
     expect(result.log).toContain('last line ran');
   });
