@@ -141,16 +141,6 @@ export async function setUpContainers(
   );
 }
 
-/** run: the stage's script, the user's script it hands to the job container, and its cancel. */
-export function containerStage(
-  jobId: string,
-  settings: ContainerSettings,
-  scriptPath: string,
-  killGraceMs: number,
-): { script: Buffer; input: Buffer; cancel: Buffer } {
-  return stageScript(jobId, settings, readFileSync(scriptPath), randomBytes(8).toString('hex'), killGraceMs);
-}
-
 /** Whether the job container still runs (asked only after a stage failed). */
 export async function containerAlive(
   transport: Transport,
@@ -217,7 +207,14 @@ export function containerStageFor(
   | undefined {
   const settings = readSettings();
   if (!settings || !isUserStage(stage)) return undefined;
-  const { script, input, cancel } = containerStage(jobId, settings, scriptPath, killGraceMs);
+  const token = randomBytes(8).toString('hex');
+  const { script, input, cancel } = stageScript(
+    jobId,
+    settings,
+    readFileSync(scriptPath),
+    token,
+    killGraceMs,
+  );
   return {
     script,
     input,

@@ -57,12 +57,16 @@ export function runStageHook(options: { socket?: string; positionals: string[] }
     // A container stage is ended from inside its container; only if it outlives that (or the
     // cancel cannot be started) is it canceled as a bare stage is, by the transport's signals.
     let cancelRequested = false;
+    // A signal that comes as the stage ends must not start a cancel, nor a fallback timer that
+    // would hold the hook's exit (and gitlab-runner) for kill_grace and more.
+    let stageEnded = false;
     let fallback: NodeJS.Timeout | undefined;
     const cancel = () => {
-      if (cancelRequested) return;
+      if (cancelRequested || stageEnded) return;
       cancelRequested = true;
       if (!container) return controller.abort();
       void container.cancel().then((waitMs) => {
+        if (stageEnded) return;
         if (waitMs === undefined) controller.abort();
         else fallback = setTimeout(() => controller.abort(), waitMs);
       });
@@ -85,6 +89,7 @@ export function runStageHook(options: { socket?: string; positionals: string[] }
         controller.signal,
       )
       .finally(() => {
+        stageEnded = true;
         stageOver.abort();
         clearTimeout(fallback);
       });

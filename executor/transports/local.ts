@@ -36,7 +36,11 @@ const STAGE_COMMAND = 'exec 3<&0 </dev/null; . <(cat <&3) 3<&-';
 const CONTENT_COMMAND =
   'exec 3<&0 </dev/null; IFS= read -r -d "" -N 1073741824 -u 3 rf_t; exec 3<&-; eval "unset rf_t; $rf_t"';
 
-/** The same, reading exactly the script's bytes (LC_ALL=C: -N counts bytes) and leaving fd 3 open on the input after it. */
+/**
+ * The same, reading exactly the script's bytes (LC_ALL=C: -N counts bytes) and leaving fd 3 open
+ * on the input after it. ssh/args.ts's stageCommand has its twin for the login shell: not shared,
+ * so a local stage's hook reads no module of the SSH transport.
+ */
 const contentWithInputCommand = (scriptBytes: number) =>
   `exec 3<&0 </dev/null; LC_ALL=C IFS= read -r -d "" -N ${scriptBytes} -u 3 rf_t; eval "unset rf_t; $rf_t"`;
 
@@ -61,6 +65,8 @@ export class LocalTransport implements Transport {
         message: `cannot read the stage script: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`,
       });
     }
+    // Input follows only a content script (a file of gitlab-runner's is read to its end).
+    const input = request.script !== undefined ? request.input : undefined;
     return new Promise<StageOutcome>((resolve) => {
       const child = spawn(
         'bash',
@@ -70,7 +76,7 @@ export class LocalTransport implements Transport {
           '-c',
           request.script === undefined
             ? STAGE_COMMAND
-            : request.input === undefined
+            : input === undefined
               ? CONTENT_COMMAND
               : contentWithInputCommand(script.length),
         ],
@@ -95,9 +101,9 @@ export class LocalTransport implements Transport {
       );
       // bash may exit before reading it all (an early `exit`): that is not an error of ours.
       child.stdin?.on('error', () => undefined);
-      if (request.script !== undefined && request.input !== undefined) {
+      if (input !== undefined) {
         child.stdin?.write(script);
-        child.stdin?.end(request.input);
+        child.stdin?.end(input);
       } else {
         child.stdin?.end(script);
       }

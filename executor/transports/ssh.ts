@@ -99,11 +99,13 @@ export class SshTransport implements Transport {
 
   async runStage(request: StageRequest, signal: AbortSignal): Promise<StageOutcome> {
     if (signal.aborted) return CANCELED;
+    // Input follows only a content script (a file of gitlab-runner's is read to its end).
+    const input = request.script !== undefined ? request.input : undefined;
     let info: ValidConnectInfo;
     let prefix: string;
     try {
       info = validateConnectInfo(this.info);
-      prefix = scriptPrefix(request.env, request.input !== undefined && request.script !== undefined);
+      prefix = scriptPrefix(request.env, input !== undefined);
     } catch (error) {
       return systemFailure((error as Error).message);
     }
@@ -121,7 +123,6 @@ export class SshTransport implements Transport {
     const notReady = await this.ensureMaster(info, paths, signal, request.probeGone);
     if (notReady) return notReady;
 
-    const input = request.script !== undefined ? request.input : undefined;
     const token = randomBytes(8).toString('hex');
     const pidName = remotePidName(paths.jobKey, token);
     const logOffset = fileSize(paths.stageLog);

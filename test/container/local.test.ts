@@ -123,7 +123,7 @@ allowed_pull_policies = ["always", "if-not-present"]
         },
       ],
       script: [
-        'for h in db ' + derived.replaceAll('/', '__') + ' ' + derived.replaceAll('/', '-') + '; do',
+        `for h in db ${derived.replaceAll('/', '__')} ${derived.replaceAll('/', '-')}; do`,
         '  printf "%s: " "$h"; nc "$h" 5432 </dev/null',
         'done',
       ].join('\n'),
@@ -231,6 +231,10 @@ allowed_pull_policies = ["always", "if-not-present"]
     expect(result.log).not.toContain('not reached');
     expect(result.log).toContain('marker');
     expect(result.log).toContain('no build processes left');
+    // The stage ends by itself once the container's KILL comes (exit 137): still a cancel, not a
+    // script failure with that code.
+    expect(result.log).toContain('runner-fleet: stage build_script canceled');
+    expect(result.buildExitCode).toBeUndefined();
     const build = result.calls.find((c) => c.stage === 'build_script')!;
     // Ended by the KILL after kill_grace (4 s), well before the harness's own SIGKILL.
     expect(build.signal).toBeNull();
